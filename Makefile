@@ -1,0 +1,33 @@
+# Everything installs into .venv from nothing. torch is pinned and installed first: an unpinned torch
+# (asked for by fairseq) would pull a multi-GB CUDA build. fairseq-fixed builds from source against
+# that torch, hence --no-build-isolation and its build requirements installed beforehand.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fesa-installed
+PYTEST_ARGS ?=
+DEMO_DIR ?= demo_out
+
+.PHONY: install test test-fast demo clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --disable-pip-version-check setuptools wheel cython numpy
+	$(PY) -m pip install --disable-pip-version-check --no-build-isolation -e ".[test]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+demo: install
+	$(VENV)/bin/fesa make-demo-corpus --overwrite $(DEMO_DIR)/corpus
+	$(VENV)/bin/fesa prepare-iemocap $(DEMO_DIR)/corpus $(DEMO_DIR)/manifests
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR)

@@ -1,0 +1,1 @@
+"""Registered on import of fesa_fairseq."""

@@ -1,0 +1,35 @@
+"""fesa_fairseq: Frame-level Emotional State Alignment (Li et al., ICASSP 2024) as a fairseq user dir."""
+
+from setuptools import find_packages, setup
+
+# Official fairseq 0.12.2 does not import on Python >= 3.11 (a mutable dataclass default in its
+# configs); fairseq-fixed is a maintained snapshot of fairseq that does and builds from source.
+# Both provide the import name `fairseq`; the plugin only uses APIs that 0.12.2 already had.
+FAIRSEQ = [
+    "fairseq==0.12.2; python_version < '3.11'",
+    "fairseq-fixed==0.12.3.1; python_version >= '3.11'",
+]
+
+setup(
+    name="fesa_fairseq",
+    version="0.1.0",
+    description="Frame-level emotional state alignment for speech emotion recognition, on fairseq HuBERT",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.8",
+    packages=find_packages(include=["fesa_fairseq", "fesa_fairseq.*"]),
+    package_data={"fesa_fairseq": ["config/*/*.yaml"]},
+    install_requires=FAIRSEQ
+    + [
+        "torch>=1.13",
+        "numpy",
+        "scipy",
+        "soundfile",
+        "scikit-learn",
+        "npy-append-array",
+        "tensorboardX",
+        "tqdm",
+    ],
+    extras_require={"test": ["pytest", "pytest-timeout"]},
+    entry_points={"console_scripts": ["fesa = fesa_fairseq.cli:main"]},
+)

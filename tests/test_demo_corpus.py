@@ -1,0 +1,106 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from fesa_fairseq.errors import FesaError
+from fesa_fairseq.recipes.demo_corpus import make_demo_corpus, read_segments
+from fesa_fairseq.recipes.iemocap import prepare_iemocap
+from tiny_hubert import run_fesa
+
+
+def digest(root):
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo") / "corpus"
+    make_demo_corpus(root, utterances_per_speaker=12, seed=0, progress=False)
+    return root
+
+
+def test_same_seed_same_bytes(corpus, tmp_path):
+    make_demo_corpus(tmp_path / "again", utterances_per_speaker=12, seed=0, progress=False)
+    make_demo_corpus(tmp_path / "other", utterances_per_speaker=12, seed=1, progress=False)
+    assert digest(tmp_path / "again") == digest(corpus)
+    assert digest(tmp_path / "other") != digest(corpus)
+
+
+def test_prepares_into_five_folds(corpus, tmp_path):
+    summary = prepare_iemocap(corpus, tmp_path / "m", progress=False)
+    assert not summary["known_totals_checked"]  # the demo is recognised, no warning about IEMOCAP totals
+    assert summary["utterances"] == 5 * 2 * 9  # 12 turns per speaker, 3 of them fru/sur/xxx
+    for k in range(1, 6):
+        sizes = summary["folds"][k]
+        assert sizes["test"] == 18 and sizes["train"] + sizes["valid"] == 72 and sizes["valid"] > 0
+        for split in ("train", "valid", "test"):
+            assert (tmp_path / "m" / f"fold{k}" / f"{split}.emo").is_file()
+    assert set(summary["per_session"][1]) == {"neu", "hap", "ang", "sad"}
+
+
+def test_audio_is_16k_mono_of_one_to_four_seconds(corpus):
+    wavs = list((corpus / "Session2" / "sentences" / "wav").rglob("*.wav"))
+    assert len(wavs) == 24
+    for w in wavs:
+        info = sf.info(str(w))
+        assert (info.samplerate, info.channels) == (16000, 1)
+        assert 1.0 <= info.duration <= 4.1
+
+
+def test_only_some_phrases_carry_the_emotion(corpus):
+    segments = read_segments(corpus)
+    listing = {}
+    for ev in corpus.glob("Session*/dialog/EmoEvaluation/*.txt"):
+        for line in ev.read_text().splitlines():
+            if line.startswith("["):
+                _, utt, code, _ = line.split("\t")
+                listing[utt] = code
+    assert set(segments) == set(listing)
+    mixed = [u for u, segs in segments.items() if listing[u] != "neu" and {e for *_, e in segs} == {listing[u], "neu"}]
+    pure = [u for u, segs in segments.items() if listing[u] != "neu" and {e for *_, e in segs} == {listing[u]}]
+    assert len(mixed) >= 20 and len(pure) >= 20
+    for u, segs in segments.items():
+        assert all(e in (listing[u], "neu") for *_, e in segs)
+        assert listing[u] != "neu" or {e for *_, e in segs} == {"neu"}
+
+
+def test_emotions_differ_in_loudness_where_they_are_carried(corpus):
+    """Angry segments are louder than neutral ones, which are louder than sad ones (same speakers)."""
+    segments = read_segments(corpus)
+    wav_of = {p.stem: p for p in corpus.rglob("*.wav")}
+    energy = {"ang": [], "neu": [], "sad": []}
+    for utt, segs in segments.items():
+        x, sr = sf.read(str(wav_of[utt]))
+        for a, b, e in segs:
+            if e in energy:
+                energy[e].append(np.sqrt(np.mean(x[int(a * sr):int(b * sr)] ** 2)))
+    mean = {e: np.mean(v) for e, v in energy.items()}
+    assert mean["ang"] > 1.3 * mean["neu"] > 1.3 * 1.3 * mean["sad"]
+
+
+def test_existing_folder_is_not_overwritten(corpus, tmp_path):
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    with pytest.raises(FesaError, match="already exists and is not empty"):
+        make_demo_corpus(out, utterances_per_speaker=3, progress=False)
+    assert (out / "mine.txt").read_text() == "keep me"
+    make_demo_corpus(out, utterances_per_speaker=3, overwrite=True, progress=False)
+    assert not (out / "mine.txt").exists()
+    assert json.loads((out / "fesa_demo.json").read_text())["utterances"] == 30
+    assert [p.name for p in tmp_path.iterdir()] == ["c"]  # no staging folder left behind
+
+
+def test_cli(tmp_path):
+    res = run_fesa("-q", "make-demo-corpus", tmp_path / "c", "--utterances-per-speaker", "3", "--seed", "5")
+    assert res.returncode == 0, res.stderr
+    assert "wrote 30 utterances" in res.stdout
+    res = run_fesa("-q", "make-demo-corpus", tmp_path / "c")
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and str(tmp_path / "c") in res.stderr

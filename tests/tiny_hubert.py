@@ -1,0 +1,111 @@
+"""Generated audio and a tiny HuBERT trained by *stock* fairseq (its own task, model and yaml), for tests."""
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+
+import fairseq
+
+FAIRSEQ_HUBERT_CONFIGS = Path(fairseq.__file__).parent / "examples" / "hubert" / "config" / "pretrain"
+FAIRSEQ_HYDRA_TRAIN = str(Path(sys.executable).parent / "fairseq-hydra-train")
+# FAIRSEQ_NOTES' tiny HuBERT: 2 layers of 64 dims, a 64-channel conv front end, 50 frames per second.
+TINY_MODEL = [
+    "+model.encoder_layers=2",
+    "+model.encoder_embed_dim=64",
+    "+model.encoder_ffn_embed_dim=128",
+    "+model.encoder_attention_heads=2",
+    "model.final_dim=32",
+    "model.conv_feature_layers='[(64,10,5)] + [(64,3,2)] * 4 + [(64,2,2)] * 2'",
+    "+model.conv_pos=16",
+    "+model.conv_pos_groups=4",
+]
+CPU_RUN = [
+    "common.cpu=true",
+    "common.fp16=false",
+    "distributed_training.distributed_world_size=1",
+    "dataset.required_batch_size_multiple=1",
+    "dataset.num_workers=0",
+    "common.log_interval=1",
+]
+
+
+def frames(num_samples: int) -> int:
+    """Frames of the conv front end above (receptive field 400 samples, hop 320)."""
+    return (num_samples - 400) // 320 + 1
+
+
+def write_audio_split(data_dir: Path, wav_dir: Path, split: str, n: int, seed: int, seconds=(0.6, 1.2)) -> List[int]:
+    rng = np.random.default_rng(seed)
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    lines, lengths = [str(wav_dir.resolve())], []
+    for i in range(n):
+        length = int(16000 * rng.uniform(*seconds))
+        sf.write(str(wav_dir / f"{split}{i}.wav"), 0.1 * rng.standard_normal(length), 16000, subtype="PCM_16")
+        lines.append(f"{split}{i}.wav\t{length}")
+        lengths.append(length)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return lengths
+
+
+def write_random_km(data_dir: Path, split: str, lengths: Sequence[int], k: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows = [" ".join(map(str, rng.integers(0, k, frames(n)))) for n in lengths]
+    (data_dir / f"{split}.km").write_text("\n".join(rows) + "\n")
+    (data_dir / "dict.km.txt").write_text("".join(f"{i} 1\n" for i in range(k)))
+
+
+def train_stock_hubert(work: Path, k: int = 10, updates: int = 3) -> Path:
+    """fairseq-hydra-train with fairseq's own hubert_base_librispeech.yaml, shrunk; returns checkpoint_last.pt."""
+    data = work / "data"
+    for split, n, seed in (("train", 8, 0), ("valid", 3, 1)):
+        lengths = write_audio_split(data, work / "wav", split, n, seed)
+        write_random_km(data, split, lengths, k, seed)
+    save_dir = work / "ckpt"
+    cmd = [
+        FAIRSEQ_HYDRA_TRAIN,
+        "--config-dir", str(FAIRSEQ_HUBERT_CONFIGS),
+        "--config-name", "hubert_base_librispeech",
+        f"task.data={data}", f"task.label_dir={data}", "task.labels=[km]", "model.label_rate=50",
+        f"hydra.run.dir={work / 'hydra'}", f"checkpoint.save_dir={save_dir}",
+        f"optimization.max_update={updates}", "task.min_sample_size=8000",
+        *CPU_RUN, *TINY_MODEL,
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=work)
+    return save_dir / "checkpoint_last.pt"
+
+
+def to_release_format(stock_ckpt: Path, out: Path, legacy_args: bool) -> Path:
+    """Rewrite a checkpoint the way official releases look.
+
+    HuBERT releases carry ``cfg`` as a dict plus ``task_state`` dictionaries; older fairseq releases carry an
+    ``argparse.Namespace`` ``args`` instead of ``cfg``, and numpy scalars and arrays in ``extra_state``.
+    """
+    state = torch.load(stock_ckpt, weights_only=False)
+    state["extra_state"] = {"best": np.float64(5.5), "val_loss": np.float64(5.5), "metrics": {"gnorm": np.array([1.0, 2.0])}}
+    state["last_optimizer_state"] = None
+    if legacy_args:
+        cfg, ns = state["cfg"], argparse.Namespace()
+        for group in ("common", "checkpoint", "distributed_training", "dataset", "optimization", "task", "model", "criterion"):
+            for key, value in (cfg[group] or {}).items():
+                if key != "_name":
+                    setattr(ns, key, value)
+        ns.task, ns.arch, ns.criterion = "hubert_pretraining", "hubert", "hubert"
+        ns.optimizer, ns.lr_scheduler = "adam", "polynomial_decay"
+        state["args"], state["cfg"] = ns, None
+    torch.save(state, out)
+    return out
+
+
+def run_fesa(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fesa_fairseq.cli", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})},
+    )
