@@ -19,6 +19,7 @@ setup(
     python_requires=">=3.8",
     packages=find_packages(include=["fesa_fairseq", "fesa_fairseq.*"]),
     package_data={"fesa_fairseq": ["config/*/*.yaml"]},
+    include_package_data=True,
     install_requires=FAIRSEQ
     + [
         "torch>=1.13",
@@ -29,6 +30,7 @@ setup(
         "npy-append-array",
         "tensorboardX",
         "tqdm",
+        "matplotlib",
     ],
     extras_require={"test": ["pytest", "pytest-timeout"]},
     entry_points={"console_scripts": ["fesa = fesa_fairseq.cli:main"]},

@@ -84,7 +84,32 @@ def _add_make_demo_corpus(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_make_demo_corpus)
 
 
-SUBCOMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [_add_prepare_iemocap, _add_make_demo_corpus]
+def _evaluate(args: argparse.Namespace) -> None:
+    from fesa_fairseq.evaluate import evaluate, format_confusion
+
+    m = evaluate(args.checkpoint, args.fold_dir, args.split, args.out, device=args.device, max_tokens=args.max_tokens, progress=not args.quiet)
+    print(f"{args.split} of {args.fold_dir}: {m['utterances']} utterances")
+    print(f"UA {m['ua']:.2f}%   WA {m['wa']:.2f}%")
+    print(format_confusion(m["confusion"], m["labels"]))
+    print(f"wrote {args.out}/predictions.tsv, metrics.json, confusion.png")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a fine-tuned classifier on a split: UA, WA, confusion matrix, per-utterance predictions",
+        description="Scores every utterance of FOLD_DIR/SPLIT whole (no cropping), batched by length.",
+    )
+    p.add_argument("checkpoint", help="a hubert_emotion_classifier checkpoint (e.g. checkpoints/checkpoint_best.pt)")
+    p.add_argument("fold_dir", help="fold folder with {split}.tsv, {split}.emo and dict.emo.txt")
+    p.add_argument("--split", default="test", help="which split to score (default test)")
+    p.add_argument("--out", required=True, help="folder for predictions.tsv, metrics.json and confusion.png")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--max-tokens", type=int, default=1_600_000, help="audio samples per batch (default 1,600,000 = 100 s)")
+    p.set_defaults(func=_evaluate)
+
+
+SUBCOMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [_add_prepare_iemocap, _add_make_demo_corpus, _add_evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,11 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    # force: importing fairseq (done by importing this package) leaves the root logger at DEBUG.
     logging.basicConfig(
         format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
         level=logging.WARNING if args.quiet else os.environ.get("LOGLEVEL", "INFO").upper(),
         stream=sys.stderr,
+        force=True,
     )
     try:
         args.func(args)

@@ -1,0 +1,76 @@
+"""What kind of model a fairseq checkpoint holds, read without loading its weights."""
+
+import logging
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from fesa_fairseq.errors import FesaError
+
+logger = logging.getLogger(__name__)
+
+# Registered model names whose checkpoints are pretrained HuBERTs (stock fairseq's and this plugin's).
+PRETRAINED_HUBERT_MODELS = ("hubert", "emotion_hubert")
+CLASSIFIER_MODEL = "hubert_emotion_classifier"
+
+
+@dataclass
+class CheckpointInfo:
+    path: str
+    model: Optional[str]  # registered model name (cfg.model._name, or args.arch of older releases)
+    task: Optional[str]
+    task_state: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_pretrained_hubert(self) -> bool:
+        return self.model in PRETRAINED_HUBERT_MODELS
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.model == CLASSIFIER_MODEL
+
+
+def _load_lazily(path: Path) -> Dict[str, Any]:
+    """mmap keeps tensors on disk; checkpoints in torch's old (non-zip) format cannot be mapped."""
+    try:
+        return torch.load(str(path), map_location="cpu", mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e):
+            raise
+        return torch.load(str(path), map_location="cpu")
+
+
+def inspect_checkpoint(path: str) -> CheckpointInfo:
+    p = Path(path)
+    if not p.is_file():
+        raise FesaError(f"checkpoint {path} does not exist")
+    try:
+        state = _load_lazily(p)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        raise FesaError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise FesaError(f"{path} is not a fairseq checkpoint (it has no 'model' entry)")
+    cfg, args = state.get("cfg"), state.get("args")
+    if cfg is not None:
+        model, task = (cfg.get("model") or {}).get("_name"), (cfg.get("task") or {}).get("_name")
+    elif args is not None:
+        model, task = getattr(args, "arch", None), getattr(args, "task", None)
+    else:
+        raise FesaError(f"{path} has neither 'cfg' nor 'args': not a fairseq training checkpoint")
+    return CheckpointInfo(str(path), model, task, state.get("task_state") or {})
+
+
+def require_pretrained_hubert(path: str, option: str) -> CheckpointInfo:
+    info = inspect_checkpoint(path)
+    if not info.is_pretrained_hubert:
+        raise FesaError(
+            f"{option}={path} holds a {info.model!r} model (task {info.task!r}); it must be a pretrained HuBERT: "
+            f"a checkpoint of fairseq's hubert_pretraining or of emotion_hubert_pretraining, or an official release "
+            f"such as hubert_base_ls960.pt"
+        )
+    if "dictionaries" not in info.task_state:
+        raise FesaError(f"{option}={path} has no label dictionaries in its task_state: not a HuBERT pretraining checkpoint")
+    return info

@@ -1,0 +1,147 @@
+"""Utterances and their emotion labels, read with soundfile, batched with as little padding as possible."""
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+from fairseq.data import FairseqDataset
+
+from fesa_fairseq.data.files import read_manifest
+from fesa_fairseq.errors import FesaError
+
+logger = logging.getLogger(__name__)
+
+
+class EmotionAudioDataset(FairseqDataset):
+    """A fairseq manifest plus one class index per utterance.
+
+    Training utterances longer than ``max_sample_size`` are cropped (randomly or centrally); without it, and
+    always for valid/test, every utterance is scored whole. ``balance`` resamples each epoch with inverse
+    class frequency (class-balanced sampling), so batches are redrawn every epoch.
+    """
+
+    def __init__(
+        self,
+        manifest: str,
+        targets: Sequence[int],
+        sample_rate: int = 16000,
+        max_sample_size: Optional[int] = None,
+        random_crop: bool = True,
+        normalize: bool = False,
+        shuffle: bool = True,
+        balance: bool = False,
+        seed: int = 1,
+    ) -> None:
+        super().__init__()
+        self.manifest = manifest
+        self.root, rows = read_manifest(manifest)
+        if len(rows) != len(targets):
+            raise FesaError(f"{manifest} lists {len(rows)} utterances but {len(targets)} labels were given")
+        self.paths = [str(Path(self.root, rel)) for rel, _ in rows]
+        self.sizes = np.array([n for _, n in rows], dtype=np.int64)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.sample_rate = sample_rate
+        self.max_sample_size = max_sample_size
+        self.random_crop = random_crop
+        self.normalize = normalize
+        self.shuffle = shuffle
+        self.balance = balance
+        self.seed = seed
+        self.epoch = 1
+        self._check_audio_headers()
+
+    def _check_audio_headers(self) -> None:
+        for line, (path, n) in enumerate(zip(self.paths, self.sizes), start=2):
+            if not Path(path).is_file():
+                raise FesaError(f"{self.manifest}:{line}: missing wav {path}")
+            info = sf.info(path)
+            if info.frames != n:
+                raise FesaError(
+                    f"{self.manifest}:{line}: {path} has {info.frames} samples but the manifest says {n}; "
+                    "re-create the manifest (fesa prepare-iemocap) or fix the count"
+                )
+            if info.samplerate != self.sample_rate or info.channels != 1:
+                raise FesaError(
+                    f"{path} is {info.samplerate} Hz with {info.channels} channel(s); task.sample_rate={self.sample_rate} mono expected"
+                )
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def _crop(self, wav: np.ndarray, index: int) -> np.ndarray:
+        excess = len(wav) - self.max_sample_size if self.max_sample_size else 0
+        if excess <= 0:
+            return wav
+        if self.random_crop:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            start = int(rng.integers(0, excess + 1))
+        else:
+            start = excess // 2
+        return wav[start : start + self.max_sample_size]
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        wav, sr = sf.read(self.paths[index], dtype="float32")
+        wav = self._crop(wav, index)
+        source = torch.from_numpy(wav)
+        if self.normalize:
+            source = F.layer_norm(source, source.shape)
+        return {"id": index, "source": source, "target": int(self.targets[index])}
+
+    def num_tokens(self, index: int) -> int:
+        return self.size(index)
+
+    def size(self, index: int) -> int:
+        n = int(self.sizes[index])
+        return min(n, self.max_sample_size) if self.max_sample_size else n
+
+    @property
+    def cropped_sizes(self) -> np.ndarray:
+        return np.minimum(self.sizes, self.max_sample_size) if self.max_sample_size else self.sizes
+
+    def num_tokens_vec(self, indices: np.ndarray) -> np.ndarray:
+        return self.cropped_sizes[indices]
+
+    def collater(self, samples: List[Dict[str, object]]) -> Dict[str, object]:
+        if not samples:
+            return {}
+        lengths = [len(s["source"]) for s in samples]
+        source = torch.zeros(len(samples), max(lengths))
+        padding_mask = torch.ones(len(samples), max(lengths), dtype=torch.bool)
+        for i, (s, n) in enumerate(zip(samples, lengths)):
+            source[i, :n] = s["source"]
+            padding_mask[i, :n] = False
+        return {
+            "id": torch.LongTensor([s["id"] for s in samples]),
+            "net_input": {"source": source, "padding_mask": padding_mask},
+            "target": torch.LongTensor([s["target"] for s in samples]),
+            "nsentences": len(samples),
+            "ntokens": sum(lengths),
+        }
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def ordered_indices(self) -> np.ndarray:
+        """Shuffled (or class-balanced), then sorted by length so that batches hold utterances of similar size."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.balance:
+            counts = np.bincount(self.targets)
+            p = 1.0 / counts[self.targets]
+            order = rng.choice(len(self), size=len(self), replace=True, p=p / p.sum())
+        elif self.shuffle:
+            order = rng.permutation(len(self))
+        else:
+            order = np.arange(len(self))
+        return order[np.argsort(self.cropped_sizes[order], kind="stable")[::-1]]
+
+    @property
+    def can_reuse_epoch_itr_across_epochs(self) -> bool:
+        return not self.balance  # crops are redrawn in __getitem__; their sizes never change
+
+    @property
+    def supports_prefetch(self) -> bool:
+        return False

@@ -1,0 +1,106 @@
+"""Score a fine-tuned classifier on a split: whole utterances, batched by length, on CPU or CUDA."""
+
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+from fairseq import checkpoint_utils, utils
+from tqdm import tqdm
+
+from fesa_fairseq.checkpoints import inspect_checkpoint
+from fesa_fairseq.data.files import atomic_write_lines, atomic_write_text
+from fesa_fairseq.errors import FesaError
+from fesa_fairseq.plots import plot_confusion
+from fesa_fairseq.scoring import confusion_matrix, counts_of, unweighted_accuracy, weighted_accuracy
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FesaError(f"--device {device} asked for, but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def load_classifier(checkpoint: str, fold_dir: str, device: torch.device):
+    info = inspect_checkpoint(checkpoint)
+    if not info.is_classifier:
+        raise FesaError(f"{checkpoint} holds a {info.model!r} model; this needs a fine-tuned hubert_emotion_classifier checkpoint")
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint], arg_overrides={"data": str(fold_dir)})
+    trained_on = info.task_state.get("labels")
+    if trained_on is not None and list(trained_on) != list(task.labels):
+        raise FesaError(
+            f"{checkpoint} was trained on classes {list(trained_on)} but {task.dict_path} lists {task.labels}; "
+            "use a fold with the same dict.emo.txt classes in the same order"
+        )
+    return models[0].eval().to(device), task
+
+
+@torch.no_grad()
+def predict(model, task, split: str, device: torch.device, max_tokens: int, progress: bool = True) -> Dict[str, np.ndarray]:
+    task.load_dataset(split)
+    dataset = task.dataset(split)
+    batches = task.get_batch_iterator(
+        dataset=dataset, max_tokens=max_tokens, ignore_invalid_inputs=False, required_batch_size_multiple=1
+    ).next_epoch_itr(shuffle=False)
+    ids: List[np.ndarray] = []
+    probs: List[np.ndarray] = []
+    for sample in tqdm(batches, desc=f"scoring {split}", unit="batch", disable=not progress):
+        sample = utils.apply_to_sample(lambda t: t.to(device), sample)
+        logits = model(**sample["net_input"])["logits"].float()
+        ids.append(sample["id"].cpu().numpy())
+        probs.append(torch.softmax(logits, dim=-1).cpu().numpy())
+    order = np.argsort(np.concatenate(ids))
+    prob = np.concatenate(probs)[order]
+    return {"prob": prob, "prediction": prob.argmax(-1), "target": dataset.targets, "paths": dataset.paths}
+
+
+def evaluate(
+    checkpoint: str,
+    fold_dir: str,
+    split: str,
+    out_dir: str,
+    device: str = "auto",
+    max_tokens: int = 1_600_000,
+    progress: bool = True,
+) -> Dict[str, object]:
+    """Write predictions.tsv, metrics.json and confusion.png under out_dir; return the metrics."""
+    dev = resolve_device(device)
+    model, task = load_classifier(checkpoint, fold_dir, dev)
+    result = predict(model, task, split, dev, max_tokens, progress)
+    labels = list(task.labels)
+    matrix = confusion_matrix(result["target"], result["prediction"], len(labels))
+    counts = counts_of(matrix)
+    metrics = {
+        "checkpoint": str(checkpoint),
+        "data": str(fold_dir),
+        "split": split,
+        "utterances": int(matrix.sum()),
+        "ua": round(unweighted_accuracy(counts), 2),
+        "wa": round(weighted_accuracy(counts), 2),
+        "labels": labels,
+        "recall": {l: round(100 * c / t, 2) if t else None for l, (c, t) in zip(labels, counts)},
+        "confusion": matrix.tolist(),
+    }
+    out = Path(out_dir)
+    rows = ["utt_id\tlabel\tprediction\t" + "\t".join(f"p_{l}" for l in labels)]
+    for path, t, p, prob in zip(result["paths"], result["target"], result["prediction"], result["prob"]):
+        rows.append(f"{Path(path).stem}\t{labels[t]}\t{labels[p]}\t" + "\t".join(f"{x:.4f}" for x in prob))
+    atomic_write_lines(out / "predictions.tsv", rows)
+    plot_confusion(matrix, labels, out / "confusion.png", title=f"{split}: UA {metrics['ua']:.1f}%  WA {metrics['wa']:.1f}%")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def format_confusion(matrix: List[List[int]], labels: List[str]) -> str:
+    width = max(6, *(len(l) for l in labels))
+    lines = ["true\\pred".ljust(width + 2) + "".join(l.rjust(width) for l in labels)]
+    for label, row in zip(labels, matrix):
+        lines.append(label.ljust(width + 2) + "".join(str(v).rjust(width) for v in row))
+    return "\n".join(lines)
+

@@ -1,0 +1,113 @@
+"""HuBERT encoder + frame pooling + linear head: utterance-level speech emotion classification.
+
+The encoder is fairseq's own HuBERT fine-tuning wrapper (``HubertEncoder``): it loads ``w2v_path``, applies
+the fine-tuning dropouts, masks and layerdrop, scales the feature extractor's gradient
+(``feature_grad_mult``; 0 freezes it) and keeps the transformer frozen for ``freeze_finetune_updates``.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from fairseq.dataclass import ChoiceEnum
+from fairseq.models import BaseFairseqModel, register_model
+from fairseq.models.hubert.hubert_asr import HubertAsrConfig, HubertEncoder
+from omegaconf import OmegaConf
+from torch import nn
+
+from fesa_fairseq.checkpoints import require_pretrained_hubert
+from fesa_fairseq.pooling import POOLING_REGISTRY, build_pooling
+
+logger = logging.getLogger(__name__)
+
+POOLING_CHOICES = ChoiceEnum(sorted(POOLING_REGISTRY))
+
+
+@dataclass
+class HubertEmotionClassifierConfig(HubertAsrConfig):
+    pooling: POOLING_CHOICES = field(
+        default="attention",
+        metadata={"help": "frames -> utterance: 'attention' (learned scores, softmax over real frames) or 'mean'"},
+    )
+    projection_dim: int = field(
+        default=0, metadata={"help": "hidden size of a tanh projection between pooling and the output layer; 0 for none"}
+    )
+    classifier_dropout: float = field(default=0.0, metadata={"help": "dropout on the pooled utterance vector"})
+
+
+class EmotionHubertEncoder(HubertEncoder):
+    """fairseq's ``HubertEncoder`` whose checkpoints stand on their own.
+
+    fairseq builds a model from a merged copy of its config, so the ``w2v_args`` that ``HubertEncoder``
+    records never reach the saved checkpoint, and rebuilding would re-read ``w2v_path`` and the
+    pretraining label dictionaries. Both are kept in the task state instead (saved as ``task_state``,
+    restored before the model is built). A ``w2v_path`` that is not a pretrained HuBERT is refused clearly.
+    """
+
+    def __init__(self, cfg: HubertEmotionClassifierConfig, task) -> None:
+        if cfg.w2v_args is None:
+            saved = getattr(task.state, "w2v_args", None)
+            if saved is not None:
+                cfg.w2v_args = OmegaConf.create(saved)
+            else:
+                info = require_pretrained_hubert(cfg.w2v_path, "model.w2v_path")
+                task.state.merge_state_dict({"dictionaries": info.task_state["dictionaries"]})
+        super().__init__(cfg, task)
+        task.state.merge_state_dict({"w2v_args": OmegaConf.to_container(cfg.w2v_args, resolve=True, enum_to_str=True)})
+
+
+@register_model("hubert_emotion_classifier", dataclass=HubertEmotionClassifierConfig)
+class HubertEmotionClassifier(BaseFairseqModel):
+    def __init__(self, cfg: HubertEmotionClassifierConfig, encoder: HubertEncoder, num_classes: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder
+        dim = cfg.w2v_args.model.encoder_embed_dim
+        self.pooling = build_pooling(cfg.pooling, dim)
+        layers: List[nn.Module] = [nn.Dropout(cfg.classifier_dropout)]
+        if cfg.projection_dim > 0:
+            layers += [nn.Linear(dim, cfg.projection_dim), nn.Tanh(), nn.Dropout(cfg.classifier_dropout)]
+            dim = cfg.projection_dim
+        layers.append(nn.Linear(dim, num_classes))
+        self.head = nn.Sequential(*layers)
+
+    @classmethod
+    def build_model(cls, cfg: HubertEmotionClassifierConfig, task) -> "HubertEmotionClassifier":
+        encoder = EmotionHubertEncoder(cfg, task)
+        return cls(cfg, encoder, len(task.labels))
+
+    def set_num_updates(self, num_updates: int) -> None:
+        super().set_num_updates(num_updates)
+        self.encoder.set_num_updates(num_updates)
+
+    def forward(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None, **kwargs) -> Dict[str, torch.Tensor]:
+        """logits (B×classes), attention (B×T frame weights, 0 on padding) and the frame padding mask."""
+        out = self.encoder(source, padding_mask, tbc=False)
+        frames, frame_padding = out["encoder_out"], out["padding_mask"]
+        pooled, weights = self.pooling(frames, frame_padding)
+        return {"logits": self.head(pooled), "attention": weights, "padding_mask": frame_padding}
+
+    def extract_features(
+        self,
+        source: torch.Tensor,
+        padding_mask: Optional[torch.Tensor] = None,
+        mask: bool = False,
+        ret_conv: bool = False,
+        output_layer: Optional[int] = None,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Frame features of the (fine-tuned) encoder, exactly like ``HubertModel.extract_features``."""
+        return self.encoder.w2v_model.extract_features(
+            source, padding_mask=padding_mask, mask=mask, ret_conv=ret_conv, output_layer=output_layer
+        )
+
+    @property
+    def encoder_layers(self) -> int:
+        return len(self.encoder.w2v_model.encoder.layers)
+
+    def get_logits(self, net_output: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return net_output["logits"]
+
+    def get_targets(self, sample, net_output) -> torch.Tensor:
+        return sample["target"]
+

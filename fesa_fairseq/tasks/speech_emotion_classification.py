@@ -1,0 +1,133 @@
+"""Utterance-level speech emotion classification on a fold folder.
+
+A fold folder holds ``{split}.tsv`` (fairseq audio manifest), ``{split}.emo`` (one label per line, aligned
+with the manifest) and ``dict.emo.txt`` (``label count`` per line, counted on the training split).
+"""
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import torch
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.tasks import FairseqTask, register_task
+from omegaconf import II, MISSING
+
+from fesa_fairseq.data.emotion_audio_dataset import EmotionAudioDataset
+from fesa_fairseq.data.files import read_lines
+from fesa_fairseq.errors import FesaError
+
+logger = logging.getLogger(__name__)
+
+CLASS_BALANCE_CHOICES = ChoiceEnum(["none", "weights", "sampling"])
+
+
+@dataclass
+class SpeechEmotionClassificationConfig(FairseqDataclass):
+    data: str = field(default=MISSING, metadata={"help": "fold folder with {split}.tsv, {split}.emo and dict.emo.txt"})
+    labels: str = field(default="emo", metadata={"help": "extension of the label files: {split}.<labels> and dict.<labels>.txt"})
+    sample_rate: int = field(default=16000, metadata={"help": "audio sample rate; every wav must have it"})
+    normalize: bool = field(
+        default=False,
+        metadata={"help": "layer-normalise each waveform; must match the checkpoint (False for HuBERT base, True for large)"},
+    )
+    max_sample_size: Optional[int] = field(
+        default=None,
+        metadata={"help": "crop training utterances to at most this many samples (96000 = 6 s); valid and test are never cropped"},
+    )
+    random_crop: bool = field(default=True, metadata={"help": "crop training utterances at a random offset (else centrally)"})
+    class_balance: CLASS_BALANCE_CHOICES = field(
+        default="none",
+        metadata={
+            "help": "class imbalance: 'weights' weighs the loss by inverse class frequency, 'sampling' draws training "
+            "utterances with inverse class frequency every epoch"
+        },
+    )
+    train_subset: str = II("dataset.train_subset")
+    seed: int = II("common.seed")
+
+
+@register_task("speech_emotion_classification", dataclass=SpeechEmotionClassificationConfig)
+class SpeechEmotionClassificationTask(FairseqTask):
+    cfg: SpeechEmotionClassificationConfig
+
+    def __init__(self, cfg: SpeechEmotionClassificationConfig) -> None:
+        super().__init__(cfg)
+        self.dict_path = Path(cfg.data) / f"dict.{cfg.labels}.txt"
+        self.labels, self.label_counts = read_label_dictionary(self.dict_path)
+        # Saved in checkpoints, so that scoring can refuse a fold whose classes differ from training.
+        self.state.merge_state_dict({"labels": list(self.labels)})
+        logger.info("classes (%s): %s", self.dict_path, ", ".join(f"{l} {c}" for l, c in zip(self.labels, self.label_counts)))
+
+    @classmethod
+    def setup_task(cls, cfg: SpeechEmotionClassificationConfig, **kwargs) -> "SpeechEmotionClassificationTask":
+        return cls(cfg)
+
+    # fairseq 0.12.2's HubertEncoder adds a projection to len(target_dictionary) whenever there is one.
+    @property
+    def source_dictionary(self) -> None:
+        return None
+
+    @property
+    def target_dictionary(self) -> None:
+        return None
+
+    def read_targets(self, path: Path) -> List[int]:
+        index = {label: i for i, label in enumerate(self.labels)}
+        targets = []
+        for line, label in enumerate(read_lines(path), start=1):
+            if label not in index:
+                raise FesaError(f"{path}:{line}: label {label!r} is not in {self.dict_path} ({', '.join(self.labels)})")
+            targets.append(index[label])
+        return targets
+
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs) -> None:
+        manifest = Path(self.cfg.data) / f"{split}.tsv"
+        label_file = Path(self.cfg.data) / f"{split}.{self.cfg.labels}"
+        targets = self.read_targets(label_file)
+        utterances = max(len(read_lines(manifest)) - 1, 0)
+        if utterances != len(targets):
+            raise FesaError(f"{manifest} lists {utterances} utterances but {label_file} has {len(targets)} labels; they must align line by line")
+        train = split == self.cfg.train_subset
+        self.datasets[split] = EmotionAudioDataset(
+            str(manifest),
+            targets,
+            sample_rate=self.cfg.sample_rate,
+            max_sample_size=self.cfg.max_sample_size if train else None,
+            random_crop=self.cfg.random_crop,
+            normalize=self.cfg.normalize,
+            shuffle=train,
+            balance=train and self.cfg.class_balance == "sampling",
+            seed=self.cfg.seed,
+        )
+        logger.info("%s: %d utterances from %s", split, len(targets), manifest)
+
+    @property
+    def class_weights(self) -> Optional[torch.Tensor]:
+        """Inverse training frequency, scaled to average 1 over classes, when class_balance='weights'."""
+        if self.cfg.class_balance != "weights":
+            return None
+        counts = torch.tensor(self.label_counts, dtype=torch.float).clamp(min=1.0)
+        weights = counts.sum() / counts
+        return weights * len(weights) / weights.sum()
+
+    def max_positions(self) -> int:
+        return sys.maxsize
+
+
+def read_label_dictionary(path: Path) -> Tuple[List[str], List[int]]:
+    """``label count`` lines, in class-index order."""
+    labels, counts = [], []
+    for line, text in enumerate(read_lines(path), start=1):
+        parts = text.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise FesaError(f"{path}:{line}: expected 'label count', got {text!r}")
+        if parts[0] in labels:
+            raise FesaError(f"{path}:{line}: label {parts[0]!r} appears twice")
+        labels.append(parts[0])
+        counts.append(int(parts[1]))
+    if len(labels) < 2:
+        raise FesaError(f"{path} must list at least two classes, found {len(labels)}")
+    return labels, counts
