@@ -128,15 +128,7 @@ class EmotionAudioDataset(FairseqDataset):
     def ordered_indices(self) -> np.ndarray:
         """Shuffled (or class-balanced), then sorted by length so that batches hold utterances of similar size."""
         rng = np.random.default_rng([self.seed, self.epoch])
-        if self.balance:
-            counts = np.bincount(self.targets)
-            p = 1.0 / counts[self.targets]
-            order = rng.choice(len(self), size=len(self), replace=True, p=p / p.sum())
-        elif self.shuffle:
-            order = rng.permutation(len(self))
-        else:
-            order = np.arange(len(self))
-        return order[np.argsort(self.cropped_sizes[order], kind="stable")[::-1]]
+        return length_sorted_order(self.cropped_sizes, self.targets, rng, self.shuffle, self.balance)
 
     @property
     def can_reuse_epoch_itr_across_epochs(self) -> bool:
@@ -145,3 +137,21 @@ class EmotionAudioDataset(FairseqDataset):
     @property
     def supports_prefetch(self) -> bool:
         return False
+
+
+def length_sorted_order(
+    sizes: np.ndarray, targets: np.ndarray, rng: np.random.Generator, shuffle: bool = True, balance: bool = False
+) -> np.ndarray:
+    """Indices drawn (shuffled, or with inverse class frequency when balancing), longest first.
+
+    fairseq's ``batch_by_size`` then cuts this order into batches, so each batch holds utterances of similar
+    length, and the epoch iterator shuffles the batches.
+    """
+    if balance:
+        p = 1.0 / np.bincount(targets)[targets]
+        order = rng.choice(len(sizes), size=len(sizes), replace=True, p=p / p.sum())
+    elif shuffle:
+        order = rng.permutation(len(sizes))
+    else:
+        order = np.arange(len(sizes))
+    return order[np.argsort(sizes[order], kind="stable")[::-1]]
