@@ -31,6 +31,7 @@ setup(
         "tensorboardX",
         "tqdm",
         "matplotlib",
+        "kaldi-native-fbank",
     ],
     extras_require={"test": ["pytest", "pytest-timeout"]},
     entry_points={"console_scripts": ["fesa = fesa_fairseq.cli:main"]},

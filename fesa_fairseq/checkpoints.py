@@ -51,6 +51,11 @@ def inspect_checkpoint(path: str) -> CheckpointInfo:
         state = _load_lazily(p)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
         raise FesaError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
+    return describe_state(state, path)
+
+
+def describe_state(state: Dict[str, Any], path: str) -> CheckpointInfo:
+    """The kind of a checkpoint already loaded with torch.load."""
     if not isinstance(state, dict) or "model" not in state:
         raise FesaError(f"{path} is not a fairseq checkpoint (it has no 'model' entry)")
     cfg, args = state.get("cfg"), state.get("args")
@@ -61,6 +66,25 @@ def inspect_checkpoint(path: str) -> CheckpointInfo:
     else:
         raise FesaError(f"{path} has neither 'cfg' nor 'args': not a fairseq training checkpoint")
     return CheckpointInfo(str(path), model, task, state.get("task_state") or {})
+
+
+def encoder_weights(state: Dict[str, Any], info: CheckpointInfo) -> Dict[str, Any]:
+    """HubertModel weights of a pretrained HuBERT, or of a fine-tuned classifier's encoder."""
+    require_hubert_family(info)
+    if info.is_classifier:
+        prefix = "encoder.w2v_model."
+        return {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    return state["model"]
+
+
+def require_hubert_family(info: CheckpointInfo) -> CheckpointInfo:
+    """A pretrained HuBERT or a fine-tuned classifier (whose encoder is one); anything else is refused."""
+    if not (info.is_pretrained_hubert or info.is_classifier):
+        raise FesaError(
+            f"{info.path} holds a {info.model!r} model (task {info.task!r}); a HuBERT is needed: hubert_pretraining, "
+            "emotion_hubert_pretraining, an official release, or a fine-tuned hubert_emotion_classifier"
+        )
+    return info
 
 
 def require_pretrained_hubert(path: str, option: str) -> CheckpointInfo:

@@ -109,7 +109,78 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_evaluate)
 
 
-SUBCOMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [_add_prepare_iemocap, _add_make_demo_corpus, _add_evaluate]
+def _pseudo_labels(args: argparse.Namespace) -> None:
+    from fesa_fairseq.evaluate import resolve_device
+    from fesa_fairseq.labels.pseudo_labels import KMeansOptions, PseudoLabelJob, make_pseudo_labels
+    from fesa_fairseq.labels.readers import HubertFeatureReader, MfccFeatureReader
+
+    if args.features == "mfcc":
+        reader = MfccFeatureReader()
+        describe = {"features": "mfcc"}
+    else:
+        if args.checkpoint is None or args.layer is None:
+            raise FesaError("--checkpoint and --layer are needed for HuBERT features (or pass --features mfcc)")
+        reader = HubertFeatureReader(args.checkpoint, args.layer, resolve_device(args.device), args.max_chunk, data_dir=args.manifest_dir)
+        describe = {"features": "hubert", "checkpoint": str(Path(args.checkpoint).resolve()), "layer": args.layer}
+    job = PseudoLabelJob(
+        manifest_dir=args.manifest_dir,
+        splits=[s for s in args.splits.split(",") if s],
+        out_dir=args.out,
+        clusters=args.clusters,
+        kmeans_model=args.kmeans_model,
+        train_split=args.train_split,
+        percent=args.percent,
+        nshard=args.nshard,
+        rank=args.rank,
+        feature_dir=args.feature_dir,
+        seed=args.seed,
+        kmeans=KMeansOptions(batch_size=args.kmeans_batch_size, n_init=args.kmeans_n_init, max_iter=args.kmeans_max_iter),
+        describe=describe,
+    )
+    summary = make_pseudo_labels(reader, job)
+    if summary is None:
+        print(f"dumped features of shard {args.rank}/{args.nshard} to {args.feature_dir}; run again without --rank to cluster")
+        return
+    print(f"K={summary['clusters']} at {summary['label_rate']:g} Hz; frames per split: {summary['frames']}")
+    print(f"wrote {args.out}/{{{','.join(job.splits)}}}.km, dict.km.txt, kmeans.bin, labels.json")
+
+
+def _add_pseudo_labels(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pseudo-labels",
+        help="frame features of a model layer (or MFCC) -> k-means on the training split -> {split}.km labels",
+        description="Dumps frame features with fairseq's simple_kmeans (streamed to disk, sharded), learns "
+        "MiniBatchKMeans on the training split only (or applies --kmeans-model), labels every split, and checks "
+        "every label line against the utterance's frame count.",
+    )
+    p.add_argument("--manifest-dir", required=True, help="folder with {split}.tsv (a fold folder)")
+    p.add_argument("--splits", default="train,valid,test", help="comma-separated splits to label (default train,valid,test)")
+    p.add_argument("--out", required=True, help="folder for {split}.km, dict.km.txt, kmeans.bin, labels.json")
+    p.add_argument("--features", choices=["hubert", "mfcc"], default="hubert", help="hubert (a checkpoint's layer) or mfcc (bootstrap, 100 Hz)")
+    p.add_argument("--checkpoint", help="HuBERT-family checkpoint: pretraining, official release, or fine-tuned classifier")
+    p.add_argument("--layer", type=int, help="transformer layer whose output is clustered (1 = first; 9 is the paper's best)")
+    p.add_argument("--clusters", type=int, help="K (50 is the paper's best; 100, 150 tried)")
+    p.add_argument("--kmeans-model", help="apply this fitted k-means (e.g. hubert_base_ls960_L9_km500.bin) instead of learning one")
+    p.add_argument("--train-split", default="train", help="the only split k-means is fitted on (default train)")
+    p.add_argument("--percent", type=float, default=-1, help="fit k-means on this share of training utterances; -1 for all (default)")
+    p.add_argument("--nshard", type=int, default=1, help="split each manifest into this many feature shards")
+    p.add_argument("--rank", type=int, help="only dump the features of this shard, then stop (for parallel jobs; needs --feature-dir)")
+    p.add_argument("--feature-dir", help="keep features here (reused when complete); default: a temporary folder in --out")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--max-chunk", type=int, default=1_600_000, help="longest piece of audio fed to the model at once, in samples")
+    p.add_argument("--seed", type=int, default=0, help="seed of k-means and of its --percent sample")
+    p.add_argument("--kmeans-batch-size", type=int, default=10000, help="MiniBatchKMeans batch size (default 10,000)")
+    p.add_argument("--kmeans-n-init", type=int, default=20, help="MiniBatchKMeans initialisations (default 20)")
+    p.add_argument("--kmeans-max-iter", type=int, default=100, help="MiniBatchKMeans iterations (default 100)")
+    p.set_defaults(func=_pseudo_labels)
+
+
+SUBCOMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [
+    _add_prepare_iemocap,
+    _add_make_demo_corpus,
+    _add_evaluate,
+    _add_pseudo_labels,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,6 @@
 """Fine-tuning for real: a tiny HuBERT made by stock fairseq, fine-tuned by the plugin with fairseq-hydra-train."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,47 +9,24 @@ from fairseq import checkpoint_utils
 
 import fesa_fairseq  # noqa: F401
 from fesa_fairseq.models.hubert_emotion_classifier import HubertEmotionClassifier
-from tiny_hubert import FAIRSEQ_HYDRA_TRAIN, frames, run_fesa, to_release_format
+from tiny_hubert import finetune, frames, run_fesa, to_release_format
 
-PLUGIN = Path(fesa_fairseq.__file__).parent
 pytestmark = pytest.mark.slow
 
 
-def finetune(fold: Path, w2v_path: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [
-        FAIRSEQ_HYDRA_TRAIN,
-        "--config-dir", str(PLUGIN / "config" / "finetune"),
-        "--config-name", "tiny",
-        f"common.user_dir={PLUGIN}",
-        f"task.data={fold}",
-        f"model.w2v_path={w2v_path}",
-        f"hydra.run.dir={run_dir}",
-        *overrides,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True)
-
-
-@pytest.fixture(scope="module")
-def finetuned(stock_hubert, demo_folds, tmp_path_factory):
-    run = tmp_path_factory.mktemp("finetune")
-    res = finetune(demo_folds / "fold1", stock_hubert, run, "optimization.max_update=6", "common.log_interval=1")
-    assert res.returncode == 0, res.stderr[-4000:]
-    return run
-
-
-def test_training_logs_ua_and_wa(finetuned):
-    log = (finetuned / "hydra_train.log").read_text()
+def test_training_logs_ua_and_wa(finetuned_classifier):
+    log = (finetuned_classifier / "hydra_train.log").read_text()
     valid = [json.loads(line.split(" - ", 1)[1]) for line in log.splitlines() if "[valid][INFO]" in line]
     assert valid and all({"valid_ua", "valid_wa", "valid_loss"} <= set(v) for v in valid)
     assert 0 <= float(valid[-1]["valid_ua"]) <= 100
     assert "valid_best_ua" in valid[-1]
-    assert list((finetuned / "tblog" / "valid").glob("events.out.tfevents.*"))
-    assert (finetuned / "checkpoints" / "checkpoint_best.pt").is_file()
+    assert list((finetuned_classifier / "tblog" / "valid").glob("events.out.tfevents.*"))
+    assert (finetuned_classifier / "checkpoints" / "checkpoint_best.pt").is_file()
 
 
-def test_checkpoint_loads_with_stock_fairseq_without_the_pretraining_files(finetuned, tmp_path, demo_folds):
+def test_checkpoint_loads_with_stock_fairseq_without_the_pretraining_files(finetuned_classifier, tmp_path, demo_folds):
     """The classifier checkpoint carries what rebuilding its encoder needs: no w2v_path, no label_dir."""
-    state = torch.load(finetuned / "checkpoints" / "checkpoint_best.pt", weights_only=False)
+    state = torch.load(finetuned_classifier / "checkpoints" / "checkpoint_best.pt", weights_only=False)
     state["cfg"]["model"]["w2v_path"] = str(tmp_path / "gone.pt")
     assert state["task_state"]["w2v_args"]["model"]["encoder_layers"] == 2
     state["task_state"]["w2v_args"]["task"]["label_dir"] = str(tmp_path / "gone")
@@ -59,7 +35,7 @@ def test_checkpoint_loads_with_stock_fairseq_without_the_pretraining_files(finet
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(moved)], arg_overrides={"data": str(demo_folds / "fold1")})
     model = models[0].eval()
     assert isinstance(model, HubertEmotionClassifier) and cfg.model.pooling == "attention"
-    original = torch.load(finetuned / "checkpoints" / "checkpoint_best.pt", weights_only=False)["model"]
+    original = torch.load(finetuned_classifier / "checkpoints" / "checkpoint_best.pt", weights_only=False)["model"]
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(tensor, original[name].float())
 
@@ -76,9 +52,9 @@ def test_checkpoint_loads_with_stock_fairseq_without_the_pretraining_files(finet
     assert (out["attention"][out["padding_mask"]] == 0).all()
 
 
-def test_fesa_evaluate_scores_the_test_split(finetuned, demo_folds, tmp_path):
+def test_fesa_evaluate_scores_the_test_split(finetuned_classifier, demo_folds, tmp_path):
     fold = demo_folds / "fold1"
-    res = run_fesa("-q", "evaluate", finetuned / "checkpoints" / "checkpoint_best.pt", fold, "--out", tmp_path / "ev", "--device", "cpu")
+    res = run_fesa("-q", "evaluate", finetuned_classifier / "checkpoints" / "checkpoint_best.pt", fold, "--out", tmp_path / "ev", "--device", "cpu")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "UA " in res.stdout and "true\\pred" in res.stdout
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
@@ -101,8 +77,8 @@ def test_official_release_formats_as_w2v_path(stock_hubert, demo_folds, tmp_path
     assert (tmp_path / "run" / "checkpoints" / "checkpoint_last.pt").is_file()
 
 
-def test_wrong_kind_of_checkpoint_is_refused(finetuned, demo_folds, tmp_path, stock_hubert):
-    classifier = finetuned / "checkpoints" / "checkpoint_best.pt"
+def test_wrong_kind_of_checkpoint_is_refused(finetuned_classifier, demo_folds, tmp_path, stock_hubert):
+    classifier = finetuned_classifier / "checkpoints" / "checkpoint_best.pt"
     res = finetune(demo_folds / "fold1", classifier, tmp_path / "run", "optimization.max_update=1")
     assert res.returncode != 0
     assert f"model.w2v_path={classifier} holds a 'hubert_emotion_classifier' model" in res.stderr

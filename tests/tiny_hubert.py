@@ -109,3 +109,23 @@ def run_fesa(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "fesa_fairseq.cli", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})},
     )
+
+
+PLUGIN = Path(__file__).resolve().parent.parent / "fesa_fairseq"
+
+
+def hydra_train(stage: str, config: str, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """fairseq-hydra-train with one of the plugin's yaml files, as a user types it."""
+    cmd = [
+        FAIRSEQ_HYDRA_TRAIN,
+        "--config-dir", str(PLUGIN / "config" / stage),
+        "--config-name", config,
+        f"common.user_dir={PLUGIN}",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def finetune(fold: Path, w2v_path: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return hydra_train("finetune", "tiny", run_dir, f"task.data={fold}", f"model.w2v_path={w2v_path}", *overrides)

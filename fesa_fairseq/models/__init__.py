@@ -1,3 +1,3 @@
 """Registered on import of fesa_fairseq."""
 
-from fesa_fairseq.models import hubert_emotion_classifier  # noqa: F401
+from fesa_fairseq.models import emotion_hubert, hubert_emotion_classifier  # noqa: F401

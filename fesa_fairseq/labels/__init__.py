@@ -1,0 +1,1 @@
+"""Frame features, k-means and frame-level pseudo-labels, built on fairseq's simple_kmeans."""

@@ -1,0 +1,127 @@
+"""Frame-feature readers with fairseq ``simple_kmeans``'s interface (``get_feats(path, ref_len)``).
+
+Unlike fairseq's own readers they run on CPU or CUDA, read audio with soundfile (torchaudio does not load
+beside torch 2.13), accept every HuBERT-family checkpoint this project meets, and refuse audio whose sample
+count differs from its manifest instead of warning.
+"""
+
+import logging
+from typing import List, Optional, Tuple
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+from fairseq import checkpoint_utils
+
+from fesa_fairseq.checkpoints import inspect_checkpoint, require_hubert_family
+from fesa_fairseq.errors import FesaError
+
+logger = logging.getLogger(__name__)
+
+
+def read_wav(path: str, sample_rate: int, ref_len: int = None) -> np.ndarray:
+    try:
+        wav, sr = sf.read(path, dtype="float32")
+    except (RuntimeError, sf.SoundFileError) as e:
+        raise FesaError(f"cannot read wav {path}: {e}") from e
+    if sr != sample_rate or wav.ndim != 1:
+        raise FesaError(f"{path} is {sr} Hz with {1 if wav.ndim == 1 else wav.shape[1]} channel(s); {sample_rate} Hz mono expected")
+    if ref_len is not None and len(wav) != ref_len:
+        raise FesaError(f"{path} has {len(wav)} samples but its manifest says {ref_len}; re-create the manifest")
+    return wav
+
+
+def conv_frames(num_samples: int, kernels_strides: List[Tuple[int, int]]) -> int:
+    n = num_samples
+    for kernel, stride in kernels_strides:
+        n = (n - kernel) // stride + 1
+    return max(n, 0)
+
+
+class HubertFeatureReader:
+    """Layer-`layer` features of a HuBERT checkpoint: pretraining (stock or ours), official release, or classifier."""
+
+    def __init__(
+        self, checkpoint: str, layer: int, device: torch.device, max_chunk: int = 1_600_000, data_dir: Optional[str] = None
+    ) -> None:
+        info = require_hubert_family(inspect_checkpoint(checkpoint))
+        # A classifier's task reads dict.emo.txt at set-up: point it at the folder being labelled, not at the
+        # fold it was trained on (which may live elsewhere). Pretraining tasks read nothing at set-up.
+        overrides = {"data": str(data_dir)} if info.is_classifier and data_dir else None
+        models, _, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint], arg_overrides=overrides)
+        self.model = models[0].eval().to(device)
+        self.hubert = self.model.encoder.w2v_model if info.is_classifier else self.model
+        self.num_layers = len(self.hubert.encoder.layers)
+        if not 1 <= layer <= self.num_layers:
+            raise FesaError(f"--layer {layer}: {checkpoint} has {self.num_layers} transformer layers (1..{self.num_layers})")
+        self.layer = layer
+        self.device = device
+        self.max_chunk = max_chunk
+        self.sample_rate = task.cfg.sample_rate
+        self.normalize = task.cfg.normalize
+        self.kernels_strides = [(m[0].kernel_size[0], m[0].stride[0]) for m in self.hubert.feature_extractor.conv_layers]
+        self.label_rate = self.sample_rate / int(np.prod([s for _, s in self.kernels_strides]))
+        logger.info("features of layer %d/%d of %s (%s) on %s", layer, self.num_layers, checkpoint, info.model, device)
+
+    def frames(self, num_samples: int) -> int:
+        return conv_frames(num_samples, self.kernels_strides)
+
+    @torch.no_grad()
+    def get_feats(self, path: str, ref_len: int = None) -> torch.Tensor:
+        x = torch.from_numpy(read_wav(path, self.sample_rate, ref_len)).to(self.device)
+        if self.normalize:
+            x = F.layer_norm(x, x.shape)
+        x = x.view(1, -1)
+        chunks = []
+        for start in range(0, x.size(1), self.max_chunk):
+            feat, _ = self.model.extract_features(
+                source=x[:, start : start + self.max_chunk], padding_mask=None, mask=False, output_layer=self.layer
+            )
+            chunks.append(feat)
+        return torch.cat(chunks, 1).squeeze(0).float().cpu()
+
+
+class MfccFeatureReader:
+    """13 MFCCs + deltas + delta-deltas at 100 Hz, as fairseq's ``dump_mfcc_feature.py`` computes them.
+
+    fairseq uses ``torchaudio.compliance.kaldi.mfcc`` (no dither, no energy term) and
+    ``torchaudio.functional.compute_deltas`` (5-frame regression, edges replicated); kaldi-native-fbank gives
+    the same Kaldi MFCC without torchaudio, and the deltas are Kaldi's regression formula.
+    """
+
+    def __init__(self, sample_rate: int = 16000) -> None:
+        import kaldi_native_fbank as knf
+
+        self.knf = knf
+        self.sample_rate = sample_rate
+        self.opts = knf.MfccOptions()
+        self.opts.frame_opts.samp_freq = sample_rate
+        self.opts.frame_opts.dither = 0.0
+        self.opts.use_energy = False
+        self.opts.energy_floor = 1.0
+        self.shift = int(sample_rate * self.opts.frame_opts.frame_shift_ms / 1000)
+        self.window = int(sample_rate * self.opts.frame_opts.frame_length_ms / 1000)
+        self.label_rate = sample_rate / self.shift
+
+    def frames(self, num_samples: int) -> int:
+        return 1 + (num_samples - self.window) // self.shift if num_samples >= self.window else 0
+
+    def mfcc(self, wav: np.ndarray) -> np.ndarray:
+        computer = self.knf.OnlineMfcc(self.opts)
+        computer.accept_waveform(self.sample_rate, wav.tolist())
+        computer.input_finished()
+        return np.array([computer.get_frame(i) for i in range(computer.num_frames_ready)], dtype=np.float32)
+
+    def get_feats(self, path: str, ref_len: int = None) -> torch.Tensor:
+        mfcc = self.mfcc(read_wav(path, self.sample_rate, ref_len))
+        deltas = compute_deltas(mfcc)
+        return torch.from_numpy(np.concatenate([mfcc, deltas, compute_deltas(deltas)], axis=1))
+
+
+def compute_deltas(x: np.ndarray, n: int = 2) -> np.ndarray:
+    """Kaldi's delta regression over time (rows): sum_k k (x[t+k] - x[t-k]) / (2 sum_k k^2), edges replicated."""
+    padded = np.pad(x, ((n, n), (0, 0)), mode="edge")
+    t = len(x)
+    num = sum(k * (padded[n + k : n + k + t] - padded[n - k : n - k + t]) for k in range(1, n + 1))
+    return (num / (2 * sum(k * k for k in range(1, n + 1)))).astype(np.float32)
