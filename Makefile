@@ -25,9 +25,10 @@ test: install
 test-fast: install
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
+# The whole method on the synthetic demo corpus, all 5 folds, on the CPU; resumable (run it again to continue).
 demo: install
 	$(VENV)/bin/fesa make-demo-corpus --overwrite $(DEMO_DIR)/corpus
-	$(VENV)/bin/fesa prepare-iemocap $(DEMO_DIR)/corpus $(DEMO_DIR)/manifests
+	$(VENV)/bin/fesa run examples/demo/experiment.yaml --exp-dir $(DEMO_DIR)/exp corpus=$(DEMO_DIR)/corpus
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

@@ -175,11 +175,147 @@ def _add_pseudo_labels(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_pseudo_labels)
 
 
+def _analyze_clusters(args: argparse.Namespace) -> None:
+    from fesa_fairseq.evaluate import resolve_device
+    from fesa_fairseq.labels.analyze_clusters import analyze_clusters, format_table
+    from fesa_fairseq.labels.pseudo_labels import KMeansOptions
+    from fesa_fairseq.labels.readers import HubertFeatureReader
+
+    layers = _ints(args.layers, "--layers")
+    reader = HubertFeatureReader(args.checkpoint, max(layers), resolve_device(args.device), data_dir=args.manifest_dir)
+    result = analyze_clusters(
+        reader, args.manifest_dir, layers, _ints(args.clusters, "--clusters"), args.out,
+        max_utterances=args.max_utterances, seed=args.seed, kmeans=KMeansOptions(n_init=args.kmeans_n_init), progress=not args.quiet,
+    )
+    print(format_table(result))
+    print(f"wrote {args.out}/analysis.md, analysis.json, clusters.png")
+
+
+def _ints(text: str, option: str) -> List[int]:
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError as e:
+        raise FesaError(f"{option} takes comma-separated integers, got {text!r}") from e
+
+
+def _add_analyze_clusters(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze-clusters",
+        help="purity and NMI of k-means clusters of each layer's frames against utterance emotions (layer x K grid)",
+        description="The paper's Table 1 grid in minutes: for each layer and K, k-means on frames of a sample of "
+        "training utterances, scored against utterance labels on the validation split; a table and a heat map.",
+    )
+    p.add_argument("--manifest-dir", required=True, help="fold folder with {train,valid}.{tsv,emo} and dict.emo.txt")
+    p.add_argument("--checkpoint", required=True, help="HuBERT-family checkpoint (e.g. the fold's fine-tuned TAPT model)")
+    p.add_argument("--layers", default="6,9,11", help="comma-separated layers (default 6,9,11)")
+    p.add_argument("--clusters", default="50,100,150", help="comma-separated K (default 50,100,150)")
+    p.add_argument("--out", required=True, help="folder for analysis.md, analysis.json and clusters.png")
+    p.add_argument("--max-utterances", type=int, default=300, help="utterances sampled per split (default 300)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="seed of the utterance sample and of k-means")
+    p.add_argument("--kmeans-n-init", type=int, default=3, help="MiniBatchKMeans initialisations per cell (default 3)")
+    p.set_defaults(func=_analyze_clusters)
+
+
+GRID_KEYS = ("layer", "K", "pooling")
+
+
+def _grid(items: Optional[List[str]]) -> List[Dict[str, str]]:
+    from fesa_fairseq.recipes.experiment import grid_cells
+
+    grid: Dict[str, List[str]] = {}
+    for item in items or []:
+        key, sep, values = item.partition("=")
+        if not sep or key not in GRID_KEYS or not values:
+            raise FesaError(f"--grid takes NAME=v1,v2 with NAME in {', '.join(GRID_KEYS)}; got {item!r}")
+        grid[key] = values.split(",")
+    return grid_cells(grid)
+
+
+def _run(args: argparse.Namespace) -> None:
+    import shlex
+
+    from fesa_fairseq.data.files import atomic_write_text
+    from fesa_fairseq.recipes.experiment import experiment_yaml, load_experiment
+    from fesa_fairseq.recipes.pipeline import Plan, run_plan, shell_script
+    from fesa_fairseq.recipes.report import make_report
+
+    cfg = load_experiment(Path(args.config), args.overrides)
+    if args.folds:
+        cfg.folds = _ints(args.folds, "--folds")
+    exp = Path(args.exp_dir or Path("exp") / Path(args.config).stem).resolve()
+    cells = _grid(args.grid)
+    plan = Plan(cfg, exp, cells)
+    selected = [s for s in plan.stages if s.key == args.only] if args.only else plan.select(args.stages)
+    if args.only and not selected:
+        raise FesaError(f"--only {args.only}: no such stage; stages: {', '.join(s.key for s in plan.stages)}")
+    if args.dry_run and not args.slurm:
+        print(shell_script(selected))
+        return
+    exp.mkdir(parents=True, exist_ok=True)
+    saved = exp / "experiment.yaml"
+    atomic_write_text(saved, experiment_yaml(cfg))
+    if args.slurm:
+        from fesa_fairseq.recipes.slurm import write_and_submit
+
+        grid = [a for item in (args.grid or []) for a in ("--grid", item)]
+        job = lambda stage: ["fesa", "run", str(saved), "--exp-dir", str(exp), "--only", stage.key, *grid]  # noqa: E731
+        jobs = write_and_submit(selected, cfg.slurm, exp, job, submit=not args.dry_run)
+        print(f"{'wrote' if args.dry_run else 'submitted'} {len(jobs)} job scripts under {exp / 'slurm'}")
+        return
+    failed = run_plan(plan, selected)
+    if failed:
+        for fold, message in failed.items():
+            print(f"{fold}: FAILED: {message}", file=sys.stderr)
+        raise FesaError(f"{len(failed)} fold(s) failed; completed stages are kept, run the same command again to resume")
+    if any(s.name == "evaluate" for s in selected) and not args.only:
+        report = make_report(exp)
+        print(report["markdown"])
+        print(f"report: {report['dir']}/report.md, report.json, confusion_*.png; logs: {exp / 'logs'}")
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="the whole method, fold by fold: every stage a command, resumable, local or on SLURM",
+        description="Stages: prepare, tapt-labels, tapt, tapt-finetune, emotion-labels, cpt, finetune, evaluate. Each "
+        "is logged as the command it runs; complete stages are skipped; --dry-run prints them all as a shell script.",
+    )
+    p.add_argument("config", help="experiment yaml (see examples/iemocap/experiment.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value changes to the experiment config, e.g. emotion_labels.layer=6")
+    p.add_argument("--exp-dir", help="experiment folder (default exp/<config name>)")
+    p.add_argument("--folds", help="comma-separated folds (default: the config's)")
+    p.add_argument("--stages", help="a range FIRST:LAST of the stages, or a comma-separated list (default all)")
+    p.add_argument("--grid", nargs="+", metavar="NAME=V1,V2", help="the Table 1 grid: layer=6,9,11 K=50,100,150 pooling=attention,mean")
+    p.add_argument("--dry-run", action="store_true", help="print the commands as a shell script (with --slurm: write the job scripts only)")
+    p.add_argument("--slurm", action="store_true", help="write one sbatch script per stage and fold and submit them with dependencies")
+    p.add_argument("--only", help="run exactly this stage (e.g. fold1/cpt/L9-K50); what SLURM jobs call")
+    p.set_defaults(func=_run)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from fesa_fairseq.recipes.report import make_report
+
+    report = make_report(Path(args.exp_dir))
+    print(report["markdown"])
+    print(f"wrote {report['dir']}/report.md, report.json, confusion_*.png")
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="UA/WA per fold and mean +- std, confusion matrices, the Table 1 grid",
+                       description="Reads EXP_DIR/fold*/evaluate/*/metrics.json and writes EXP_DIR/report/.")
+    p.add_argument("exp_dir", help="an experiment folder of fesa run")
+    p.set_defaults(func=_report)
+
+
 SUBCOMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [
     _add_prepare_iemocap,
     _add_make_demo_corpus,
     _add_evaluate,
     _add_pseudo_labels,
+    _add_analyze_clusters,
+    _add_run,
+    _add_report,
 ]
 
 
@@ -193,7 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # fesa run CONFIG --exp-dir X key=value: argparse cannot take positionals after options with subcommands.
+    if extra and not (args.command == "run" and all("=" in e and not e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     # force: importing fairseq (done by importing this package) leaves the root logger at DEBUG.
     logging.basicConfig(
         format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",

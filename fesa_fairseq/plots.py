@@ -1,7 +1,7 @@
 """Pictures a person would rather look at than read. matplotlib is imported lazily, with a file backend."""
 
 from pathlib import Path
-from typing import Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 
@@ -32,6 +32,29 @@ def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, title:
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
+    _save(fig, plt, path)
+
+
+def plot_grid(grids: Dict[str, np.ndarray], rows: Sequence[int], cols: Sequence[int], path: Path, title: str = "") -> None:
+    """One heat map per metric, rows = layers, columns = cluster counts, each cell annotated."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids) + 0.8 * len(cols), 1.0 + 0.6 * len(rows)), squeeze=False)
+    for ax, (metric, grid) in zip(axes[0], grids.items()):
+        ax.imshow(grid, cmap="viridis", aspect="auto")
+        low, high = grid.min(), grid.max()
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                bright = high > low and (grid[i, j] - low) / (high - low) > 0.6  # viridis turns yellow
+                ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", color="black" if bright else "white", fontsize=9)
+        ax.set_xticks(range(len(cols)), [f"K={k}" for k in cols])
+        ax.set_yticks(range(len(rows)), [f"layer {r}" for r in rows])
+        ax.set_title(metric)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, plt, path)
+
+
+def _save(fig, plt, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)

@@ -140,3 +140,33 @@ def test_audio_that_disagrees_with_the_manifest(stock_hubert, demo_folds, tmp_pa
                    "--layer", "1", "--clusters", "4", "--out", tmp_path / "out")
     assert res.returncode == 1
     assert f"{short} has {rows[1][1] - 320} samples but its manifest says {rows[1][1]}" in res.stderr
+
+
+def test_layer_hooks_equal_extract_features(stock_hubert, demo_folds):
+    from fesa_fairseq.labels.readers import HubertFeatureReader
+
+    root, rows = read_manifest(demo_folds / "fold1" / "valid.tsv")
+    path = f"{root}/{rows[0][0]}"
+    both = HubertFeatureReader(str(stock_hubert), 2, torch.device("cpu")).get_layer_feats(path, [1, 2], rows[0][1])
+    for layer in (1, 2):
+        alone = HubertFeatureReader(str(stock_hubert), layer, torch.device("cpu")).get_feats(path, rows[0][1])
+        torch.testing.assert_close(both[layer], alone)
+        assert len(alone) == frames(rows[0][1])
+
+
+def test_analyze_clusters_grid(finetuned_classifier, demo_folds, tmp_path):
+    from fesa_fairseq.labels.analyze_clusters import purity
+
+    assert purity(np.array([0, 0, 0, 1, 1]), np.array([2, 2, 1, 0, 0])) == pytest.approx(4 / 5)
+    ckpt = finetuned_classifier / "checkpoints" / "checkpoint_best.pt"
+    res = run_fesa("-q", "analyze-clusters", "--manifest-dir", demo_folds / "fold1", "--checkpoint", ckpt,
+                   "--layers", "1,2", "--clusters", "3,5", "--out", tmp_path / "a", "--max-utterances", "30")
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads((tmp_path / "a" / "analysis.json").read_text())
+    assert [(c["layer"], c["clusters"]) for c in result["cells"]] == [(1, 3), (1, 5), (2, 3), (2, 5)]
+    for cell in result["cells"]:
+        assert result["majority_share"] - 1e-9 <= cell["purity"] <= 1 and 0 <= cell["nmi"] <= 1
+    assert "| 2 | " in res.stdout and (tmp_path / "a" / "clusters.png").stat().st_size > 2000
+    res = run_fesa("-q", "analyze-clusters", "--manifest-dir", demo_folds / "fold1", "--checkpoint", ckpt,
+                   "--layers", "1,7", "--clusters", "3", "--out", tmp_path / "b")
+    assert res.returncode == 1 and "has 2 transformer layers (1..2)" in res.stderr

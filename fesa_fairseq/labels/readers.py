@@ -6,7 +6,7 @@ count differs from its manifest instead of warning.
 """
 
 import logging
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -80,6 +80,31 @@ class HubertFeatureReader:
             )
             chunks.append(feat)
         return torch.cat(chunks, 1).squeeze(0).float().cpu()
+
+
+    @torch.no_grad()
+    def get_layer_feats(self, path: str, layers: List[int], ref_len: int = None) -> Dict[int, torch.Tensor]:
+        """Several layers from one forward pass (hooks), each equal to extract_features(output_layer=layer)."""
+        for layer in layers:
+            if not 1 <= layer <= self.num_layers:
+                raise FesaError(f"layer {layer}: the model has {self.num_layers} transformer layers (1..{self.num_layers})")
+        captured: Dict[int, torch.Tensor] = {}
+        hooks = [
+            self.hubert.encoder.layers[layer - 1].register_forward_hook(
+                lambda module, args, output, layer=layer: captured.__setitem__(layer, output[0])
+            )
+            for layer in layers
+        ]
+        try:
+            x = torch.from_numpy(read_wav(path, self.sample_rate, ref_len)).to(self.device)
+            if self.normalize:
+                x = F.layer_norm(x, x.shape)
+            final, _ = self.model.extract_features(source=x.view(1, -1), padding_mask=None, mask=False, output_layer=max(layers))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        # Layers see time x batch x channels, padded to an even length (required_seq_len_multiple).
+        return {layer: captured[layer][: final.size(1), 0].float().cpu() for layer in layers}
 
 
 class MfccFeatureReader:

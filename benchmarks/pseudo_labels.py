@@ -1,0 +1,81 @@
+"""Feature-dump throughput, peak memory and k-means time of `fesa pseudo-labels`, on the demo corpus and on
+one 4x larger, with a HuBERT-base-size model (random weights: speed and memory do not depend on them).
+
+Each figure comes from its own `fesa` process, whose peak resident memory is read from wait4():
+  dump    --rank 0 --nshard 1: features of the train split only (streamed to disk), then stop
+  full    the whole command (dump of every split, k-means on train, labels); --percent keeps the frames
+          k-means sees equal across corpus sizes (1 / scale), so its memory stays flat too
+
+    .venv/bin/python benchmarks/pseudo_labels.py [--layer 9] [--clusters 50] [--scales 1,4] [--model base|tiny]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
+from common import hubert_base_checkpoint  # noqa: E402
+
+FESA = [sys.executable, "-m", "fesa_fairseq.cli", "-q"]
+TINY = dict(encoder_layers=2, encoder_embed_dim=64, encoder_ffn_embed_dim=128, encoder_attention_heads=2,
+            conv_feature_layers="[(64,10,5)] + [(64,3,2)] * 4 + [(64,2,2)] * 2", final_dim=32, conv_pos=16, conv_pos_groups=4)
+
+
+def run(cmd):
+    """Wall time and peak RSS (MiB) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    stderr = proc.stderr.read().decode()
+    if status != 0:
+        raise SystemExit(f"{cmd[3:]} failed:\n{stderr[-3000:]}")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+def audio_seconds(fold: Path, split: str) -> float:
+    lines = (fold / f"{split}.tsv").read_text().splitlines()
+    return sum(int(line.split("\t")[1]) for line in lines[1:]) / 16000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layer", type=int, default=9)
+    parser.add_argument("--clusters", type=int, default=50)
+    parser.add_argument("--scales", default="1,4")
+    parser.add_argument("--model", choices=["base", "tiny"], default="base")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ckpt = hubert_base_checkpoint(tmp / "hubert.pt", **(TINY if args.model == "tiny" else {}))
+        layer = min(args.layer, 2) if args.model == "tiny" else args.layer
+        print(f"model {args.model}, layer {layer}, K={args.clusters}, {os.cpu_count()} CPUs")
+        for scale in (int(s) for s in args.scales.split(",")):
+            corpus, manifests = tmp / f"corpus{scale}", tmp / f"m{scale}"
+            subprocess.run([str(c) for c in [*FESA, "make-demo-corpus", corpus, "--utterances-per-speaker", 30 * scale]], check=True)
+            subprocess.run([str(c) for c in [*FESA, "prepare-iemocap", corpus, manifests]], check=True, stdout=subprocess.DEVNULL)
+            fold = manifests / "fold1"
+            common = ["pseudo-labels", "--manifest-dir", fold, "--checkpoint", ckpt, "--layer", layer, "--device", "cpu"]
+            dump_s, dump_mb = run([*FESA, *common, "--splits", "train", "--clusters", args.clusters, "--out", tmp / "o",
+                                   "--feature-dir", tmp / f"f{scale}", "--rank", "0"])
+            out = tmp / f"labels{scale}"
+            full_s, full_mb = run([*FESA, *common, "--clusters", args.clusters, "--out", out, "--percent", 1 / scale])
+            info = json.loads((out / "labels.json").read_text())
+            train = audio_seconds(fold, "train")
+            every = sum(audio_seconds(fold, s) for s in ("train", "valid", "test"))
+            print(f"x{scale}: train split {train / 60:.1f} min of audio, all splits {every / 60:.1f} min, "
+                  f"{info['frames']['train']} training frames")
+            print(f"  dump (train only): {dump_s:.1f} s, {train / dump_s:.1f} s of audio per second (incl. start-up), peak {dump_mb:.0f} MiB")
+            print(f"  whole command: {full_s:.1f} s (features {info['feature_seconds']:.1f} s, "
+                  f"{every / info['feature_seconds']:.1f} s of audio per second), "
+                  f"k-means + labels {info['total_seconds'] - info['feature_seconds']:.1f} s, peak {full_mb:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""The method, fold by fold, as a list of stages; each stage is the very command a user could type.
+
+    prepare -> tapt-labels -> tapt -> tapt-finetune -> emotion-labels -> cpt -> finetune -> evaluate
+
+Layout of an experiment folder::
+
+    EXP/manifests/fold{k}/...                 prepare (or the experiment's own manifests)
+    EXP/fold{k}/tapt-labels/                  {train,valid}.km of the source model (MFCC when bootstrapping)
+    EXP/fold{k}/tapt/                         fairseq run folder (checkpoints/, tblog/, hydra_train.log)
+    EXP/fold{k}/tapt-finetune/                the paper's TAPT baseline
+    EXP/fold{k}/emotion-labels/L{l}-K{k}/     pseudo-emotion labels of layer l of the fine-tuned TAPT model
+    EXP/fold{k}/cpt/L{l}-K{k}/                continued pretraining on them
+    EXP/fold{k}/finetune/L{l}-K{k}-{pooling}/ the method
+    EXP/fold{k}/evaluate/{baseline,L{l}-K{k}-{pooling}}/  metrics.json, predictions.tsv, confusion.png
+    EXP/logs/                                 one log per stage run
+
+A stage is complete when its stamp (``.fesa-stage.json``) holds the fingerprint of its command and of the stamps
+of the stages it reads, and its output exists. A stage whose fingerprint changed (its command, or an input that
+was made again) is moved aside to ``<dir>.stale-<time>`` and run afresh; a stage without a stamp (it crashed) is
+run again in place, so fairseq resumes from its checkpoint_last.pt.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from fesa_fairseq.data.files import atomic_write_text
+from fesa_fairseq.errors import FesaError
+from fesa_fairseq.recipes.experiment import ExperimentConfig
+
+logger = logging.getLogger(__name__)
+
+STAGE_ORDER = ("prepare", "tapt-labels", "tapt", "tapt-finetune", "emotion-labels", "cpt", "finetune", "evaluate")
+STAMP = ".fesa-stage.json"
+PLUGIN = Path(__file__).resolve().parent.parent
+BEST = Path("checkpoints") / "checkpoint_best.pt"
+
+
+@dataclass
+class Stage:
+    name: str
+    fold: Optional[int]
+    variant: str
+    out_dir: Path
+    command: List[str]
+    done: Path  # written by the command when it succeeded
+    deps: List["Stage"] = field(default_factory=list)
+    training: bool = False  # a fairseq-hydra-train job (a GPU job on SLURM)
+
+    @property
+    def key(self) -> str:
+        parts = [f"fold{self.fold}" if self.fold else "all", self.name] + ([self.variant] if self.variant else [])
+        return "/".join(parts)
+
+    @property
+    def stamp(self) -> Path:
+        return self.out_dir / STAMP
+
+    def fingerprint(self) -> Optional[str]:
+        """None while an input stage is incomplete."""
+        dep_stamps = []
+        for dep in self.deps:
+            if not dep.stamp.is_file():
+                return None
+            dep_stamps.append(hashlib.sha256(dep.stamp.read_bytes()).hexdigest())
+        return hashlib.sha256(json.dumps({"command": self.command, "inputs": dep_stamps}).encode()).hexdigest()
+
+    def status(self) -> str:
+        """'complete', 'stale' (done once, inputs or command changed since) or 'todo'."""
+        if not self.stamp.is_file():
+            return "todo"
+        recorded = json.loads(self.stamp.read_text()).get("fingerprint")
+        return "complete" if recorded == self.fingerprint() and self.done.exists() else "stale"
+
+    def mark_complete(self, seconds: float) -> None:
+        stamp = {"stage": self.key, "fingerprint": self.fingerprint(), "command": self.command,
+                 "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        atomic_write_text(self.stamp, json.dumps(stamp, indent=2) + "\n")
+
+
+def _config(stage: str, name: str) -> List[str]:
+    """A plugin yaml by name, or a yaml file of the user's."""
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name).resolve()
+        return ["--config-dir", str(path.parent), "--config-name", path.stem]
+    return ["--config-dir", str(PLUGIN / "config" / stage), "--config-name", name]
+
+
+def hydra_train(stage: str, config: str, run_dir: Path, overrides: Sequence[str]) -> List[str]:
+    return ["fairseq-hydra-train", *_config(stage, config), f"common.user_dir={PLUGIN}", f"hydra.run.dir={run_dir}", *overrides]
+
+
+def fesa(*args: object) -> List[str]:
+    return ["fesa", *(str(a) for a in args)]
+
+
+def _labels_args(labels, source: str) -> List[str]:
+    if labels.kmeans_model:
+        return ["--checkpoint", source, "--layer", str(labels.layer), "--kmeans-model", labels.kmeans_model]
+    return ["--checkpoint", source, "--layer", str(labels.layer), "--clusters", str(labels.clusters), "--percent", str(labels.percent)]
+
+
+class Plan:
+    """Every stage of an experiment (and, for a grid, of every cell), sharing what cells have in common."""
+
+    def __init__(self, cfg: ExperimentConfig, exp_dir: Path, cells: List[Dict[str, str]]) -> None:
+        self.cfg, self.exp = cfg, exp_dir.resolve()
+        self.stages: List[Stage] = []
+        self.manifests = Path(cfg.manifests).resolve() if cfg.manifests else self.exp / "manifests"
+        prepare = None
+        if cfg.corpus:
+            prepare = self._add(Stage("prepare", None, "", self.manifests, fesa("prepare-iemocap", Path(cfg.corpus).resolve(), self.manifests),
+                                      self.manifests / "prepare.json"))
+        for k in cfg.folds:
+            self._plan_fold(k, prepare, cells)
+
+    def _add(self, stage: Stage) -> Stage:
+        existing = next((s for s in self.stages if s.key == stage.key), None)
+        if existing is None:
+            self.stages.append(stage)
+            return stage
+        return existing
+
+    def _plan_fold(self, k: int, prepare: Optional[Stage], cells: List[Dict[str, str]]) -> None:
+        cfg, fold_dir, data = self.cfg, self.exp / f"fold{k}", self.manifests / f"fold{k}"
+        deps = [prepare] if prepare else []
+        device = ["--device", cfg.device]
+        source = None if cfg.bootstrap else str(Path(cfg.source_checkpoint).resolve())
+        pretrained = source
+        if not cfg.skip_tapt:
+            out = fold_dir / "tapt-labels"
+            how = ["--features", "mfcc", "--clusters", str(cfg.tapt_labels.clusters)] if cfg.bootstrap else _labels_args(cfg.tapt_labels, source)
+            labels = self._add(Stage("tapt-labels", k, "", out, fesa("pseudo-labels", "--manifest-dir", data, "--splits", "train,valid",
+                                                                      "--out", out, *how, *device), out / "labels.json", deps))
+            out = fold_dir / "tapt"
+            init = ["model.init_checkpoint=null", "model.label_rate=100"] if cfg.bootstrap else [f"model.init_checkpoint={source}"]
+            tapt = self._add(Stage("tapt", k, "", out, hydra_train("tapt", cfg.configs.tapt, out, [
+                f"task.data={data}", f"task.label_dir={labels.out_dir}", *init, *cfg.overrides.tapt]), out / BEST, [labels], True))
+            pretrained, deps = str(tapt.done), [tapt]
+        baseline_pooling = cells[0].get("pooling", cfg.pooling)
+        out = fold_dir / "tapt-finetune"
+        baseline = self._add(Stage("tapt-finetune", k, "", out, hydra_train("finetune", cfg.configs.finetune, out, [
+            f"task.data={data}", f"model.w2v_path={pretrained}", f"model.pooling={baseline_pooling}", *cfg.overrides.tapt_finetune]),
+            out / BEST, deps, True))
+        self._evaluate(k, "baseline", baseline, data, device)
+        for cell in cells:
+            layer, clusters = int(cell.get("layer", cfg.emotion_labels.layer)), int(cell.get("K", cfg.emotion_labels.clusters))
+            pooling = cell.get("pooling", cfg.pooling)
+            labels_cfg = type(cfg.emotion_labels)(layer=layer, clusters=clusters, kmeans_model=cfg.emotion_labels.kmeans_model,
+                                                  percent=cfg.emotion_labels.percent)
+            lk = f"L{layer}-K{clusters}"
+            out = fold_dir / "emotion-labels" / lk
+            labels = self._add(Stage("emotion-labels", k, lk, out, fesa("pseudo-labels", "--manifest-dir", data, "--splits", "train,valid",
+                                                                         "--out", out, *_labels_args(labels_cfg, str(baseline.done)), *device),
+                                     out / "labels.json", [baseline]))
+            init_from = pretrained if cfg.cpt_init == "tapt" else source
+            out = fold_dir / "cpt" / lk
+            cpt = self._add(Stage("cpt", k, lk, out, hydra_train("cpt", cfg.configs.cpt, out, [
+                f"task.data={data}", f"task.label_dir={labels.out_dir}", f"model.init_checkpoint={init_from}", *cfg.overrides.cpt]),
+                out / BEST, [labels] + (deps if cfg.cpt_init == "tapt" else []), True))
+            variant = f"{lk}-{pooling}"
+            out = fold_dir / "finetune" / variant
+            method = self._add(Stage("finetune", k, variant, out, hydra_train("finetune", cfg.configs.finetune, out, [
+                f"task.data={data}", f"model.w2v_path={cpt.done}", f"model.pooling={pooling}", *cfg.overrides.finetune]), out / BEST, [cpt], True))
+            self._evaluate(k, variant, method, data, device)
+
+    def _evaluate(self, k: int, variant: str, trained: Stage, data: Path, device: List[str]) -> Stage:
+        out = self.exp / f"fold{k}" / "evaluate" / variant
+        return self._add(Stage("evaluate", k, variant, out, fesa("-q", "evaluate", trained.done, data, "--split", "test", "--out", out, *device),
+                               out / "metrics.json", [trained]))
+
+    def select(self, stages: Optional[str]) -> List[Stage]:
+        """--stages a:b (a range of STAGE_ORDER) or a,b,c; None for all."""
+        if not stages:
+            return list(self.stages)
+        if ":" in stages:
+            first, _, last = stages.partition(":")
+            names = STAGE_ORDER[STAGE_ORDER.index(_known(first or STAGE_ORDER[0])): STAGE_ORDER.index(_known(last or STAGE_ORDER[-1])) + 1]
+        else:
+            names = [_known(s) for s in stages.split(",")]
+        return [s for s in self.stages if s.name in names]
+
+
+def _known(name: str) -> str:
+    if name not in STAGE_ORDER:
+        raise FesaError(f"unknown stage {name!r}; stages: {', '.join(STAGE_ORDER)}")
+    return name
+
+
+def shell_script(stages: Sequence[Stage]) -> str:
+    lines = ["#!/usr/bin/env bash", "# Written by fesa run --dry-run: every stage of the experiment, in order.", "set -euo pipefail", ""]
+    for stage in stages:
+        note = "  # complete: fesa run would skip it" if stage.status() == "complete" else ""
+        lines += [f"# {stage.key}{note}", shlex.join(stage.command), ""]
+    return "\n".join(lines)
+
+
+def _environment() -> Dict[str, str]:
+    """The commands run with this interpreter's scripts (fesa, fairseq-hydra-train) first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def run_stage(stage: Stage, log_dir: Path) -> None:
+    status = stage.status()
+    if status == "stale" and stage.out_dir.exists():
+        aside = stage.out_dir.with_name(f"{stage.out_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        logger.info("%s: its command or inputs changed since it ran; moving the old output to %s", stage.key, aside)
+        os.replace(stage.out_dir, aside)
+    stage.out_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{stage.key.replace('/', '__')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("%s: %s", stage.key, shlex.join(stage.command))
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.run(stage.command, stdout=f, stderr=subprocess.STDOUT, env=_environment())
+    if proc.returncode != 0 or not stage.done.exists():
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
+        raise FesaError(f"stage {stage.key} failed (exit {proc.returncode}): {shlex.join(stage.command)}\n"
+                        f"--- last lines of {log} ---\n{tail}")
+    stage.mark_complete(time.perf_counter() - start)
+    logger.info("%s: done in %.1f s", stage.key, time.perf_counter() - start)
+
+
+def run_plan(plan: Plan, selected: Sequence[Stage]) -> Dict[str, str]:
+    """Run the selected stages in order; a failure stops its fold (or everything, for a shared stage).
+
+    Returns the failure message per fold key ("all" for shared stages).
+    """
+    failed: Dict[str, str] = {}
+    log_dir = plan.exp / "logs"
+    todo = [s for s in selected if s.status() != "complete"]
+    logger.info("%d stages selected, %d already complete, %d to run", len(selected), len(selected) - len(todo), len(todo))
+    for i, stage in enumerate(selected, start=1):
+        fold = f"fold{stage.fold}" if stage.fold else "all"
+        if fold in failed or "all" in failed:
+            continue
+        if stage.status() == "complete":
+            logger.info("[%d/%d] %s: complete, skipped", i, len(selected), stage.key)
+            continue
+        missing = [d.key for d in stage.deps if d.status() != "complete"]
+        if missing:
+            failed[fold] = f"{stage.key} needs {', '.join(missing)} first (not selected by --stages, or not complete)"
+            logger.error(failed[fold])
+            continue
+        logger.info("[%d/%d] %s", i, len(selected), stage.key)
+        try:
+            run_stage(stage, log_dir)
+        except FesaError as e:
+            failed[fold] = str(e)
+            logger.error("%s", e)
+    return failed
+

@@ -1,0 +1,90 @@
+"""Results of an experiment folder: UA and WA per fold, mean and standard deviation over folds, confusion
+matrices summed over folds (counts and PNG), and for a grid the paper's Table 1 layout (layer x K)."""
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from fesa_fairseq.data.files import atomic_write_text
+from fesa_fairseq.errors import FesaError
+from fesa_fairseq.plots import plot_confusion
+from fesa_fairseq.scoring import counts_of, unweighted_accuracy, weighted_accuracy
+
+logger = logging.getLogger(__name__)
+
+PAPER = "paper (IEMOCAP, 5 folds): TAPT 74.1 / 72.8; layer 9, K=50, attention 75.7 / 74.7 (UA / WA %)"
+VARIANT = re.compile(r"^L(?P<layer>\d+)-K(?P<K>\d+)-(?P<pooling>\w+)$")
+
+
+def collect(exp_dir: Path) -> Dict[str, Dict[int, dict]]:
+    """variant -> fold -> metrics.json content."""
+    results: Dict[str, Dict[int, dict]] = {}
+    for path in sorted(exp_dir.glob("fold*/evaluate/*/metrics.json")):
+        fold = int(path.parts[-4][len("fold"):])
+        results.setdefault(path.parent.name, {})[fold] = json.loads(path.read_text())
+    if not results:
+        raise FesaError(f"no fold*/evaluate/*/metrics.json under {exp_dir}: has fesa run evaluated anything yet?")
+    return results
+
+
+def summarize(folds: Dict[int, dict]) -> dict:
+    ua = np.array([m["ua"] for m in folds.values()])
+    wa = np.array([m["wa"] for m in folds.values()])
+    confusion = np.sum([np.array(m["confusion"]) for m in folds.values()], axis=0)
+    std = (lambda x: float(x.std(ddof=1)) if len(x) > 1 else 0.0)  # noqa: E731
+    pooled = counts_of(confusion)
+    return {
+        "folds": sorted(folds),
+        "ua": {f: m["ua"] for f, m in sorted(folds.items())},
+        "wa": {f: m["wa"] for f, m in sorted(folds.items())},
+        "ua_mean": round(float(ua.mean()), 2), "ua_std": round(std(ua), 2),
+        "wa_mean": round(float(wa.mean()), 2), "wa_std": round(std(wa), 2),
+        "pooled_ua": round(unweighted_accuracy(pooled), 2), "pooled_wa": round(weighted_accuracy(pooled), 2),
+        "labels": next(iter(folds.values()))["labels"],
+        "confusion": confusion.tolist(),
+    }
+
+
+def _order(variants: List[str]) -> List[str]:
+    return sorted(variants, key=lambda v: (v != "baseline", v))
+
+
+def markdown(summaries: Dict[str, dict]) -> str:
+    folds = sorted({f for s in summaries.values() for f in s["folds"]})
+    lines = ["| model | " + " | ".join(f"fold {f} UA / WA" for f in folds) + " | mean UA | mean WA |",
+             "|---|" + "---|" * (len(folds) + 2)]
+    for name in _order(list(summaries)):
+        s = summaries[name]
+        cells = [f"{s['ua'][f]:.1f} / {s['wa'][f]:.1f}" if f in s["ua"] else "-" for f in folds]
+        label = "baseline (TAPT fine-tuned)" if name == "baseline" else name
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {s['ua_mean']:.1f} ± {s['ua_std']:.1f} | {s['wa_mean']:.1f} ± {s['wa_std']:.1f} |")
+    grid = {v: s for v, s in summaries.items() if VARIANT.match(v)}
+    layers = sorted({int(VARIANT.match(v)["layer"]) for v in grid})
+    ks = sorted({int(VARIANT.match(v)["K"]) for v in grid})
+    if len(layers) > 1 or len(ks) > 1:
+        for pooling in sorted({VARIANT.match(v)["pooling"] for v in grid}):
+            lines += ["", f"Mean UA / WA over folds, {pooling} pooling (the paper's Table 1 layout):", "",
+                      "| layer | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+            for layer in layers:
+                row = [grid.get(f"L{layer}-K{k}-{pooling}") for k in ks]
+                lines.append(f"| {layer} | " + " | ".join(f"{s['ua_mean']:.1f} / {s['wa_mean']:.1f}" if s else "-" for s in row) + " |")
+    lines += ["", f"Mean ± standard deviation over folds; {PAPER}."]
+    return "\n".join(lines)
+
+
+def make_report(exp_dir: Path) -> Dict[str, object]:
+    exp_dir = Path(exp_dir)
+    summaries = {variant: summarize(folds) for variant, folds in collect(exp_dir).items()}
+    out = exp_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    for variant, s in summaries.items():
+        plot_confusion(np.array(s["confusion"]), s["labels"], out / f"confusion_{variant}.png",
+                       title=f"{variant}, {len(s['folds'])} folds: UA {s['ua_mean']:.1f}%  WA {s['wa_mean']:.1f}%")
+    text = markdown(summaries)
+    atomic_write_text(out / "report.md", text + "\n")
+    atomic_write_text(out / "report.json", json.dumps(summaries, indent=2) + "\n")
+    return {"markdown": text, "summaries": summaries, "dir": out}

@@ -1,0 +1,136 @@
+"""fesa run end to end on a reduced demo corpus, resuming, re-running what changed, refusing bad configs."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tiny_hubert import run_fesa
+
+TINY_RUN = {
+    "source_checkpoint": "bootstrap",
+    "folds": [1],
+    "tapt_labels": {"clusters": 8},
+    "emotion_labels": {"layer": 1, "clusters": 6},
+    "cpt_init": "tapt",
+    "configs": {"tapt": "tiny", "finetune": "tiny", "cpt": "tiny"},
+    "overrides": {key: ["optimization.max_update=3"] for key in ("tapt", "tapt_finetune", "cpt", "finetune")},
+    "device": "cpu",
+}
+
+
+def ran(output: str):
+    """Stage keys that fesa run executed (not skipped), in order."""
+    return re.findall(r"\| (\S+): done in", output)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory, demo_folds):
+    base = tmp_path_factory.mktemp("run")
+    corpus = demo_folds.parent / "corpus"
+    config = base / "experiment.yaml"
+    config.write_text(yaml.safe_dump({"corpus": str(corpus), **TINY_RUN}))
+    return config, base / "exp"
+
+
+@pytest.mark.slow
+def test_all_stages_then_resume_then_rerun_from_a_deleted_stage(experiment):
+    config, exp = experiment
+    res = run_fesa("run", config, "--exp-dir", exp)
+    assert res.returncode == 0, res.stderr[-5000:]
+    assert ran(res.stderr) == ["all/prepare", "fold1/tapt-labels", "fold1/tapt", "fold1/tapt-finetune", "fold1/evaluate/baseline",
+                               "fold1/emotion-labels/L1-K6", "fold1/cpt/L1-K6", "fold1/finetune/L1-K6-attention",
+                               "fold1/evaluate/L1-K6-attention"]
+    assert "| baseline (TAPT fine-tuned) |" in res.stdout and "| L1-K6-attention |" in res.stdout
+    report = json.loads((exp / "report" / "report.json").read_text())
+    assert set(report) == {"baseline", "L1-K6-attention"} and report["baseline"]["folds"] == [1]
+    assert (exp / "report" / "confusion_baseline.png").is_file()
+    assert json.loads((exp / "fold1" / "tapt-labels" / "labels.json").read_text())["features"] == "mfcc"
+    assert (exp / "fold1" / "tapt" / "tblog").is_dir()
+
+    res = run_fesa("run", config, "--exp-dir", exp)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert ran(res.stderr) == [] and res.stderr.count("complete, skipped") == 9
+
+    shutil.rmtree(exp / "fold1" / "cpt")
+    res = run_fesa("run", config, "--exp-dir", exp)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert ran(res.stderr) == ["fold1/cpt/L1-K6", "fold1/finetune/L1-K6-attention", "fold1/evaluate/L1-K6-attention"]
+    stale = list((exp / "fold1" / "finetune").glob("L1-K6-attention.stale-*"))
+    assert len(stale) == 1 and (stale[0] / "checkpoints" / "checkpoint_best.pt").is_file()  # moved aside, not lost
+
+    cfg = yaml.safe_load(config.read_text())
+    everything = config.with_name("everything.yaml")  # every stage's command changes: CPT is stale, not reused
+    everything.write_text(config.read_text().replace("max_update=3", "max_update=2"))
+    res = run_fesa("run", everything, "--exp-dir", exp, "--stages", "finetune:evaluate")
+    assert res.returncode == 1 and "fold1/finetune/L1-K6-attention needs fold1/cpt/L1-K6 first" in res.stderr
+    cfg["overrides"]["finetune"] = ["optimization.max_update=2"]
+    changed = config.with_name("changed.yaml")
+    changed.write_text(yaml.safe_dump(cfg))
+    res = run_fesa("run", changed, "--exp-dir", exp, "--stages", "finetune:evaluate")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert ran(res.stderr) == ["fold1/finetune/L1-K6-attention", "fold1/evaluate/L1-K6-attention"]
+
+
+def test_dry_run_prints_every_command(experiment):
+    config, exp = experiment
+    res = run_fesa("run", config, "--exp-dir", exp.parent / "dry", "--dry-run", "--grid", "layer=1,2", "pooling=attention,mean")
+    assert res.returncode == 0, res.stderr[-3000:]
+    script = res.stdout
+    assert script.startswith("#!/usr/bin/env bash") and not (exp.parent / "dry").exists()
+    assert script.count("fesa pseudo-labels") == 3  # tapt labels, then emotion labels of layers 1 and 2, shared by poolings
+    assert script.count("--config-dir") == 1 + 1 + 2 + 4 and script.count("fesa -q evaluate") == 5
+    assert "model.pooling=mean" in script and "emotion-labels/L2-K6" in script
+
+
+def test_slurm_scripts_chain_stages(experiment):
+    config, exp = experiment
+    out = exp.parent / "slurm"
+    res = run_fesa("run", config, "--exp-dir", out, "--slurm", "--dry-run", "slurm.partition=gpu", "slurm.gpus=2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    scripts = {p.stem: p.read_text() for p in (out / "slurm").glob("*.sbatch")}
+    assert len(scripts) == 9
+    cpt = scripts["fold1__cpt__L1-K6"]
+    assert "#SBATCH --gres=gpu:2" in cpt and "#SBATCH --partition=gpu" in cpt and "#SBATCH --time=24:00:00" in cpt
+    assert f"fesa run {out / 'experiment.yaml'} --exp-dir {out} --only fold1/cpt/L1-K6" in cpt
+    assert "#   fairseq-hydra-train --config-dir" in cpt
+    lines = res.stdout.splitlines()
+    cpt_submit = next(line for line in lines if line.endswith("fold1__cpt__L1-K6.sbatch"))
+    assert "--dependency=afterok:<fold1/emotion-labels/L1-K6>:<fold1/tapt>" in cpt_submit
+    assert next(line for line in lines if "all__prepare" in line).startswith("sbatch --parsable /")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"colour": "red"}, "bad key 'colour'"),
+        ({"emotion_labels": {"layers": 9}}, "bad key 'emotion_labels.layers'"),
+        ({"source_checkpoint": "/nowhere/hubert.pt"}, "'source_checkpoint' /nowhere/hubert.pt does not exist"),
+        ({"corpus": "/nowhere"}, "'corpus' is /nowhere, which is not a folder"),
+        ({"pooling": "max"}, "'pooling' must be attention or mean"),
+    ],
+)
+def test_bad_config_fails_before_any_stage(experiment, tmp_path, change, message):
+    config, _ = experiment
+    cfg = {**yaml.safe_load(config.read_text()), **change}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    res = run_fesa("run", bad, "--exp-dir", tmp_path / "exp")
+    assert res.returncode == 1 and message in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "exp").exists()
+
+
+def test_failed_stage_names_command_and_log(experiment, tmp_path):
+    config, _ = experiment
+    cfg = yaml.safe_load(config.read_text())
+    cfg["overrides"]["tapt"] = ["optimization.no_such_key=1"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    res = run_fesa("run", bad, "--exp-dir", tmp_path / "exp", "--stages", "prepare:tapt")
+    assert res.returncode == 1
+    assert "stage fold1/tapt failed (exit 1): fairseq-hydra-train" in res.stderr
+    assert f"last lines of {tmp_path / 'exp' / 'logs' / 'fold1__tapt.log'}" in res.stderr
+    assert (tmp_path / "exp" / "fold1" / "tapt-labels" / ".fesa-stage.json").is_file()  # earlier work kept
