@@ -16,7 +16,7 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --disable-pip-version-check setuptools wheel cython numpy
-	$(PY) -m pip install --disable-pip-version-check --no-build-isolation -e ".[test]"
+	$(PY) -m pip install --disable-pip-version-check --no-build-isolation -e ".[test,slurm]"
 	touch $(STAMP)
 
 test: install

@@ -88,3 +88,13 @@ def test_wrong_kind_of_checkpoint_is_refused(finetuned_classifier, demo_folds, t
         f"fesa evaluate: error: {stock_hubert} holds a 'hubert' model; this needs a fine-tuned hubert_emotion_classifier checkpoint"
     )
     assert not (tmp_path / "ev").exists()
+
+
+def test_hydra_submitit_sweep_with_the_plugin_yaml(stock_hubert, demo_folds, tmp_path):
+    """fairseq-hydra-train -m with hydra's submitit launcher (local here; submitit_slurm on a cluster)."""
+    res = finetune(demo_folds / "fold1", stock_hubert, tmp_path / "unused", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                   "optimization.max_update=1", "model.pooling=attention,mean", "hydra/launcher=submitit_local",
+                   "hydra.launcher.timeout_min=5", "-m")  # hydra takes -m after the overrides, not before
+    assert res.returncode == 0, res.stderr[-4000:]
+    runs = sorted(p.parent.parent.name for p in (tmp_path / "sweep").glob("*/checkpoints/checkpoint_last.pt"))
+    assert runs == ["tiny__model.pooling-attention__optimization.max_update-1", "tiny__model.pooling-mean__optimization.max_update-1"]
