@@ -233,7 +233,6 @@ def _grid(items: Optional[List[str]]) -> List[Dict[str, str]]:
 
 
 def _run(args: argparse.Namespace) -> None:
-    import shlex
 
     from fesa_fairseq.data.files import atomic_write_text
     from fesa_fairseq.recipes.experiment import experiment_yaml, load_experiment

@@ -1,7 +1,6 @@
 """Fine-tuning for real: a tiny HuBERT made by stock fairseq, fine-tuned by the plugin with fairseq-hydra-train."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

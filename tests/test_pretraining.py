@@ -1,7 +1,6 @@
 """emotion_hubert_pretraining + emotion_hubert for real: TAPT/CPT warm starts, the checks, the masking."""
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
