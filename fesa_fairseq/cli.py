@@ -259,8 +259,9 @@ def _run(args: argparse.Namespace) -> None:
 
         grid = [a for item in (args.grid or []) for a in ("--grid", item)]
         job = lambda stage: ["fesa", "run", str(saved), "--exp-dir", str(exp), "--only", stage.key, *grid]  # noqa: E731
-        jobs = write_and_submit(selected, cfg.slurm, exp, job, submit=not args.dry_run)
-        print(f"{'wrote' if args.dry_run else 'submitted'} {len(jobs)} job scripts under {exp / 'slurm'}")
+        sbatch_lines = write_and_submit(selected, cfg.slurm, exp, job, submit=not args.dry_run)
+        print("\n".join(sbatch_lines))
+        print(f"{'wrote' if args.dry_run else 'submitted'} {len(sbatch_lines)} job scripts under {exp / 'slurm'}")
         return
     failed = run_plan(plan, selected)
     if failed:

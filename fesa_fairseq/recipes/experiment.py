@@ -61,6 +61,7 @@ class ExperimentConfig:
     manifests: Optional[str] = None  # already prepared fold folders (fold1..fold5): no prepare stage
     source_checkpoint: str = MISSING  # hubert_base_ls960.pt (or any HuBERT checkpoint), or "bootstrap"
     folds: List[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    valid_fraction: float = 0.1  # share of each label of the training sessions held out for validation (prepare)
     skip_tapt: bool = False  # fine-tune the source directly (no task-adaptive pretraining)
     tapt_labels: LabelsConfig = field(default_factory=lambda: LabelsConfig(layer=9, clusters=500))
     emotion_labels: LabelsConfig = field(default_factory=LabelsConfig)
@@ -128,6 +129,8 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
                         "set cpt_init: tapt and keep skip_tapt: false")
     if cfg.skip_tapt and cfg.cpt_init == "tapt":
         raise FesaError(f"{path}: cpt_init: tapt needs the TAPT stage (skip_tapt is true)")
+    if not 0 < cfg.valid_fraction < 1:
+        raise FesaError(f"{path}: 'valid_fraction' must be between 0 and 1, got {cfg.valid_fraction}")
     bad = [k for k in cfg.folds if k not in (1, 2, 3, 4, 5)]
     if bad or not cfg.folds:
         raise FesaError(f"{path}: 'folds' must be a non-empty subset of 1..5, got {cfg.folds}")

@@ -117,7 +117,8 @@ class Plan:
         self.manifests = Path(cfg.manifests).resolve() if cfg.manifests else self.exp / "manifests"
         prepare = None
         if cfg.corpus:
-            prepare = self._add(Stage("prepare", None, "", self.manifests, fesa("prepare-iemocap", Path(cfg.corpus).resolve(), self.manifests),
+            prepare = self._add(Stage("prepare", None, "", self.manifests, fesa("prepare-iemocap", Path(cfg.corpus).resolve(), self.manifests,
+                                                                         "--valid-fraction", cfg.valid_fraction),
                                       self.manifests / "prepare.json"))
         for k in cfg.folds:
             self._plan_fold(k, prepare, cells)

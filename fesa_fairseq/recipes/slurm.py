@@ -39,13 +39,17 @@ def sbatch_script(stage: Stage, cfg: SlurmConfig, exp: Path, job_command: List[s
     )
 
 
-def write_and_submit(stages: Sequence[Stage], cfg: SlurmConfig, exp: Path, job_command, submit: bool) -> Dict[str, str]:
-    """Scripts under EXP/slurm/; with submit, sbatch each with afterok on the jobs of its unfinished inputs."""
+def write_and_submit(stages: Sequence[Stage], cfg: SlurmConfig, exp: Path, job_command, submit: bool) -> List[str]:
+    """Scripts under EXP/slurm/; with submit, sbatch each with afterok on the jobs of its unfinished inputs.
+
+    Returns the sbatch command lines (job ids of earlier stages as <stage> placeholders when not submitting).
+    """
     if submit and shutil.which("sbatch") is None:
         raise FesaError("sbatch is not on PATH: run on a SLURM login node, or add --dry-run to only write the scripts")
     folder = exp / "slurm"
     (exp / "logs" / "slurm").mkdir(parents=True, exist_ok=True)
     jobs: Dict[str, str] = {}
+    lines: List[str] = []
     for stage in stages:
         if stage.status() == "complete":
             continue
@@ -53,6 +57,7 @@ def write_and_submit(stages: Sequence[Stage], cfg: SlurmConfig, exp: Path, job_c
         atomic_write_text(script, sbatch_script(stage, cfg, exp, job_command(stage)))
         after = [jobs[d.key] for d in stage.deps if d.key in jobs]
         cmd = ["sbatch", "--parsable"] + ([f"--dependency=afterok:{':'.join(after)}"] if after else []) + [str(script)]
+        lines.append(shlex.join(cmd))
         if submit:
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0:
@@ -61,7 +66,6 @@ def write_and_submit(stages: Sequence[Stage], cfg: SlurmConfig, exp: Path, job_c
             logger.info("submitted %s as job %s", stage.key, jobs[stage.key])
         else:
             jobs[stage.key] = f"<{stage.key}>"
-            print(shlex.join(cmd))
     if submit:
         atomic_write_text(folder / "jobs.json", json.dumps(jobs, indent=2) + "\n")
-    return jobs
+    return lines
