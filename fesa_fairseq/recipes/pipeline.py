@@ -28,7 +28,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -155,8 +155,7 @@ class Plan:
         for cell in cells:
             layer, clusters = int(cell.get("layer", cfg.emotion_labels.layer)), int(cell.get("K", cfg.emotion_labels.clusters))
             pooling = cell.get("pooling", cfg.pooling)
-            labels_cfg = type(cfg.emotion_labels)(layer=layer, clusters=clusters, kmeans_model=cfg.emotion_labels.kmeans_model,
-                                                  percent=cfg.emotion_labels.percent)
+            labels_cfg = replace(cfg.emotion_labels, layer=layer, clusters=clusters)
             lk = f"L{layer}-K{clusters}"
             out = fold_dir / "emotion-labels" / lk
             labels = self._add(Stage("emotion-labels", k, lk, out, fesa("pseudo-labels", "--manifest-dir", data, "--splits", "train,valid",
