@@ -87,7 +87,8 @@ def _add_make_demo_corpus(sub: argparse._SubParsersAction) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     from fesa_fairseq.evaluate import evaluate, format_confusion
 
-    m = evaluate(args.checkpoint, args.fold_dir, args.split, args.out, device=args.device, max_tokens=args.max_tokens, progress=not args.quiet)
+    m = evaluate(args.checkpoint, args.fold_dir, args.split, args.out, device=args.device, max_tokens=args.max_tokens,
+                 progress=not args.quiet, timelines=args.timelines)
     print(f"{args.split} of {args.fold_dir}: {m['utterances']} utterances")
     print(f"UA {m['ua']:.2f}%   WA {m['wa']:.2f}%")
     print(format_confusion(m["confusion"], m["labels"]))
@@ -106,6 +107,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for predictions.tsv, metrics.json and confusion.png")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--max-tokens", type=int, default=1_600_000, help="audio samples per batch (default 1,600,000 = 100 s)")
+    p.add_argument("--timelines", type=int, default=0, help="also draw N pictures: spectrogram + attention weight of every frame")
     p.set_defaults(func=_evaluate)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
+import soundfile as sf
 import torch
 from fairseq import checkpoint_utils, utils
 from tqdm import tqdm
@@ -13,7 +14,7 @@ from tqdm import tqdm
 from fesa_fairseq.checkpoints import inspect_checkpoint
 from fesa_fairseq.data.files import atomic_write_lines, atomic_write_text
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.plots import plot_confusion
+from fesa_fairseq.plots import plot_confusion, plot_timeline
 from fesa_fairseq.scoring import confusion_matrix, counts_of, unweighted_accuracy, weighted_accuracy
 
 logger = logging.getLogger(__name__)
@@ -68,8 +69,9 @@ def evaluate(
     device: str = "auto",
     max_tokens: int = 1_600_000,
     progress: bool = True,
+    timelines: int = 0,
 ) -> Dict[str, object]:
-    """Write predictions.tsv, metrics.json and confusion.png under out_dir; return the metrics."""
+    """Write predictions.tsv, metrics.json and confusion.png (and timelines) under out_dir; return the metrics."""
     dev = resolve_device(device)
     model, task = load_classifier(checkpoint, fold_dir, dev)
     result = predict(model, task, split, dev, max_tokens, progress)
@@ -93,8 +95,37 @@ def evaluate(
         rows.append(f"{Path(path).stem}\t{labels[t]}\t{labels[p]}\t" + "\t".join(f"{x:.4f}" for x in prob))
     atomic_write_lines(out / "predictions.tsv", rows)
     plot_confusion(matrix, labels, out / "confusion.png", title=f"{split}: UA {metrics['ua']:.1f}%  WA {metrics['wa']:.1f}%")
+    if timelines:
+        plot_timelines(model, task, result, labels, dev, out / "timelines", timelines)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+@torch.no_grad()
+def plot_timelines(model, task, result, labels: List[str], device: torch.device, out: Path, count: int) -> None:
+    """One picture per utterance (the first `count` of the split): what the model attends to, frame by frame.
+
+    The demo corpus knows which segments carry the emotion (fesa_demo_segments.tsv): they are marked too.
+    """
+    segments = demo_segments(Path(result["paths"][0]))
+    out.mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(result["paths"][:count]):
+        wav, sr = sf.read(path, dtype="float32")
+        source = torch.from_numpy(wav)[None].to(device)
+        if task.cfg.normalize:
+            source = torch.nn.functional.layer_norm(source, source.shape[1:])
+        attention = model(source, None)["attention"][0].float().cpu().numpy()
+        utt = Path(path).stem
+        title = f"{utt}: true {labels[result['target'][i]]}, predicted {labels[result['prediction'][i]]}"
+        plot_timeline(wav, sr, attention, out / f"{utt}.png", title, segments.get(utt, ()))
+
+
+def demo_segments(wav: Path) -> Dict[str, list]:
+    """The demo corpus' segment truth, found above its wavs; empty for other corpora."""
+    from fesa_fairseq.recipes.demo_corpus import SEGMENTS_FILE, read_segments
+
+    root = next((p for p in wav.parents if (p / SEGMENTS_FILE).is_file()), None)
+    return read_segments(root) if root else {}
 
 
 def format_confusion(matrix: List[List[int]], labels: List[str]) -> str:

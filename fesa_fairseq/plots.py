@@ -59,3 +59,30 @@ def _save(fig, plt, path: Path) -> None:
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     tmp.replace(path)
+
+
+def plot_timeline(
+    wav: np.ndarray,
+    sample_rate: int,
+    attention: np.ndarray,
+    path: Path,
+    title: str = "",
+    segments: Sequence = (),
+) -> None:
+    """Spectrogram, the classifier's attention weight of every frame, and (when known) the true emotional segments."""
+    plt = _pyplot()
+    fig, (spec, att) = plt.subplots(2, 1, figsize=(10, 4.2), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    spec.specgram(wav, NFFT=512, Fs=sample_rate, noverlap=384, cmap="magma", vmin=-120)
+    spec.set_ylim(0, 8000)
+    spec.set_ylabel("Hz")
+    for start, end, emotion in segments:
+        spec.axvspan(start, end, ymin=0.93, ymax=1.0, color="white" if emotion == "neu" else "cyan", alpha=0.8)
+        spec.text(start, 7000, emotion, color="white", fontsize=8)
+    frames = np.arange(len(attention)) * len(wav) / sample_rate / max(len(attention), 1)
+    att.plot(frames, attention, color="tab:blue")
+    att.fill_between(frames, attention, alpha=0.3)
+    att.set_ylabel("attention")
+    att.set_xlabel("seconds")
+    spec.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, plt, path)

@@ -53,7 +53,8 @@ def test_checkpoint_loads_with_stock_fairseq_without_the_pretraining_files(finet
 
 def test_fesa_evaluate_scores_the_test_split(finetuned_classifier, demo_folds, tmp_path):
     fold = demo_folds / "fold1"
-    res = run_fesa("-q", "evaluate", finetuned_classifier / "checkpoints" / "checkpoint_best.pt", fold, "--out", tmp_path / "ev", "--device", "cpu")
+    res = run_fesa("-q", "evaluate", finetuned_classifier / "checkpoints" / "checkpoint_best.pt", fold, "--out", tmp_path / "ev", "--device", "cpu",
+                   "--timelines", "2")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "UA " in res.stdout and "true\\pred" in res.stdout
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
@@ -66,6 +67,8 @@ def test_fesa_evaluate_scores_the_test_split(finetuned_classifier, demo_folds, t
     correct = sum(r.split("\t")[1] == r.split("\t")[2] for r in rows[1:])
     assert m["wa"] == pytest.approx(round(100 * correct / n, 2))
     assert (tmp_path / "ev" / "confusion.png").stat().st_size > 1000
+    first = [r.split("\t")[0] for r in rows[1:3]]
+    assert sorted(p.stem for p in (tmp_path / "ev" / "timelines").glob("*.png")) == sorted(first)
 
 
 @pytest.mark.parametrize("legacy_args", [False, True], ids=["release_cfg", "release_args"])
