@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
-import soundfile as sf
 import torch
 from fairseq import checkpoint_utils, utils
 from tqdm import tqdm
@@ -96,28 +95,26 @@ def evaluate(
     atomic_write_lines(out / "predictions.tsv", rows)
     plot_confusion(matrix, labels, out / "confusion.png", title=f"{split}: UA {metrics['ua']:.1f}%  WA {metrics['wa']:.1f}%")
     if timelines:
-        plot_timelines(model, task, result, labels, dev, out / "timelines", timelines)
+        plot_timelines(model, task.dataset(split), result, labels, dev, out / "timelines", timelines)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
 @torch.no_grad()
-def plot_timelines(model, task, result, labels: List[str], device: torch.device, out: Path, count: int) -> None:
+def plot_timelines(model, dataset, result, labels: List[str], device: torch.device, out: Path, count: int) -> None:
     """One picture per utterance (the first `count` of the split): what the model attends to, frame by frame.
 
-    The demo corpus knows which segments carry the emotion (fesa_demo_segments.tsv): they are marked too.
+    The input is the dataset's (whole, normalised as scored). The demo corpus knows which segments carry the
+    emotion (fesa_demo_segments.tsv): they are marked too.
     """
     segments = demo_segments(Path(result["paths"][0]))
     out.mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(result["paths"][:count]):
-        wav, sr = sf.read(path, dtype="float32")
-        source = torch.from_numpy(wav)[None].to(device)
-        if task.cfg.normalize:
-            source = torch.nn.functional.layer_norm(source, source.shape[1:])
-        attention = model(source, None)["attention"][0].float().cpu().numpy()
+        source = dataset[i]["source"]
+        attention = model(source[None].to(device), None)["attention"][0].float().cpu().numpy()
         utt = Path(path).stem
         title = f"{utt}: true {labels[result['target'][i]]}, predicted {labels[result['prediction'][i]]}"
-        plot_timeline(wav, sr, attention, out / f"{utt}.png", title, segments.get(utt, ()))
+        plot_timeline(source.numpy(), dataset.sample_rate, attention, out / f"{utt}.png", title, segments.get(utt, ()))
 
 
 def demo_segments(wav: Path) -> Dict[str, list]:

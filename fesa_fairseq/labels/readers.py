@@ -53,9 +53,8 @@ class HubertFeatureReader:
         self.model = models[0].eval().to(device)
         self.hubert = self.model.encoder.w2v_model if info.is_classifier else self.model
         self.num_layers = len(self.hubert.encoder.layers)
-        if not 1 <= layer <= self.num_layers:
-            raise FesaError(f"--layer {layer}: {checkpoint} has {self.num_layers} transformer layers (1..{self.num_layers})")
-        self.layer = layer
+        self.checkpoint = checkpoint
+        self.layer = self._check_layer(layer)
         self.device = device
         self.max_chunk = max_chunk
         self.sample_rate = task.cfg.sample_rate
@@ -67,12 +66,19 @@ class HubertFeatureReader:
     def frames(self, num_samples: int) -> int:
         return conv_frames(num_samples, self.kernels_strides)
 
+    def _check_layer(self, layer: int) -> int:
+        if not 1 <= layer <= self.num_layers:
+            raise FesaError(f"--layer {layer}: {self.checkpoint} has {self.num_layers} transformer layers (1..{self.num_layers})")
+        return layer
+
+    def _source(self, path: str, ref_len: int = None) -> torch.Tensor:
+        """The waveform as the model was trained to see it: 1 x samples, layer-normalised when the task says so."""
+        x = torch.from_numpy(read_wav(path, self.sample_rate, ref_len)).to(self.device)
+        return (F.layer_norm(x, x.shape) if self.normalize else x).view(1, -1)
+
     @torch.no_grad()
     def get_feats(self, path: str, ref_len: int = None) -> torch.Tensor:
-        x = torch.from_numpy(read_wav(path, self.sample_rate, ref_len)).to(self.device)
-        if self.normalize:
-            x = F.layer_norm(x, x.shape)
-        x = x.view(1, -1)
+        x = self._source(path, ref_len)
         chunks = []
         for start in range(0, x.size(1), self.max_chunk):
             feat, _ = self.model.extract_features(
@@ -86,8 +92,7 @@ class HubertFeatureReader:
     def get_layer_feats(self, path: str, layers: List[int], ref_len: int = None) -> Dict[int, torch.Tensor]:
         """Several layers from one forward pass (hooks), each equal to extract_features(output_layer=layer)."""
         for layer in layers:
-            if not 1 <= layer <= self.num_layers:
-                raise FesaError(f"layer {layer}: the model has {self.num_layers} transformer layers (1..{self.num_layers})")
+            self._check_layer(layer)
         captured: Dict[int, torch.Tensor] = {}
         hooks = [
             self.hubert.encoder.layers[layer - 1].register_forward_hook(
@@ -96,10 +101,9 @@ class HubertFeatureReader:
             for layer in layers
         ]
         try:
-            x = torch.from_numpy(read_wav(path, self.sample_rate, ref_len)).to(self.device)
-            if self.normalize:
-                x = F.layer_norm(x, x.shape)
-            final, _ = self.model.extract_features(source=x.view(1, -1), padding_mask=None, mask=False, output_layer=max(layers))
+            final, _ = self.model.extract_features(
+                source=self._source(path, ref_len), padding_mask=None, mask=False, output_layer=max(layers)
+            )
         finally:
             for hook in hooks:
                 hook.remove()
