@@ -8,7 +8,7 @@ STAMP := $(VENV)/.fesa-installed
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo_out
 
-.PHONY: install test test-fast demo clean
+.PHONY: install test test-fast demo demo-source demo-espeak clean
 
 install: $(STAMP)
 
@@ -26,9 +26,20 @@ test-fast: install
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 # The whole method on the synthetic demo corpus, all 5 folds, on the CPU; resumable (run it again to continue).
+# Every fold starts from examples/demo/source_model.pt, as IEMOCAP folds start from hubert_base_ls960.pt.
 demo: install
 	$(VENV)/bin/fesa make-demo-corpus --overwrite $(DEMO_DIR)/corpus
 	$(VENV)/bin/fesa run examples/demo/experiment.yaml --exp-dir $(DEMO_DIR)/exp corpus=$(DEMO_DIR)/corpus
+
+# Rebuild examples/demo/source_model.pt (about 6 minutes): unlabelled speakers outside every session, MFCC
+# k-means targets, 1,500 updates of masked prediction.
+demo-source: install
+	bash examples/demo/make_source_model.sh $(DEMO_DIR)/source
+
+# The demo's configuration on a corpus made differently (espeak-ng voices, words and prosody): is it robust?
+demo-espeak: install
+	$(VENV)/bin/fesa make-demo-corpus --overwrite --synthesizer espeak $(DEMO_DIR)/espeak-corpus
+	$(VENV)/bin/fesa run examples/demo/experiment.yaml --exp-dir $(DEMO_DIR)/espeak-exp corpus=$(DEMO_DIR)/espeak-corpus
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

@@ -49,8 +49,9 @@ def inspect_checkpoint(path: str) -> CheckpointInfo:
         raise FesaError(f"checkpoint {path} does not exist")
     try:
         state = _load_lazily(p)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        raise FesaError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, ValueError, AttributeError, ImportError) as e:
+        detail = (str(e).splitlines() or [""])[0]
+        raise FesaError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or damaged ({type(e).__name__}: {detail})") from e
     return describe_state(state, path)
 
 

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from fesa_fairseq.errors import FesaError
+from fesa_fairseq.errors import FesaError, StageFailed
 
 logger = logging.getLogger("fesa_fairseq.cli")
 
 
 def _prepare_iemocap(args: argparse.Namespace) -> None:
-    from fesa_fairseq.recipes.iemocap import format_count_table, prepare_iemocap
+    from fesa_fairseq.corpora.iemocap import format_count_table, prepare_iemocap
 
     summary = prepare_iemocap(
         Path(args.iemocap_root),
@@ -23,6 +23,7 @@ def _prepare_iemocap(args: argparse.Namespace) -> None:
         seed=args.seed,
         check_totals=args.check_totals,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     print(f"kept {summary['utterances']} utterances; dropped codes: {summary['dropped_codes'] or 'none'}")
     print(format_count_table(summary["table"]))
@@ -39,8 +40,14 @@ def _prepare_iemocap(args: argparse.Namespace) -> None:
 
 
 def _make_demo_corpus(args: argparse.Namespace) -> None:
-    from fesa_fairseq.recipes.demo_corpus import make_demo_corpus
+    from fesa_fairseq.corpora.demo import SourceFilter, make_demo_corpus
 
+    if args.synthesizer == "espeak":
+        from fesa_fairseq.corpora.espeak import Espeak
+
+        synth = Espeak()
+    else:
+        synth = SourceFilter()
     start = time.perf_counter()
     info = make_demo_corpus(
         Path(args.out_dir),
@@ -48,8 +55,34 @@ def _make_demo_corpus(args: argparse.Namespace) -> None:
         seed=args.seed,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        synth=synth,
     )
     print(f"wrote {info['utterances']} utterances to {args.out_dir} in {time.perf_counter() - start:.1f} s (seed {args.seed})")
+
+
+def _make_pretraining_corpus(args: argparse.Namespace) -> None:
+    from fesa_fairseq.corpora.demo import make_pretraining_corpus
+
+    info = make_pretraining_corpus(Path(args.out_dir), speakers=args.speakers, utterances_per_speaker=args.utterances_per_speaker,
+                                   seed=args.seed, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {info['utterances']} unlabelled utterances ({info['seconds'] / 60:.1f} min) of {info['speakers']} speakers "
+          f"to {args.out_dir}: train.tsv, valid.tsv")
+
+
+def _add_make_pretraining_corpus(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "make-pretraining-corpus",
+        help="write unlabelled synthetic speech of speakers outside every session, to pretrain the demo's source model",
+        description="The demo's stand-in for LibriSpeech: the demo synthesiser with speakers that belong to no session "
+        "and a prosody drawn at random for every phrase, so it varies as speech does but carries no emotion label. "
+        "Writes OUT_DIR/{train,valid}.tsv (fairseq manifests) and the wavs.",
+    )
+    p.add_argument("out_dir", help="folder to create (it must not exist or be empty, unless --overwrite)")
+    p.add_argument("--speakers", type=int, default=12, help="speakers, alternately female and male (default 12)")
+    p.add_argument("--utterances-per-speaker", type=int, default=40, help="utterances per speaker (default 40)")
+    p.add_argument("--seed", type=int, default=1000, help="the same seed gives byte-identical files (default 1000)")
+    p.add_argument("--overwrite", action="store_true", help="replace a corpus this command wrote at OUT_DIR (swapped in only once complete; any other folder is refused)")
+    p.set_defaults(func=_make_pretraining_corpus)
 
 
 def _add_prepare_iemocap(sub: argparse._SubParsersAction) -> None:
@@ -67,6 +100,7 @@ def _add_prepare_iemocap(sub: argparse._SubParsersAction) -> None:
     totals = p.add_mutually_exclusive_group()
     totals.add_argument("--check-totals", dest="check_totals", action="store_true", default=None, help="compare with a full release's known counts (default: unless the root is the demo corpus)")
     totals.add_argument("--no-check-totals", dest="check_totals", action="store_false", help="do not compare with a full release's known counts")
+    p.add_argument("--overwrite", action="store_true", help="replace the manifests already in OUT_DIR (swapped in whole once all are written)")
     p.set_defaults(func=_prepare_iemocap)
 
 
@@ -80,19 +114,52 @@ def _add_make_demo_corpus(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", help="folder to create (it must not exist or be empty, unless --overwrite)")
     p.add_argument("--utterances-per-speaker", type=int, default=30, help="turns per speaker, all codes together (default 30: 300 turns, ~255 kept)")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives byte-identical files (default 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing corpus at OUT_DIR (swapped in only once complete)")
+    p.add_argument("--overwrite", action="store_true", help="replace a corpus this command wrote at OUT_DIR (swapped in only once complete; any other folder is refused)")
+    p.add_argument("--synthesizer", choices=["source-filter", "espeak"], default="source-filter",
+                   help="source-filter (the demo's, no dependency) or espeak (espeak-ng voices and words: a corpus made "
+                   "differently, to check that a configuration is not tuned to the demo's)")
     p.set_defaults(func=_make_demo_corpus)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from fesa_fairseq.evaluate import evaluate, format_confusion
+    from fesa_fairseq.pipeline.evaluate import evaluate
 
     m = evaluate(args.checkpoint, args.fold_dir, args.split, args.out, device=args.device, max_tokens=args.max_tokens,
                  progress=not args.quiet, timelines=args.timelines)
+    _print_scores(m, args)
+
+
+def _print_scores(m: Dict[str, object], args: argparse.Namespace) -> None:
+    from fesa_fairseq.pipeline.evaluate import format_confusion
+
     print(f"{args.split} of {args.fold_dir}: {m['utterances']} utterances")
     print(f"UA {m['ua']:.2f}%   WA {m['wa']:.2f}%")
     print(format_confusion(m["confusion"], m["labels"]))
     print(f"wrote {args.out}/predictions.tsv, metrics.json, confusion.png")
+
+
+def _reference(args: argparse.Namespace) -> None:
+    from fesa_fairseq.pipeline.reference import reference
+
+    m = reference(args.fold_dir, args.out, split=args.split, seed=args.seed, progress=not args.quiet)
+    print(f"acoustic reference (MFCC statistics + logistic regression, C={m['C']:g} chosen on valid UA)")
+    _print_scores(m, args)
+
+
+def _add_reference(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reference",
+        help="the acoustic reference: MFCC statistics + class-balanced logistic regression, scored like evaluate",
+        description="No self-supervised model: per utterance the mean, std and 10th/90th percentiles of 13 MFCCs "
+        "and the log duration; a class-balanced logistic regression fitted on train, its strength chosen on valid "
+        "UA, refitted on train + valid and scored on SPLIT. Writes what fesa evaluate writes; fesa report shows it "
+        "as the first row of every table, the floor any SSL model should clear.",
+    )
+    p.add_argument("fold_dir", help="fold folder with {train,valid,SPLIT}.{tsv,emo} and dict.emo.txt")
+    p.add_argument("--split", default="test", help="which split to score (default test)")
+    p.add_argument("--out", required=True, help="folder for predictions.tsv, metrics.json and confusion.png")
+    p.add_argument("--seed", type=int, default=0, help="seed of the logistic regression")
+    p.set_defaults(func=_reference)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -112,7 +179,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _pseudo_labels(args: argparse.Namespace) -> None:
-    from fesa_fairseq.evaluate import resolve_device
+    from fesa_fairseq.devices import resolve_device
     from fesa_fairseq.labels.pseudo_labels import KMeansOptions, PseudoLabelJob, make_pseudo_labels
     from fesa_fairseq.labels.readers import HubertFeatureReader, MfccFeatureReader
 
@@ -178,7 +245,7 @@ def _add_pseudo_labels(sub: argparse._SubParsersAction) -> None:
 
 
 def _analyze_clusters(args: argparse.Namespace) -> None:
-    from fesa_fairseq.evaluate import resolve_device
+    from fesa_fairseq.devices import resolve_device
     from fesa_fairseq.labels.analyze_clusters import analyze_clusters, format_table
     from fesa_fairseq.labels.pseudo_labels import KMeansOptions
     from fesa_fairseq.labels.readers import HubertFeatureReader
@@ -223,7 +290,7 @@ GRID_KEYS = ("layer", "K", "pooling")
 
 
 def _grid(items: Optional[List[str]]) -> List[Dict[str, str]]:
-    from fesa_fairseq.recipes.experiment import grid_cells
+    from fesa_fairseq.pipeline.experiment import grid_cells
 
     grid: Dict[str, List[str]] = {}
     for item in items or []:
@@ -236,10 +303,9 @@ def _grid(items: Optional[List[str]]) -> List[Dict[str, str]]:
 
 def _run(args: argparse.Namespace) -> None:
 
-    from fesa_fairseq.data.files import atomic_write_text
-    from fesa_fairseq.recipes.experiment import experiment_yaml, load_experiment
-    from fesa_fairseq.recipes.pipeline import Plan, run_plan, shell_script
-    from fesa_fairseq.recipes.report import make_report
+    from fesa_fairseq.pipeline.experiment import load_experiment
+    from fesa_fairseq.pipeline.lock import exclusive
+    from fesa_fairseq.pipeline.plan import Plan, shell_script
 
     cfg = load_experiment(Path(args.config), args.overrides)
     if args.folds:
@@ -254,10 +320,24 @@ def _run(args: argparse.Namespace) -> None:
         print(shell_script(selected))
         return
     exp.mkdir(parents=True, exist_ok=True)
+    if args.only:  # a SLURM job: the stage's own lock is enough, jobs of other stages run beside it
+        _run_locked(args, cfg, exp, plan, selected)
+        return
+    with exclusive(exp / ".fesa-run.lock", f"experiment folder {exp}"):
+        _run_locked(args, cfg, exp, plan, selected)
+
+
+def _run_locked(args: argparse.Namespace, cfg, exp: Path, plan, selected) -> None:
+    from fesa_fairseq.data.files import atomic_write_text
+    from fesa_fairseq.pipeline.experiment import experiment_yaml
+    from fesa_fairseq.pipeline.plan import run_plan
+    from fesa_fairseq.pipeline.report import make_report
+
     saved = exp / "experiment.yaml"
-    atomic_write_text(saved, experiment_yaml(cfg))
+    if not args.only:
+        atomic_write_text(saved, experiment_yaml(cfg))
     if args.slurm:
-        from fesa_fairseq.recipes.slurm import write_and_submit
+        from fesa_fairseq.pipeline.slurm import write_and_submit
 
         grid = [a for item in (args.grid or []) for a in ("--grid", item)]
         job = lambda stage: ["fesa", "run", str(saved), "--exp-dir", str(exp), "--only", stage.key, *grid]  # noqa: E731
@@ -269,7 +349,7 @@ def _run(args: argparse.Namespace) -> None:
     if failed:
         for fold, message in failed.items():
             print(f"{fold}: FAILED: {message}", file=sys.stderr)
-        raise FesaError(f"{len(failed)} fold(s) failed; completed stages are kept, run the same command again to resume")
+        raise StageFailed(f"{len(failed)} fold(s) failed; completed stages are kept, run the same command again to resume")
     if any(s.name == "evaluate" for s in selected) and not args.only:
         report = make_report(exp)
         print(report["markdown"])
@@ -296,7 +376,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from fesa_fairseq.recipes.report import make_report
+    from fesa_fairseq.pipeline.report import make_report
 
     report = make_report(Path(args.exp_dir))
     print(report["markdown"])
@@ -313,7 +393,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 SUBCOMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [
     _add_prepare_iemocap,
     _add_make_demo_corpus,
+    _add_make_pretraining_corpus,
     _add_evaluate,
+    _add_reference,
     _add_pseudo_labels,
     _add_analyze_clusters,
     _add_run,
@@ -324,6 +406,7 @@ SUBCOMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fesa", description="Frame-level emotional state alignment on fairseq HuBERT.")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings and errors only")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not only its one line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in SUBCOMMANDS:
         add(sub)
@@ -349,9 +432,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args.func(args)
     except FesaError as e:
-        print(f"fesa {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        return _fail(args, e, str(e), e.exit_code)
+    except OSError as e:  # permission denied, a file where a folder belongs, a full disk: the user's to fix
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(args, e, f"{where}{e.strerror or e}", 2)
     return 0
+
+
+def _fail(args: argparse.Namespace, error: Exception, message: str, code: int) -> int:
+    """One line (exit 2: bad input; 1: a stage failed); --debug adds the traceback."""
+    if args.debug:
+        import traceback
+
+        traceback.print_exception(error)
+    print(f"fesa {args.command}: error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -86,3 +86,30 @@ def plot_timeline(
     spec.set_title(title, fontsize=10)
     fig.tight_layout()
     _save(fig, plt, path)
+
+
+def plot_curves(curves: Sequence, path: Path, title: str = "") -> None:
+    """One column per training run: training loss above, the validation metric below, against updates.
+
+    `curves` are :class:`fesa_fairseq.pipeline.curves.Curve`; the best validation point is marked, and a run
+    whose validation UA was still rising at its last update says so in its title.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, max(len(curves), 1), figsize=(3.4 * max(len(curves), 1), 5.0), squeeze=False)
+    for col, curve in enumerate(curves):
+        top, bottom = axes[0, col], axes[1, col]
+        if curve.train:
+            top.plot(*zip(*curve.train), color="tab:gray")
+        top.set_title(curve.stage + ("\nstopped while still improving" if curve.still_improving else ""), fontsize=9,
+                      color="tab:red" if curve.still_improving else "black")
+        top.set_ylabel("training loss" if col == 0 else "")
+        if curve.valid:
+            bottom.plot(*zip(*curve.valid), marker=".", color="tab:blue")
+            best = curve.best()
+            bottom.plot(*best, marker="*", markersize=12, color="tab:orange", label=f"best {best[1]:.1f} @ {best[0]}")
+            bottom.legend(fontsize=8, loc="best")
+        bottom.set_ylabel(f"valid {curve.metric.upper() if curve.metric == 'ua' else curve.metric}")
+        bottom.set_xlabel("updates")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, plt, path)

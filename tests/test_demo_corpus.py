@@ -6,8 +6,8 @@ import pytest
 import soundfile as sf
 
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.recipes.demo_corpus import make_demo_corpus, read_segments
-from fesa_fairseq.recipes.iemocap import prepare_iemocap
+from fesa_fairseq.corpora.demo import make_demo_corpus, read_segments
+from fesa_fairseq.corpora.iemocap import prepare_iemocap
 from tiny_hubert import run_fesa
 
 
@@ -92,10 +92,13 @@ def test_existing_folder_is_not_overwritten(corpus, tmp_path):
     with pytest.raises(FesaError, match="already exists and is not empty"):
         make_demo_corpus(out, utterances_per_speaker=3, progress=False)
     assert (out / "mine.txt").read_text() == "keep me"
-    make_demo_corpus(out, utterances_per_speaker=3, overwrite=True, progress=False)
-    assert not (out / "mine.txt").exists()
-    assert json.loads((out / "fesa_demo.json").read_text())["utterances"] == 30
-    assert [p.name for p in tmp_path.iterdir()] == ["c"]  # no staging folder left behind
+    with pytest.raises(FesaError, match="has no fesa_demo.json, so it was not written by this command"):
+        make_demo_corpus(out, utterances_per_speaker=3, overwrite=True, progress=False)  # not ours: never wiped
+    assert (out / "mine.txt").read_text() == "keep me"
+    make_demo_corpus(tmp_path / "d", utterances_per_speaker=4, progress=False)
+    make_demo_corpus(tmp_path / "d", utterances_per_speaker=3, overwrite=True, progress=False)
+    assert json.loads((tmp_path / "d" / "fesa_demo.json").read_text())["utterances"] == 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "d"]  # no staging folder left behind
 
 
 def test_cli(tmp_path):
@@ -103,4 +106,41 @@ def test_cli(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "wrote 30 utterances" in res.stdout
     res = run_fesa("-q", "make-demo-corpus", tmp_path / "c")
-    assert res.returncode == 1 and res.stderr.count("\n") == 1 and str(tmp_path / "c") in res.stderr
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and str(tmp_path / "c") in res.stderr
+
+
+def test_pretraining_corpus_has_no_session_speaker_and_no_labels(tmp_path):
+    from fesa_fairseq.corpora.demo import make_pretraining_corpus
+    from fesa_fairseq.data.files import read_manifest
+
+    info = make_pretraining_corpus(tmp_path / "pre", speakers=2, utterances_per_speaker=5, progress=False)
+    root, train = read_manifest(tmp_path / "pre" / "train.tsv")
+    _, valid = read_manifest(tmp_path / "pre" / "valid.tsv")
+    assert info["utterances"] == len(train) + len(valid) == 10 and len(valid) == 1
+    assert {rel.split("/")[0] for rel, _ in train + valid} == {"pre00", "pre01"}
+    for rel, n in train + valid:
+        wav, sr = sf.read(f"{root}/{rel}")
+        assert sr == 16000 and len(wav) == n and 1.0 <= n / sr <= 4.2
+    assert not list((tmp_path / "pre").rglob("*.emo")) and not list((tmp_path / "pre").rglob("EmoEvaluation"))
+    with pytest.raises(FesaError, match="already exists and is not empty"):
+        make_pretraining_corpus(tmp_path / "pre", speakers=1, utterances_per_speaker=1, progress=False)
+
+
+def test_espeak_corpus_prepares_like_the_demo(tmp_path):
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (.ci/run installs it: apt-get install espeak-ng)")
+    from fesa_fairseq.corpora.espeak import Espeak
+
+    root = tmp_path / "esp"
+    make_demo_corpus(root, utterances_per_speaker=4, seed=0, progress=False, synth=Espeak())
+    assert json.loads((root / "fesa_demo.json").read_text())["synthesizer"] == "espeak-ng"
+    summary = prepare_iemocap(root, tmp_path / "m", valid_fraction=0.25, progress=False)
+    assert not summary["known_totals_checked"] and summary["utterances"] > 0
+    wavs = sorted(root.rglob("*.wav"))
+    assert len(wavs) == 5 * 2 * 4
+    wav, sr = sf.read(wavs[0])
+    assert sr == 16000 and wav.ndim == 1  # espeak-ng's 22,050 Hz resampled
+    segments = read_segments(root)
+    assert set(segments) == {w.stem for w in wavs}

@@ -85,7 +85,7 @@ def test_wrong_kind_of_checkpoint_is_refused(finetuned_classifier, demo_folds, t
     assert res.returncode != 0
     assert f"model.w2v_path={classifier} holds a 'hubert_emotion_classifier' model" in res.stderr
     res = run_fesa("evaluate", stock_hubert, demo_folds / "fold1", "--out", tmp_path / "ev")
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1] == (
         f"fesa evaluate: error: {stock_hubert} holds a 'hubert' model; this needs a fine-tuned hubert_emotion_classifier checkpoint"
     )

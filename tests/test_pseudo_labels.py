@@ -106,7 +106,7 @@ def test_mfcc_features(demo_folds):
 def test_bad_requests_are_refused(stock_hubert, demo_folds, tmp_path, args, message):
     res = run_fesa("-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--checkpoint", stock_hubert,
                    "--out", tmp_path / "out", *args)
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("fesa pseudo-labels: error:")
     assert message.format(ckpt=stock_hubert) in res.stderr
     assert not (tmp_path / "out" / "labels.json").exists()
@@ -120,7 +120,7 @@ def test_checkpoint_of_another_family_is_refused(stock_hubert, demo_folds, tmp_p
     torch.save(state, other)
     res = run_fesa("-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--checkpoint", other, "--layer", "1",
                    "--clusters", "4", "--out", tmp_path / "out")
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert f"{other} holds a 'wav2vec2' model (task 'audio_pretraining'); a HuBERT is needed" in res.stderr
 
 
@@ -138,7 +138,7 @@ def test_audio_that_disagrees_with_the_manifest(stock_hubert, demo_folds, tmp_pa
     (fold / "valid.tsv").write_text("\n".join([str(tmp_path / "audio")] + lines[1:]) + "\n")
     res = run_fesa("-q", "pseudo-labels", "--manifest-dir", fold, "--splits", "train,valid", "--checkpoint", stock_hubert,
                    "--layer", "1", "--clusters", "4", "--out", tmp_path / "out")
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert f"{short} has {rows[1][1] - 320} samples but its manifest says {rows[1][1]}" in res.stderr
 
 
@@ -169,4 +169,4 @@ def test_analyze_clusters_grid(finetuned_classifier, demo_folds, tmp_path):
     assert "| 2 | " in res.stdout and (tmp_path / "a" / "clusters.png").stat().st_size > 2000
     res = run_fesa("-q", "analyze-clusters", "--manifest-dir", demo_folds / "fold1", "--checkpoint", ckpt,
                    "--layers", "1,7", "--clusters", "3", "--out", tmp_path / "b")
-    assert res.returncode == 1 and "has 2 transformer layers (1..2)" in res.stderr
+    assert res.returncode == 2 and "has 2 transformer layers (1..2)" in res.stderr

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.recipes.report import make_report
+from fesa_fairseq.pipeline.report import make_report
 
 
 def write_metrics(exp, fold, variant, ua, wa, confusion):
@@ -35,3 +35,50 @@ def test_mean_std_pooled_confusion_and_grid(tmp_path):
 def test_nothing_to_report(tmp_path):
     with pytest.raises(FesaError, match="no fold\\*/evaluate/\\*/metrics.json"):
         make_report(tmp_path)
+
+
+def test_reference_is_the_first_row_and_stale_results_are_not_models(tmp_path):
+    write_metrics(tmp_path, 1, "L9-K50-attention", 75.0, 74.0, [[3, 1], [1, 3]])
+    write_metrics(tmp_path, 1, "baseline", 70.0, 72.0, [[3, 1], [1, 3]])
+    write_metrics(tmp_path, 1, "reference", 60.0, 61.0, [[3, 1], [2, 2]])
+    write_metrics(tmp_path, 1, "baseline.stale-20260101-000000", 10.0, 10.0, [[0, 4], [4, 0]])
+    report = make_report(tmp_path)
+    rows = [line for line in report["markdown"].splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| acoustic reference (MFCC statistics + logistic regression; no SSL model)", "| baseline (TAPT fine-tuned)",
+        "| L9-K50-attention"]
+    assert set(report["summaries"]) == {"reference", "baseline", "L9-K50-attention"}
+    assert not list((tmp_path / "report").glob("*stale*"))
+
+
+def hydra_log(run, train, valid, metric="ua"):
+    """A hydra_train.log as fairseq-hydra-train writes it with common.log_format=json."""
+    run.mkdir(parents=True)
+    lines = ["[2026-01-01 00:00:00,000][fairseq_cli.train][INFO] - training"]
+    lines += [f'[2026-01-01 00:00:01,000][train_inner][INFO] - {{"epoch": 1, "loss": "{loss}", "num_updates": "{u}"}}' for u, loss in train]
+    lines += [f'[2026-01-01 00:00:02,000][valid][INFO] - {{"epoch": 1, "valid_loss": "1.0", "valid_{metric}": "{v}", "valid_num_updates": "{u}"}}'
+              for u, v in valid]
+    lines.append('[2026-01-01 00:00:03,000][valid][INFO] - {"epoch": 2, "valid_lo')  # a line cut short by a crash
+    (run / "hydra_train.log").write_text("\n".join(lines) + "\n")
+
+
+def test_learning_curves_and_runs_stopped_while_improving(tmp_path):
+    write_metrics(tmp_path, 1, "baseline", 70.0, 72.0, [[3, 1], [1, 3]])
+    fold = tmp_path / "fold1"
+    hydra_log(fold / "tapt-finetune", [(10, 1.3), (20, 0.9)], [(10, 40.0), (50, 60.0), (90, 70.0), (100, 70.0)])
+    hydra_log(fold / "finetune" / "L9-K50-attention", [(10, 1.3)], [(10, 40.0), (50, 80.0), (100, 70.0)])
+    hydra_log(fold / "cpt" / "L9-K50", [(10, 7.0)], [(10, 6.0), (20, 5.0)], metric="loss")
+    hydra_log(fold / "tapt-finetune.stale-20260101-000000", [(10, 1.0)], [(10, 10.0), (20, 90.0)])
+    text = make_report(tmp_path)["markdown"]
+    assert (tmp_path / "report" / "curves_fold1.png").is_file()
+    assert "- fold1/tapt-finetune: stopped while still improving (valid UA 70.0 at update 100" in text
+    assert "finetune/L9-K50-attention: stopped" not in text and "cpt/L9-K50: stopped" not in text and "stale" not in text
+
+
+def test_read_curve(tmp_path):
+    from fesa_fairseq.pipeline.curves import read_curve
+
+    hydra_log(tmp_path / "run", [(10, 1.5), (20, 1.25)], [(15, 30.0), (30, 45.5)])
+    curve = read_curve(tmp_path / "run" / "hydra_train.log", "run")
+    assert curve.train == [(10, 1.5), (20, 1.25)] and curve.valid == [(15, 30.0), (30, 45.5)] and curve.metric == "ua"
+    assert curve.best() == (30, 45.5) and curve.still_improving

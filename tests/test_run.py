@@ -3,11 +3,14 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tiny_hubert import run_fesa
+
+PLUGIN_CONFIG = Path(__file__).resolve().parent.parent / "fesa_fairseq" / "config"
 
 TINY_RUN = {
     "source_checkpoint": "bootstrap",
@@ -40,19 +43,22 @@ def test_all_stages_then_resume_then_rerun_from_a_deleted_stage(experiment):
     config, exp = experiment
     res = run_fesa("run", config, "--exp-dir", exp)
     assert res.returncode == 0, res.stderr[-5000:]
-    assert ran(res.stderr) == ["all/prepare", "fold1/tapt-labels", "fold1/tapt", "fold1/tapt-finetune", "fold1/evaluate/baseline",
+    assert ran(res.stderr) == ["all/prepare", "fold1/reference", "fold1/tapt-labels", "fold1/tapt", "fold1/tapt-finetune", "fold1/evaluate/baseline",
                                "fold1/emotion-labels/L1-K6", "fold1/cpt/L1-K6", "fold1/finetune/L1-K6-attention",
                                "fold1/evaluate/L1-K6-attention"]
-    assert "| baseline (TAPT fine-tuned) |" in res.stdout and "| L1-K6-attention |" in res.stdout
+    rows = [line for line in res.stdout.splitlines() if line.startswith("| ")]
+    assert rows[1].startswith("| acoustic reference") and rows[2].startswith("| baseline (TAPT fine-tuned) |")
+    assert rows[3].startswith("| L1-K6-attention |")
     report = json.loads((exp / "report" / "report.json").read_text())
-    assert set(report) == {"baseline", "L1-K6-attention"} and report["baseline"]["folds"] == [1]
-    assert (exp / "report" / "confusion_baseline.png").is_file()
+    assert set(report) == {"reference", "baseline", "L1-K6-attention"} and report["baseline"]["folds"] == [1]
+    assert (exp / "report" / "confusion_baseline.png").is_file() and (exp / "report" / "confusion_reference.png").is_file()
+    assert (exp / "report" / "curves_fold1.png").is_file()
     assert json.loads((exp / "fold1" / "tapt-labels" / "labels.json").read_text())["features"] == "mfcc"
     assert (exp / "fold1" / "tapt" / "tblog").is_dir()
 
     res = run_fesa("run", config, "--exp-dir", exp)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert ran(res.stderr) == [] and res.stderr.count("complete, skipped") == 9
+    assert ran(res.stderr) == [] and res.stderr.count("complete, skipped") == 10
 
     shutil.rmtree(exp / "fold1" / "cpt")
     res = run_fesa("run", config, "--exp-dir", exp)
@@ -60,6 +66,9 @@ def test_all_stages_then_resume_then_rerun_from_a_deleted_stage(experiment):
     assert ran(res.stderr) == ["fold1/cpt/L1-K6", "fold1/finetune/L1-K6-attention", "fold1/evaluate/L1-K6-attention"]
     stale = list((exp / "fold1" / "finetune").glob("L1-K6-attention.stale-*"))
     assert len(stale) == 1 and (stale[0] / "checkpoints" / "checkpoint_best.pt").is_file()  # moved aside, not lost
+    assert list((exp / "fold1" / "evaluate").glob("L1-K6-attention.stale-*"))
+    report = json.loads((exp / "report" / "report.json").read_text())
+    assert set(report) == {"reference", "baseline", "L1-K6-attention"}  # moved-aside results are not models
 
     cfg = yaml.safe_load(config.read_text())
     everything = config.with_name("everything.yaml")  # every stage's command changes: CPT is stale, not reused
@@ -74,6 +83,25 @@ def test_all_stages_then_resume_then_rerun_from_a_deleted_stage(experiment):
     assert ran(res.stderr) == ["fold1/finetune/L1-K6-attention", "fold1/evaluate/L1-K6-attention"]
 
 
+@pytest.mark.slow
+def test_an_edited_stage_yaml_makes_the_stage_stale(experiment, tmp_path):
+    """The fingerprint covers the yaml a training stage reads, not only its command line."""
+    config, _ = experiment
+    cfg = yaml.safe_load(config.read_text())
+    own = tmp_path / "my_finetune.yaml"
+    own.write_text((PLUGIN_CONFIG / "finetune" / "tiny.yaml").read_text())
+    cfg["configs"]["finetune"] = str(own)
+    edited = tmp_path / "own.yaml"
+    edited.write_text(yaml.safe_dump(cfg))
+    exp = tmp_path / "exp"
+    res = run_fesa("run", edited, "--exp-dir", exp, "--stages", "prepare:tapt-finetune")
+    assert res.returncode == 0, res.stderr[-3000:]
+    own.write_text(own.read_text().replace("lr: [1e-3]", "lr: [2e-3]"))
+    res = run_fesa("run", edited, "--exp-dir", exp, "--stages", "prepare:tapt-finetune")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert ran(res.stderr) == ["fold1/tapt-finetune"] and list((exp / "fold1").glob("tapt-finetune.stale-*"))
+
+
 def test_dry_run_prints_every_command(experiment):
     config, exp = experiment
     res = run_fesa("run", config, "--exp-dir", exp.parent / "dry", "--dry-run", "--grid", "layer=1,2", "pooling=attention,mean")
@@ -82,6 +110,7 @@ def test_dry_run_prints_every_command(experiment):
     assert script.startswith("#!/usr/bin/env bash") and not (exp.parent / "dry").exists()
     assert script.count("fesa pseudo-labels") == 3  # tapt labels, then emotion labels of layers 1 and 2, shared by poolings
     assert script.count("--config-dir") == 1 + 1 + 2 + 4 and script.count("fesa -q evaluate") == 5
+    assert script.count("fesa -q reference") == 1
     assert "model.pooling=mean" in script and "emotion-labels/L2-K6" in script
 
 
@@ -91,7 +120,7 @@ def test_slurm_scripts_chain_stages(experiment):
     res = run_fesa("run", config, "--exp-dir", out, "--slurm", "--dry-run", "slurm.partition=gpu", "slurm.gpus=2")
     assert res.returncode == 0, res.stderr[-3000:]
     scripts = {p.stem: p.read_text() for p in (out / "slurm").glob("*.sbatch")}
-    assert len(scripts) == 9
+    assert len(scripts) == 10
     cpt = scripts["fold1__cpt__L1-K6"]
     assert "#SBATCH --gres=gpu:2" in cpt and "#SBATCH --partition=gpu" in cpt and "#SBATCH --time=24:00:00" in cpt
     assert f"fesa run {out / 'experiment.yaml'} --exp-dir {out} --only fold1/cpt/L1-K6" in cpt
@@ -118,7 +147,7 @@ def test_bad_config_fails_before_any_stage(experiment, tmp_path, change, message
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
     res = run_fesa("run", bad, "--exp-dir", tmp_path / "exp")
-    assert res.returncode == 1 and message in res.stderr, res.stderr[-2000:]
+    assert res.returncode == 2 and message in res.stderr, res.stderr[-2000:]
     assert not (tmp_path / "exp").exists()
 
 

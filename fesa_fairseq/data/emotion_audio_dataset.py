@@ -58,7 +58,10 @@ class EmotionAudioDataset(FairseqDataset):
         for line, (path, n) in enumerate(zip(self.paths, self.sizes), start=2):
             if not Path(path).is_file():
                 raise FesaError(f"{self.manifest}:{line}: missing wav {path}")
-            info = sf.info(path)
+            try:
+                info = sf.info(path)
+            except (RuntimeError, sf.SoundFileError) as e:
+                raise FesaError(f"{self.manifest}:{line}: cannot read {path}: {e}") from e
             if info.frames != n:
                 raise FesaError(
                     f"{self.manifest}:{line}: {path} has {info.frames} samples but the manifest says {n}; "

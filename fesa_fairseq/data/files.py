@@ -6,9 +6,11 @@ folder, which is then renamed over the destination, so a crash leaves either the
 
 import logging
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, List, Sequence, Tuple, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from fesa_fairseq.errors import FesaError
 
@@ -29,6 +31,44 @@ def atomic_write_text(path: PathLike, text: str) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+@contextmanager
+def staged_dir(dest: PathLike, overwrite: bool = False, marker: Optional[str] = None) -> Iterator[Path]:
+    """Yield an empty sibling folder of `dest` to fill; when the block succeeds it replaces `dest` whole.
+
+    A set of files that belong together (a corpus, the manifests of five folds) is thus never half old and half
+    new: on failure the staging folder is removed and `dest` is as it was. An existing non-empty `dest` is only
+    replaced with `overwrite`, and, when `marker` is given, only if it holds that file (it is ours to replace).
+    """
+    dest = Path(dest)
+    if dest.is_file():
+        raise FesaError(f"{dest} is a file; a folder is needed there")
+    if dest.is_dir() and any(dest.iterdir()):
+        if not overwrite:
+            raise FesaError(f"{dest} already exists and is not empty: remove it, pick another folder, or pass --overwrite")
+        if marker is not None and not (dest / marker).is_file():
+            raise FesaError(f"{dest} has no {marker}, so it was not written by this command: refusing to replace it "
+                            "with --overwrite; remove it yourself or pick another folder")
+        logger.info("replacing %s once the new content is complete", dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        yield staging
+        _replace_dir(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _replace_dir(new: Path, dest: Path) -> None:
+    if dest.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+        os.replace(dest, old / dest.name)
+        os.replace(new, dest)
+        shutil.rmtree(old)
+    else:
+        os.replace(new, dest)
 
 
 def _umask() -> int:

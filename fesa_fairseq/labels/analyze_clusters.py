@@ -18,7 +18,8 @@ from fairseq.examples.hubert.simple_kmeans.learn_kmeans import get_km_model
 from sklearn.metrics import normalized_mutual_info_score
 from tqdm import tqdm
 
-from fesa_fairseq.data.files import atomic_write_text, read_lines, read_manifest
+from fesa_fairseq.data.files import atomic_write_text
+from fesa_fairseq.data.labels import read_labelled_split
 from fesa_fairseq.labels.pseudo_labels import KMeansOptions
 from fesa_fairseq.plots import plot_grid
 
@@ -34,18 +35,16 @@ def purity(clusters: np.ndarray, labels: np.ndarray) -> float:
 
 def layer_frames(reader, manifest_dir: Path, split: str, layers: List[int], max_utterances: int, seed: int, progress: bool):
     """Features of `layers` for (a sample of) a split's utterances, and each frame's utterance label index."""
-    root, rows = read_manifest(manifest_dir / f"{split}.tsv")
-    labels = read_lines(manifest_dir / f"{split}.emo")
-    classes = [line.split()[0] for line in read_lines(manifest_dir / "dict.emo.txt")]
-    picked = sorted(np.random.default_rng(seed).permutation(len(rows))[:max_utterances])
+    data = read_labelled_split(manifest_dir, split)
+    picked = sorted(np.random.default_rng(seed).permutation(len(data.paths))[:max_utterances])
     feats: Dict[int, List[np.ndarray]] = {layer: [] for layer in layers}
     frame_labels = []
     for i in tqdm(picked, desc=f"features of {split}", unit="utt", disable=not progress):
-        out = reader.get_layer_feats(f"{root}/{rows[i][0]}", layers, rows[i][1])
+        out = reader.get_layer_feats(data.paths[i], layers, data.sizes[i])
         for layer in layers:
             feats[layer].append(out[layer].numpy())
-        frame_labels.append(np.full(len(out[layers[0]]), classes.index(labels[i])))
-    return {layer: np.concatenate(f) for layer, f in feats.items()}, np.concatenate(frame_labels), classes
+        frame_labels.append(np.full(len(out[layers[0]]), data.targets[i]))
+    return {layer: np.concatenate(f) for layer, f in feats.items()}, np.concatenate(frame_labels), data.labels
 
 
 def analyze_clusters(

@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import joblib
 import numpy as np
 from fairseq.examples.hubert.simple_kmeans import dump_km_label, feature_utils, learn_kmeans
 
 from fesa_fairseq.data.files import atomic_write_lines, atomic_write_text, read_lines, read_manifest
 from fesa_fairseq.errors import FesaError
+from fesa_fairseq.labels.kmeans_io import load_kmeans
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +113,7 @@ def fit_kmeans(job: PseudoLabelJob, feat_dir: Path, km_path: Path) -> None:
 
 def adopt_kmeans(job: PseudoLabelJob, feat_dir: Path, km_path: Path) -> None:
     """Use an existing k-means model (e.g. fairseq's hubert_base_ls960_L9_km500.bin) instead of learning one."""
-    model = joblib.load(job.kmeans_model)
-    centers = getattr(model, "cluster_centers_", None)
-    if centers is None:
-        raise FesaError(f"--kmeans-model {job.kmeans_model} is not a fitted scikit-learn k-means model")
+    centers = load_kmeans(job.kmeans_model).cluster_centers_
     dim = np.load(_shard_paths(feat_dir, job.splits[0], 0, job.nshard)[0], mmap_mode="r").shape[1]
     if centers.shape[1] != dim:
         raise FesaError(f"--kmeans-model {job.kmeans_model} has {centers.shape[1]}-dimensional centroids but the features have {dim}")

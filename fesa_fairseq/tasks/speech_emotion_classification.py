@@ -8,7 +8,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Optional
 
 import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
@@ -17,7 +17,7 @@ from omegaconf import II, MISSING
 
 from fesa_fairseq.data.emotion_audio_dataset import EmotionAudioDataset
 from fesa_fairseq.data.files import read_lines
-from fesa_fairseq.errors import FesaError
+from fesa_fairseq.data.labels import check_aligned, read_label_dictionary, read_targets
 
 logger = logging.getLogger(__name__)
 
@@ -74,22 +74,11 @@ class SpeechEmotionClassificationTask(FairseqTask):
     def target_dictionary(self) -> None:
         return None
 
-    def read_targets(self, path: Path) -> List[int]:
-        index = {label: i for i, label in enumerate(self.labels)}
-        targets = []
-        for line, label in enumerate(read_lines(path), start=1):
-            if label not in index:
-                raise FesaError(f"{path}:{line}: label {label!r} is not in {self.dict_path} ({', '.join(self.labels)})")
-            targets.append(index[label])
-        return targets
-
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs) -> None:
         manifest = Path(self.cfg.data) / f"{split}.tsv"
         label_file = Path(self.cfg.data) / f"{split}.{self.cfg.labels}"
-        targets = self.read_targets(label_file)
-        utterances = max(len(read_lines(manifest)) - 1, 0)
-        if utterances != len(targets):
-            raise FesaError(f"{manifest} lists {utterances} utterances but {label_file} has {len(targets)} labels; they must align line by line")
+        targets = read_targets(label_file, self.labels, self.dict_path)
+        check_aligned(manifest, label_file, max(len(read_lines(manifest)) - 1, 0), len(targets))
         train = split == self.cfg.train_subset
         self.datasets[split] = EmotionAudioDataset(
             str(manifest),
@@ -115,19 +104,3 @@ class SpeechEmotionClassificationTask(FairseqTask):
 
     def max_positions(self) -> int:
         return sys.maxsize
-
-
-def read_label_dictionary(path: Path) -> Tuple[List[str], List[int]]:
-    """``label count`` lines, in class-index order."""
-    labels, counts = [], []
-    for line, text in enumerate(read_lines(path), start=1):
-        parts = text.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise FesaError(f"{path}:{line}: expected 'label count', got {text!r}")
-        if parts[0] in labels:
-            raise FesaError(f"{path}:{line}: label {parts[0]!r} appears twice")
-        labels.append(parts[0])
-        counts.append(int(parts[1]))
-    if len(labels) < 2:
-        raise FesaError(f"{path} must list at least two classes, found {len(labels)}")
-    return labels, counts

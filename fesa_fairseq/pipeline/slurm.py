@@ -16,13 +16,14 @@ from typing import Dict, List, Sequence
 
 from fesa_fairseq.data.files import atomic_write_text
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.recipes.experiment import SlurmConfig
-from fesa_fairseq.recipes.pipeline import Stage
+from fesa_fairseq.pipeline.experiment import SlurmConfig
+from fesa_fairseq.pipeline.plan import Stage
 
 logger = logging.getLogger(__name__)
 
 
 def sbatch_script(stage: Stage, cfg: SlurmConfig, exp: Path, job_command: List[str]) -> str:
+    """Every value is shell-quoted, and none may hold a line break (checked when the experiment is loaded)."""
     name = "fesa-" + stage.key.replace("/", "-")
     options = [f"--job-name={name}", f"--output={exp / 'logs' / 'slurm'}/%x-%j.log", f"--cpus-per-task={cfg.cpus_per_task}",
                f"--mem={cfg.mem}", f"--time={cfg.time_train if stage.training else cfg.time_other}", "--nodes=1", "--ntasks=1"]
@@ -32,8 +33,11 @@ def sbatch_script(stage: Stage, cfg: SlurmConfig, exp: Path, job_command: List[s
         options.append("--gres=gpu:1")  # feature extraction and scoring run on a GPU when there is one
     options += [f"--partition={cfg.partition}"] * bool(cfg.partition) + [f"--account={cfg.account}"] * bool(cfg.account)
     options += list(cfg.sbatch_args)
+    for value in [*options, *cfg.setup, *stage.command]:
+        if "\n" in value or "\r" in value:
+            raise FesaError(f"a SLURM script value holds a line break: {value!r}")
     return "\n".join(
-        ["#!/bin/bash"] + [f"#SBATCH {o}" for o in options]
+        ["#!/bin/bash"] + [f"#SBATCH {shlex.quote(o)}" for o in options]
         + ["", "set -euo pipefail", *cfg.setup, "", f"# stage {stage.key}; its command:", f"#   {shlex.join(stage.command)}",
            shlex.join(job_command), ""]
     )

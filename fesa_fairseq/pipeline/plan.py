@@ -1,6 +1,6 @@
 """The method, fold by fold, as a list of stages; each stage is the very command a user could type.
 
-    prepare -> tapt-labels -> tapt -> tapt-finetune -> emotion-labels -> cpt -> finetune -> evaluate
+    prepare -> reference -> tapt-labels -> tapt -> tapt-finetune -> emotion-labels -> cpt -> finetune -> evaluate
 
 Layout of an experiment folder::
 
@@ -11,13 +11,16 @@ Layout of an experiment folder::
     EXP/fold{k}/emotion-labels/L{l}-K{k}/     pseudo-emotion labels of layer l of the fine-tuned TAPT model
     EXP/fold{k}/cpt/L{l}-K{k}/                continued pretraining on them
     EXP/fold{k}/finetune/L{l}-K{k}-{pooling}/ the method
-    EXP/fold{k}/evaluate/{baseline,L{l}-K{k}-{pooling}}/  metrics.json, predictions.tsv, confusion.png
+    EXP/fold{k}/evaluate/{reference,baseline,L{l}-K{k}-{pooling}}/  metrics.json, predictions.tsv, confusion.png
     EXP/logs/                                 one log per stage run
 
-A stage is complete when its stamp (``.fesa-stage.json``) holds the fingerprint of its command and of the stamps
-of the stages it reads, and its output exists. A stage whose fingerprint changed (its command, or an input that
-was made again) is moved aside to ``<dir>.stale-<time>`` and run afresh; a stage without a stamp (it crashed) is
-run again in place, so fairseq resumes from its checkpoint_last.pt.
+A stage's stamp (``.fesa-stage.json``) holds the fingerprint of its command, of the yaml that command reads and of
+the stamps of the stages it reads. It is written when the stage starts (state "started") and again when it
+succeeds (state "complete"). A complete stage with the current fingerprint is skipped. A started stage with the
+current fingerprint (it was interrupted) runs again in place, so its resumable work is reused: fairseq's
+checkpoint_last.pt, the feature shards of fesa pseudo-labels. Any other output (another fingerprint, complete
+or not, or a folder without a stamp) is moved aside to ``<dir>.stale-<time>``, never deleted, and the stage
+runs afresh.
 """
 
 import hashlib
@@ -25,7 +28,6 @@ import json
 import logging
 import os
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -33,15 +35,18 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fesa_fairseq.data.files import atomic_write_text
-from fesa_fairseq.errors import FesaError
-from fesa_fairseq.recipes.experiment import ExperimentConfig
+from fesa_fairseq.errors import FesaError, StageFailed
+from fesa_fairseq.pipeline.experiment import ExperimentConfig
+from fesa_fairseq.pipeline.lock import exclusive, run_child
 
 logger = logging.getLogger(__name__)
 
-STAGE_ORDER = ("prepare", "tapt-labels", "tapt", "tapt-finetune", "emotion-labels", "cpt", "finetune", "evaluate")
+STAGE_ORDER = ("prepare", "reference", "tapt-labels", "tapt", "tapt-finetune", "emotion-labels", "cpt", "finetune", "evaluate")
 STAMP = ".fesa-stage.json"
 PLUGIN = Path(__file__).resolve().parent.parent
 BEST = Path("checkpoints") / "checkpoint_best.pt"
+STALE = ".stale-"  # <dir>.stale-<time>: a stage's old output, moved aside when its command or inputs changed
+REFERENCE = "reference"  # EXP/fold{k}/evaluate/reference: the acoustic reference, scored like every model
 
 
 @dataclass
@@ -65,25 +70,50 @@ class Stage:
         return self.out_dir / STAMP
 
     def fingerprint(self) -> Optional[str]:
-        """None while an input stage is incomplete."""
+        """None while an input stage is incomplete. Covers the command, the yaml it names and its input stages."""
         dep_stamps = []
         for dep in self.deps:
             if not dep.stamp.is_file():
                 return None
             dep_stamps.append(hashlib.sha256(dep.stamp.read_bytes()).hexdigest())
-        return hashlib.sha256(json.dumps({"command": self.command, "inputs": dep_stamps}).encode()).hexdigest()
+        configs = [hashlib.sha256(path.read_bytes()).hexdigest() for path in _config_files(self.command)]
+        return hashlib.sha256(json.dumps({"command": self.command, "inputs": dep_stamps, "configs": configs}).encode()).hexdigest()
+
+    def recorded(self) -> Optional[dict]:
+        return json.loads(self.stamp.read_text()) if self.stamp.is_file() else None
 
     def status(self) -> str:
-        """'complete', 'stale' (done once, inputs or command changed since) or 'todo'."""
-        if not self.stamp.is_file():
-            return "todo"
-        recorded = json.loads(self.stamp.read_text()).get("fingerprint")
-        return "complete" if recorded == self.fingerprint() and self.done.exists() else "stale"
+        """'complete'; 'partial' (started under this very fingerprint, then stopped: resumable in place); 'stale'
+        (output from another command or other inputs, or of unknown origin: moved aside before running); 'todo'."""
+        stamp = self.recorded()
+        if stamp is None:
+            return "stale" if self.out_dir.exists() and any(self.out_dir.iterdir()) else "todo"
+        same = stamp.get("fingerprint") == self.fingerprint()
+        if stamp.get("state") == "started":
+            return "partial" if same else "stale"
+        return "complete" if same and self.done.exists() else "stale"
+
+    def mark_started(self) -> None:
+        """Written before the command runs, so that a crash leaves the identity of its partial work behind."""
+        stamp = {"stage": self.key, "state": "started", "fingerprint": self.fingerprint(), "command": self.command,
+                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        atomic_write_text(self.stamp, json.dumps(stamp, indent=2) + "\n")
 
     def mark_complete(self, seconds: float) -> None:
-        stamp = {"stage": self.key, "fingerprint": self.fingerprint(), "command": self.command,
+        stamp = {"stage": self.key, "state": "complete", "fingerprint": self.fingerprint(), "command": self.command,
                  "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         atomic_write_text(self.stamp, json.dumps(stamp, indent=2) + "\n")
+
+
+def _config_files(command: Sequence[str]) -> List[Path]:
+    """The yaml a fairseq-hydra-train command reads: editing it changes the stage as much as an override does."""
+    if "--config-dir" not in command or "--config-name" not in command:
+        return []
+    folder, name = command[command.index("--config-dir") + 1], command[command.index("--config-name") + 1]
+    path = Path(folder) / f"{name}.yaml"
+    if not path.is_file():
+        raise FesaError(f"no config {path} (configs.<stage> names a yaml of fesa_fairseq/config/<stage>/ or a path)")
+    return [path]
 
 
 def _config(stage: str, name: str) -> List[str]:
@@ -118,7 +148,7 @@ class Plan:
         prepare = None
         if cfg.corpus:
             prepare = self._add(Stage("prepare", None, "", self.manifests, fesa("prepare-iemocap", Path(cfg.corpus).resolve(), self.manifests,
-                                                                         "--valid-fraction", cfg.valid_fraction),
+                                                                         "--valid-fraction", cfg.valid_fraction, "--overwrite"),
                                       self.manifests / "prepare.json"))
         for k in cfg.folds:
             self._plan_fold(k, prepare, cells)
@@ -134,6 +164,8 @@ class Plan:
         cfg, fold_dir, data = self.cfg, self.exp / f"fold{k}", self.manifests / f"fold{k}"
         deps = [prepare] if prepare else []
         device = ["--device", cfg.device]
+        out = fold_dir / "evaluate" / REFERENCE
+        self._add(Stage("reference", k, "", out, fesa("-q", "reference", data, "--split", "test", "--out", out), out / "metrics.json", deps))
         source = None if cfg.bootstrap else str(Path(cfg.source_checkpoint).resolve())
         pretrained = source
         if not cfg.skip_tapt:
@@ -210,22 +242,40 @@ def _environment() -> Dict[str, str]:
     return env
 
 
+def move_aside(stage: Stage) -> Path:
+    aside = stage.out_dir.with_name(f"{stage.out_dir.name}{STALE}{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(stage.out_dir, aside)
+    return aside
+
+
 def run_stage(stage: Stage, log_dir: Path) -> None:
+    """Run one stage under its lock (a SLURM job of the same stage, or another fesa run, holds it otherwise)."""
+    with exclusive(stage.out_dir.with_name(f".{stage.out_dir.name}.lock"), f"stage {stage.key}"):
+        _run_stage(stage, log_dir)
+
+
+def _run_stage(stage: Stage, log_dir: Path) -> None:
     status = stage.status()
-    if status == "stale" and stage.out_dir.exists():
-        aside = stage.out_dir.with_name(f"{stage.out_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-        logger.info("%s: its command or inputs changed since it ran; moving the old output to %s", stage.key, aside)
-        os.replace(stage.out_dir, aside)
+    if status == "complete":
+        logger.info("%s: completed meanwhile by another run", stage.key)
+        return
+    if status == "stale":
+        aside = move_aside(stage)
+        logger.info("%s: its output was made by another command or from other inputs (or its origin is unknown); "
+                    "moved it to %s and starting afresh", stage.key, aside)
+    elif status == "partial":
+        logger.info("%s: resuming the partial work of an interrupted run of the same command and inputs", stage.key)
     stage.out_dir.mkdir(parents=True, exist_ok=True)
+    stage.mark_started()
     log = log_dir / f"{stage.key.replace('/', '__')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     logger.info("%s: %s", stage.key, shlex.join(stage.command))
     start = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.run(stage.command, stdout=f, stderr=subprocess.STDOUT, env=_environment())
-    if proc.returncode != 0 or not stage.done.exists():
+        returncode = run_child(stage.command, f, _environment())
+    if returncode != 0 or not stage.done.exists():
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
-        raise FesaError(f"stage {stage.key} failed (exit {proc.returncode}): {shlex.join(stage.command)}\n"
+        raise StageFailed(f"stage {stage.key} failed (exit {returncode}): {shlex.join(stage.command)}\n"
                         f"--- last lines of {log} ---\n{tail}")
     stage.mark_complete(time.perf_counter() - start)
     logger.info("%s: done in %.1f s", stage.key, time.perf_counter() - start)

@@ -3,7 +3,7 @@
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -11,20 +11,13 @@ from fairseq import checkpoint_utils, utils
 from tqdm import tqdm
 
 from fesa_fairseq.checkpoints import inspect_checkpoint
+from fesa_fairseq.devices import resolve_device
 from fesa_fairseq.data.files import atomic_write_lines, atomic_write_text
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.plots import plot_confusion, plot_timeline
 from fesa_fairseq.scoring import confusion_matrix, counts_of, unweighted_accuracy, weighted_accuracy
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FesaError(f"--device {device} asked for, but torch sees no CUDA device")
-    return torch.device(device)
 
 
 def load_classifier(checkpoint: str, fold_dir: str, device: torch.device):
@@ -75,12 +68,24 @@ def evaluate(
     model, task = load_classifier(checkpoint, fold_dir, dev)
     result = predict(model, task, split, dev, max_tokens, progress)
     labels = list(task.labels)
-    matrix = confusion_matrix(result["target"], result["prediction"], len(labels))
+    if timelines:
+        plot_timelines(model, task.dataset(split), result, labels, dev, Path(out_dir) / "timelines", timelines)
+    return write_results(Path(out_dir), result["paths"], result["target"], result["prob"], labels,
+                         {"checkpoint": str(checkpoint), "data": str(fold_dir), "split": split})
+
+
+def write_results(out: Path, paths: Sequence[str], targets: Sequence[int], prob: np.ndarray, labels: List[str],
+                  about: Dict[str, object]) -> Dict[str, object]:
+    """predictions.tsv, confusion.png and, last (it marks the scoring complete), metrics.json.
+
+    Every scorer (a fine-tuned classifier, the acoustic reference) writes these same files, so the report reads
+    them all alike.
+    """
+    prediction = prob.argmax(-1)
+    matrix = confusion_matrix(targets, prediction, len(labels))
     counts = counts_of(matrix)
     metrics = {
-        "checkpoint": str(checkpoint),
-        "data": str(fold_dir),
-        "split": split,
+        **about,
         "utterances": int(matrix.sum()),
         "ua": round(unweighted_accuracy(counts), 2),
         "wa": round(weighted_accuracy(counts), 2),
@@ -88,14 +93,12 @@ def evaluate(
         "recall": {l: round(100 * c / t, 2) if t else None for l, (c, t) in zip(labels, counts)},
         "confusion": matrix.tolist(),
     }
-    out = Path(out_dir)
     rows = ["utt_id\tlabel\tprediction\t" + "\t".join(f"p_{l}" for l in labels)]
-    for path, t, p, prob in zip(result["paths"], result["target"], result["prediction"], result["prob"]):
-        rows.append(f"{Path(path).stem}\t{labels[t]}\t{labels[p]}\t" + "\t".join(f"{x:.4f}" for x in prob))
+    for path, t, p, pr in zip(paths, targets, prediction, prob):
+        rows.append(f"{Path(path).stem}\t{labels[t]}\t{labels[p]}\t" + "\t".join(f"{x:.4f}" for x in pr))
     atomic_write_lines(out / "predictions.tsv", rows)
+    split = about.get("split", "")
     plot_confusion(matrix, labels, out / "confusion.png", title=f"{split}: UA {metrics['ua']:.1f}%  WA {metrics['wa']:.1f}%")
-    if timelines:
-        plot_timelines(model, task.dataset(split), result, labels, dev, out / "timelines", timelines)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -119,7 +122,7 @@ def plot_timelines(model, dataset, result, labels: List[str], device: torch.devi
 
 def demo_segments(wav: Path) -> Dict[str, list]:
     """The demo corpus' segment truth, found above its wavs; empty for other corpora."""
-    from fesa_fairseq.recipes.demo_corpus import SEGMENTS_FILE, read_segments
+    from fesa_fairseq.corpora.demo import SEGMENTS_FILE, read_segments
 
     root = next((p for p in wav.parents if (p / SEGMENTS_FILE).is_file()), None)
     return read_segments(root) if root else {}

@@ -5,10 +5,11 @@ an error naming it. ``fesa run --print-config`` prints every key with its defaul
 """
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -81,8 +82,8 @@ def load_experiment(path: Path, dotlist: Optional[List[str]] = None) -> Experime
     """Read, merge with command-line `key=value` overrides, and check; all before any stage starts."""
     try:
         user = OmegaConf.load(path)
-    except (OSError, OmegaConfBaseException) as e:
-        raise FesaError(f"cannot read experiment config {path}: {e}") from e
+    except (OSError, OmegaConfBaseException, yaml.YAMLError) as e:
+        raise FesaError(f"cannot read experiment config {path}: {' '.join(str(e).split())}") from e
     try:
         merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), user, OmegaConf.from_dotlist(dotlist or []))
         cfg: ExperimentConfig = OmegaConf.to_object(merged)
@@ -131,9 +132,23 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
         raise FesaError(f"{path}: cpt_init: tapt needs the TAPT stage (skip_tapt is true)")
     if not 0 < cfg.valid_fraction < 1:
         raise FesaError(f"{path}: 'valid_fraction' must be between 0 and 1, got {cfg.valid_fraction}")
+    for key, value in _strings(cfg):
+        if "\n" in value or "\r" in value:
+            raise FesaError(f"{path}: '{key}' holds a line break ({value!r}); each value is one line")
     bad = [k for k in cfg.folds if k not in (1, 2, 3, 4, 5)]
     if bad or not cfg.folds:
         raise FesaError(f"{path}: 'folds' must be a non-empty subset of 1..5, got {cfg.folds}")
+
+
+def _strings(node: object, prefix: str = "") -> List[Tuple[str, str]]:
+    """(dotted key, value) of every string in the config, list items included: all end up in shell commands."""
+    if isinstance(node, str):
+        return [(prefix, node)]
+    if isinstance(node, list):
+        return [kv for i, item in enumerate(node) for kv in _strings(item, f"{prefix}[{i}]")]
+    if is_dataclass(node):
+        return [kv for f in fields(node) for kv in _strings(getattr(node, f.name), f"{prefix}.{f.name}" if prefix else f.name)]
+    return []
 
 
 def experiment_yaml(cfg: ExperimentConfig) -> str:

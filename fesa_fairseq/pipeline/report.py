@@ -11,7 +11,9 @@ import numpy as np
 
 from fesa_fairseq.data.files import atomic_write_text
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.plots import plot_confusion
+from fesa_fairseq.pipeline.curves import fold_curves
+from fesa_fairseq.pipeline.plan import REFERENCE, STALE
+from fesa_fairseq.plots import plot_confusion, plot_curves
 from fesa_fairseq.scoring import counts_of, unweighted_accuracy, weighted_accuracy
 
 logger = logging.getLogger(__name__)
@@ -24,6 +26,8 @@ def collect(exp_dir: Path) -> Dict[str, Dict[int, dict]]:
     """variant -> fold -> metrics.json content."""
     results: Dict[str, Dict[int, dict]] = {}
     for path in sorted(exp_dir.glob("fold*/evaluate/*/metrics.json")):
+        if STALE in path.parent.name:
+            continue  # moved aside by fesa run: an old result, not a model of this experiment
         fold = int(path.parts[-4][len("fold"):])
         results.setdefault(path.parent.name, {})[fold] = json.loads(path.read_text())
     if not results:
@@ -49,8 +53,15 @@ def summarize(folds: Dict[int, dict]) -> dict:
     }
 
 
+ROW_NAMES = {
+    REFERENCE: "acoustic reference (MFCC statistics + logistic regression; no SSL model)",
+    "baseline": "baseline (TAPT fine-tuned)",
+}
+
+
 def _order(variants: List[str]) -> List[str]:
-    return sorted(variants, key=lambda v: (v != "baseline", v))
+    """The acoustic reference first (the floor), then the baseline, then the method's cells."""
+    return sorted(variants, key=lambda v: (v != REFERENCE, v != "baseline", v))
 
 
 def markdown(summaries: Dict[str, dict]) -> str:
@@ -60,7 +71,7 @@ def markdown(summaries: Dict[str, dict]) -> str:
     for name in _order(list(summaries)):
         s = summaries[name]
         cells = [f"{s['ua'][f]:.1f} / {s['wa'][f]:.1f}" if f in s["ua"] else "-" for f in folds]
-        label = "baseline (TAPT fine-tuned)" if name == "baseline" else name
+        label = ROW_NAMES.get(name, name)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {s['ua_mean']:.1f} ± {s['ua_std']:.1f} | {s['wa_mean']:.1f} ± {s['wa_std']:.1f} |")
     grid = {v: s for v, s in summaries.items() if VARIANT.match(v)}
     layers = sorted({int(VARIANT.match(v)["layer"]) for v in grid})
@@ -72,8 +83,25 @@ def markdown(summaries: Dict[str, dict]) -> str:
             for layer in layers:
                 row = [grid.get(f"L{layer}-K{k}-{pooling}") for k in ks]
                 lines.append(f"| {layer} | " + " | ".join(f"{s['ua_mean']:.1f} / {s['wa_mean']:.1f}" if s else "-" for s in row) + " |")
-    lines += ["", f"Mean ± standard deviation over folds; {PAPER}."]
+    lines += ["", f"Mean ± standard deviation over folds. The first row needs no self-supervised model: every model "
+              f"below it should clear it. {PAPER}."]
     return "\n".join(lines)
+
+
+def learning_curves(exp_dir: Path, out: Path) -> List[str]:
+    """curves_fold{k}.png per fold; returns the report's lines about runs stopped while still improving."""
+    lines = []
+    for fold_dir in sorted(p for p in exp_dir.glob("fold*") if p.is_dir() and p.name[len("fold"):].isdigit()):
+        curves = fold_curves(fold_dir)
+        if not curves:
+            continue
+        plot_curves(list(curves.values()), out / f"curves_{fold_dir.name}.png", title=f"{fold_dir.name}: training loss and validation")
+        for run, curve in curves.items():
+            if curve.still_improving:
+                update, ua = curve.valid[-1]
+                lines.append(f"- {fold_dir.name}/{run}: stopped while still improving (valid UA {ua:.1f} at update {update}, "
+                             "its last validation and its best): more updates would likely help")
+    return lines
 
 
 def make_report(exp_dir: Path) -> Dict[str, object]:
@@ -85,6 +113,10 @@ def make_report(exp_dir: Path) -> Dict[str, object]:
         plot_confusion(np.array(s["confusion"]), s["labels"], out / f"confusion_{variant}.png",
                        title=f"{variant}, {len(s['folds'])} folds: UA {s['ua_mean']:.1f}%  WA {s['wa_mean']:.1f}%")
     text = markdown(summaries)
+    improving = learning_curves(exp_dir, out)
+    text += "\n\nLearning curves: curves_fold*.png (training loss and validation, against updates, every training stage)."
+    if improving:
+        text += "\n" + "\n".join(improving)
     atomic_write_text(out / "report.md", text + "\n")
     atomic_write_text(out / "report.json", json.dumps(summaries, indent=2) + "\n")
     return {"markdown": text, "summaries": summaries, "dir": out}

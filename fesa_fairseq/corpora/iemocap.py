@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence
 import soundfile as sf
 from tqdm import tqdm
 
-from fesa_fairseq.data.files import atomic_write_lines, atomic_write_text, write_manifest
+from fesa_fairseq.data.files import atomic_write_lines, atomic_write_text, staged_dir, write_manifest
 from fesa_fairseq.errors import FesaError
 
 logger = logging.getLogger(__name__)
@@ -235,11 +235,13 @@ def prepare_iemocap(
     seed: int = 1,
     check_totals: Optional[bool] = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Dict[str, object]:
     """Scan, check and write every fold. Nothing is written until the whole corpus has been read.
 
     ``check_totals=None`` compares with the known totals of a full release unless the root is the demo corpus.
-    ``prepare.json`` is written last and marks the output complete.
+    Every file goes to a staging folder that replaces `out_dir` whole once ``prepare.json`` (written last) is
+    there: existing manifests are replaced only with `overwrite`, and never half.
     """
     root = Path(root).resolve()
     out_dir = Path(out_dir)
@@ -251,8 +253,6 @@ def prepare_iemocap(
     mismatches = known_total_mismatches(utterances) if check_totals else []
     for problem in mismatches:
         logger.warning("not a complete IEMOCAP release? %s", problem)
-    write_folds(out_dir, root, folds)
-    write_listing(out_dir / "utterances.tsv", utterances)
     summary = {
         "root": str(root),
         "valid_fraction": valid_fraction,
@@ -264,7 +264,10 @@ def prepare_iemocap(
         "known_totals_checked": check_totals,
         "known_total_mismatches": mismatches,
     }
-    atomic_write_text(out_dir / "prepare.json", json.dumps(summary, indent=2) + "\n")
+    with staged_dir(out_dir, overwrite) as staging:
+        write_folds(staging, root, folds)
+        write_listing(staging / "utterances.tsv", utterances)
+        atomic_write_text(staging / "prepare.json", json.dumps(summary, indent=2) + "\n")
     summary["table"] = count_table(utterances)
     return summary
 

@@ -26,9 +26,6 @@ Everything derives from one seed: the same seed gives byte-identical files.
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -38,13 +35,15 @@ import soundfile as sf
 from scipy.signal import lfilter
 from tqdm import tqdm
 
+from fesa_fairseq.data.files import staged_dir, write_manifest
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.recipes.iemocap import DEMO_MARKER, SAMPLE_RATE, SESSIONS
+from fesa_fairseq.corpora.iemocap import DEMO_MARKER, SAMPLE_RATE, SESSIONS
 
 logger = logging.getLogger(__name__)
 
 SR = SAMPLE_RATE
 SEGMENTS_FILE = "fesa_demo_segments.tsv"
+PRETRAINING_MARKER = "fesa_pretraining.json"
 VOWELS = {"a": (730, 1090, 2440), "e": (530, 1840, 2480), "i": (270, 2290, 3010), "o": (570, 840, 2410), "u": (300, 870, 2240)}
 BANDWIDTHS = (80.0, 100.0, 140.0, 200.0)
 
@@ -193,6 +192,58 @@ def synthesize(code: str, spk: Speaker, rng: np.random.Generator) -> Tuple[np.nd
     return np.clip(x, -1.0, 1.0), segments
 
 
+def random_prosody(rng: np.random.Generator) -> Prosody:
+    """Each prosodic dimension drawn on its own within the span PROSODY covers: varied speech, no emotion."""
+    spans = {name: (min(getattr(p, name) for p in PROSODY.values()), max(getattr(p, name) for p in PROSODY.values()))
+             for name in Prosody.__dataclass_fields__}
+    return Prosody(**{name: float(rng.uniform(low, high)) for name, (low, high) in spans.items()})
+
+
+def synthesize_unlabelled(spk: Speaker, rng: np.random.Generator) -> np.ndarray:
+    """An utterance like :func:`synthesize`'s whose every phrase has a prosody of its own and no emotion."""
+    total = rng.uniform(1.0, 4.0)
+    n_phrases = 1 if total < 1.6 else int(rng.integers(2, 4))
+    lead, tail = rng.uniform(0.05, 0.2, 2)
+    pauses = np.append(rng.uniform(0.1, 0.3, n_phrases - 1), tail)
+    shares = rng.dirichlet(np.full(n_phrases, 4.0)) * (total - lead - tail - pauses[:-1].sum())
+    pieces = [np.zeros(int(lead * SR))]
+    for dur, pause in zip(shares, pauses):
+        pieces += [_phrase(rng, dur, random_prosody(rng), spk), np.zeros(int(pause * SR))]
+    x = np.concatenate(pieces) * 0.08 * spk.gain
+    x += 10 ** (-55 / 20) * rng.standard_normal(len(x))
+    return np.clip(x, -1.0, 1.0)
+
+
+def make_pretraining_corpus(out_dir: Path, speakers: int = 12, utterances_per_speaker: int = 40, seed: int = 1000,
+                            valid_fraction: float = 0.1, overwrite: bool = False, progress: bool = True) -> Dict[str, object]:
+    """Unlabelled speech of speakers who belong to no session, for pretraining the demo's source model.
+
+    It plays the part LibriSpeech plays for hubert_base_ls960: audio from outside every fold, with prosody that
+    varies (each phrase draws its own, see :func:`random_prosody`) but carries no emotion label. Writes
+    ``{train,valid}.tsv`` fairseq manifests and the wavs, staged and moved into place whole.
+    """
+    out_dir = Path(out_dir)
+    with staged_dir(out_dir, overwrite, marker=PRETRAINING_MARKER) as staging:
+        rows = []
+        for i in tqdm(range(speakers), desc="pretraining corpus", unit="speaker", disable=not progress):
+            rng = np.random.default_rng([seed, i])
+            base = speakers_of_session(0, rng)["F" if i % 2 == 0 else "M"]
+            spk = Speaker(f"pre{i:02d}", base.f0 * rng.uniform(0.85, 1.15), base.tract * rng.uniform(0.95, 1.05), base.gain)
+            (staging / spk.name).mkdir()
+            for j in range(utterances_per_speaker):
+                x = synthesize_unlabelled(spk, np.random.default_rng([seed, i, j]))
+                rel = f"{spk.name}/{spk.name}_{j:03d}.wav"
+                sf.write(str(staging / rel), x, SR, subtype="PCM_16")
+                rows.append((rel, len(x)))
+        held = set(np.random.default_rng(seed).permutation(len(rows))[: max(1, int(valid_fraction * len(rows)))].tolist())
+        for split, keep in (("train", lambda k: k not in held), ("valid", lambda k: k in held)):
+            write_manifest(staging / f"{split}.tsv", out_dir.resolve(), [r for k, r in enumerate(rows) if keep(k)])
+        info = {"generator": "fesa_fairseq.corpora.demo.make_pretraining_corpus", "seed": seed, "speakers": speakers,
+                "utterances": len(rows), "seconds": round(sum(n for _, n in rows) / SR, 1)}
+        (staging / PRETRAINING_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
+
+
 def _evaluation_block(utt_id: str, start: float, end: float, code: str) -> List[str]:
     v = VAD[code]
     word = {"neu": "Neutral", "hap": "Happiness", "exc": "Excited", "ang": "Anger", "sad": "Sadness",
@@ -209,9 +260,25 @@ def _evaluation_block(utt_id: str, start: float, end: float, code: str) -> List[
 DIALOGS = ("F_impro01", "M_impro02", "F_script01_1")
 
 
-def write_session(root: Path, session: int, per_speaker: int, seed: int, segments_out: List[str]) -> int:
+class SourceFilter:
+    """The synthesiser described at the top of this module."""
+
+    name = "source-filter"
+
+    def speakers(self, session: int, rng: np.random.Generator) -> Dict[str, Speaker]:
+        return speakers_of_session(session, rng)
+
+    def utterance(self, code: str, speaker: Speaker, rng: np.random.Generator) -> Tuple[np.ndarray, List[Tuple[float, float, str]]]:
+        return synthesize(code, speaker, rng)
+
+    def describe(self) -> Dict[str, object]:
+        return {"prosody": {c: asdict(p) for c, p in PROSODY.items()}}
+
+
+def write_session(root: Path, session: int, per_speaker: int, seed: int, segments_out: List[str], synth=None) -> int:
+    synth = synth or SourceFilter()
     rng = np.random.default_rng([seed, session])
-    speakers = speakers_of_session(session, rng)
+    speakers = synth.speakers(session, rng)
     codes = {g: code_sequence(per_speaker, rng) for g in speakers}
     eval_dir = root / f"Session{session}" / "dialog" / "EmoEvaluation"
     eval_dir.mkdir(parents=True)
@@ -228,7 +295,7 @@ def write_session(root: Path, session: int, per_speaker: int, seed: int, segment
             code = turns[g][index[g]]
             utt_id = f"{dialog}_{g}{index[g]:03d}"
             index[g] += 1
-            x, segments = synthesize(code, speakers[g], np.random.default_rng([seed, session, d, len(lines)]))
+            x, segments = synth.utterance(code, speakers[g], np.random.default_rng([seed, session, d, len(lines)]))
             sf.write(str(wav_dir / f"{utt_id}.wav"), x, SR, subtype="PCM_16")
             start = clock + 0.5
             clock = start + len(x) / SR
@@ -239,40 +306,26 @@ def write_session(root: Path, session: int, per_speaker: int, seed: int, segment
     return written
 
 
-def make_demo_corpus(out_dir: Path, utterances_per_speaker: int = 30, seed: int = 0, overwrite: bool = False, progress: bool = True) -> Dict[str, object]:
-    """Write the corpus to a staging folder beside `out_dir`, then move it into place whole."""
+def make_demo_corpus(out_dir: Path, utterances_per_speaker: int = 30, seed: int = 0, overwrite: bool = False, progress: bool = True,
+                     synth=None) -> Dict[str, object]:
+    """Write the corpus to a staging folder beside `out_dir`, then move it into place whole.
+
+    `synth` makes the speakers and utterances (default :class:`SourceFilter`; ``corpora.espeak`` has another).
+    """
+    synth = synth or SourceFilter()
     out_dir = Path(out_dir)
     if utterances_per_speaker < len(DIALOGS):
         raise FesaError(f"--utterances-per-speaker must be at least {len(DIALOGS)}, got {utterances_per_speaker}")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FesaError(f"{out_dir} already exists and is not empty: remove it, pick another folder, or pass --overwrite")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir, overwrite, marker=DEMO_MARKER) as staging:
         segments = ["utt_id\tstart\tend\temotion"]
         total = 0
         for session in tqdm(SESSIONS, desc="demo corpus", unit="session", disable=not progress):
-            total += write_session(staging, session, utterances_per_speaker, seed, segments)
+            total += write_session(staging, session, utterances_per_speaker, seed, segments, synth)
         (staging / SEGMENTS_FILE).write_text("\n".join(segments) + "\n", encoding="utf-8")
-        info = {"generator": "fesa_fairseq.recipes.demo_corpus", "seed": seed, "utterances_per_speaker": utterances_per_speaker,
-                "utterances": total, "prosody": {c: asdict(p) for c, p in PROSODY.items()}}
+        info = {"generator": "fesa_fairseq.corpora.demo", "synthesizer": synth.name, "seed": seed,
+                "utterances_per_speaker": utterances_per_speaker, "utterances": total, **synth.describe()}
         (staging / DEMO_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        _replace_dir(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return info
-
-
-def _replace_dir(new: Path, dest: Path) -> None:
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-        os.replace(new, dest)
-        shutil.rmtree(old)
-    else:
-        os.replace(new, dest)
 
 
 def read_segments(root: Path) -> Dict[str, List[Tuple[float, float, str]]]:
