@@ -31,8 +31,8 @@ demo: install
 	$(VENV)/bin/fesa make-demo-corpus --overwrite $(DEMO_DIR)/corpus
 	$(VENV)/bin/fesa run examples/demo/experiment.yaml --exp-dir $(DEMO_DIR)/exp corpus=$(DEMO_DIR)/corpus
 
-# Rebuild examples/demo/source_model.pt (about 6 minutes): unlabelled speakers outside every session, MFCC
-# k-means targets, 1,500 updates of masked prediction.
+# Rebuild examples/demo/source_model.pt (about 13 minutes): unlabelled speakers outside every session, MFCC
+# k-means targets, 4,000 updates of masked prediction.
 demo-source: install
 	bash examples/demo/make_source_model.sh $(DEMO_DIR)/source
 

@@ -27,7 +27,8 @@ def finetuned_classifier(stock_hubert, demo_folds, tmp_path_factory):
     from tiny_hubert import finetune
 
     run = tmp_path_factory.mktemp("finetune")
-    res = finetune(demo_folds / "fold1", stock_hubert, run, "optimization.max_update=6", "common.log_interval=1")
+    res = finetune(demo_folds / "fold1", stock_hubert, run, "optimization.max_update=6", "dataset.max_tokens=480000",
+                   "common.log_interval=1")  # 30 s batches: 6 updates span two epochs, so a best UA is tracked
     assert res.returncode == 0, res.stderr[-4000:]
     return run
 

@@ -10,18 +10,8 @@ import pytest
 import torch
 import yaml
 
-from tiny_hubert import run_fesa
+from tiny_hubert import TINY_RUN, run_fesa
 
-EXPERIMENT = {
-    "source_checkpoint": "bootstrap",
-    "folds": [1],
-    "tapt_labels": {"clusters": 8},
-    "emotion_labels": {"layer": 1, "clusters": 6},
-    "cpt_init": "tapt",
-    "configs": {"tapt": "tiny", "finetune": "tiny", "cpt": "tiny"},
-    "overrides": {key: ["optimization.max_update=3"] for key in ("tapt", "tapt_finetune", "cpt", "finetune")},
-    "device": "cpu",
-}
 
 
 def alive(pattern: str) -> bool:
@@ -48,7 +38,7 @@ def write(config, cfg):
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory, demo_folds):
     base = tmp_path_factory.mktemp("resume")
-    cfg = {"corpus": str(demo_folds.parent / "corpus"), **EXPERIMENT}
+    cfg = {"corpus": str(demo_folds.parent / "corpus"), **TINY_RUN}
     config, exp = base / "experiment.yaml", base / "exp"
     write(config, cfg)
     res = run_fesa("run", config, "--exp-dir", exp, "--stages", "prepare:emotion-labels")

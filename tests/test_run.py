@@ -8,20 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tiny_hubert import run_fesa
+from tiny_hubert import TINY_RUN, run_fesa
 
 PLUGIN_CONFIG = Path(__file__).resolve().parent.parent / "fesa_fairseq" / "config"
 
-TINY_RUN = {
-    "source_checkpoint": "bootstrap",
-    "folds": [1],
-    "tapt_labels": {"clusters": 8},
-    "emotion_labels": {"layer": 1, "clusters": 6},
-    "cpt_init": "tapt",
-    "configs": {"tapt": "tiny", "finetune": "tiny", "cpt": "tiny"},
-    "overrides": {key: ["optimization.max_update=3"] for key in ("tapt", "tapt_finetune", "cpt", "finetune")},
-    "device": "cpu",
-}
 
 
 def ran(output: str):

@@ -35,6 +35,18 @@ CPU_RUN = [
     "common.log_interval=1",
 ]
 
+# A fesa run experiment of the tiny models on the demo folds: one fold, 3 updates a stage (add "corpus").
+TINY_RUN = {
+    "source_checkpoint": "bootstrap",
+    "folds": [1],
+    "tapt_labels": {"clusters": 8},
+    "emotion_labels": {"layer": 1, "clusters": 6},
+    "cpt_init": "tapt",
+    "configs": {"tapt": "tiny", "finetune": "tiny", "cpt": "tiny"},
+    "overrides": {key: ["optimization.max_update=3"] for key in ("tapt", "tapt_finetune", "cpt", "finetune")},
+    "device": "cpu",
+}
+
 
 def frames(num_samples: int) -> int:
     """Frames of the conv front end above (receptive field 400 samples, hop 320)."""
