@@ -28,7 +28,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, Iterable, List, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -170,8 +170,12 @@ def emotional_phrases(code: str, n_phrases: int, rng: np.random.Generator) -> Li
     return [code if c else "neu" for c in carry]
 
 
-def synthesize(code: str, spk: Speaker, rng: np.random.Generator) -> Tuple[np.ndarray, List[Tuple[float, float, str]]]:
-    """One utterance and its segments (start s, end s, emotion) of speech; the rest is silence."""
+def _utterance(spk: Speaker, rng: np.random.Generator, phrases: Callable[[int], Iterable[Tuple[Prosody, str]]]):
+    """The layout both generators share: silence, 1-3 phrases split by pauses, silence.
+
+    `phrases(n)` gives each phrase's prosody and label; it is iterated phrase by phrase, so a generator draws
+    from `rng` between phrases. Returns the speech, its segments (start s, end s, label) and the planned length.
+    """
     total = rng.uniform(1.0, 4.0)
     n_phrases = 1 if total < 1.6 else int(rng.integers(2, 4))
     lead, tail = rng.uniform(0.05, 0.2, 2)
@@ -180,16 +184,26 @@ def synthesize(code: str, spk: Speaker, rng: np.random.Generator) -> Tuple[np.nd
     shares = rng.dirichlet(np.full(n_phrases, 4.0)) * speech
     pieces, segments = [np.zeros(int(lead * SR))], []
     at = len(pieces[0])
-    for i, (emotion, dur) in enumerate(zip(emotional_phrases(code, n_phrases, rng), shares)):
-        wave = _phrase(rng, dur, PROSODY[emotion], spk)
-        segments.append((at / SR, (at + len(wave)) / SR, emotion))
+    for i, ((prosody, label), dur) in enumerate(zip(phrases(n_phrases), shares)):
+        wave = _phrase(rng, dur, prosody, spk)
+        segments.append((at / SR, (at + len(wave)) / SR, label))
         gap = np.zeros(int((pauses[i] if i < n_phrases - 1 else tail) * SR))
         pieces += [wave, gap]
         at += len(wave) + len(gap)
-    x = np.concatenate(pieces)
-    x = np.pad(x, (0, max(0, int(total * SR) - len(x)))) * 0.08 * spk.gain  # syllables may undershoot the plan
+    return np.concatenate(pieces), segments, total
+
+
+def _finish(x: np.ndarray, spk: Speaker, rng: np.random.Generator) -> np.ndarray:
+    x = x * 0.08 * spk.gain
     x += 10 ** (-55 / 20) * rng.standard_normal(len(x))
-    return np.clip(x, -1.0, 1.0), segments
+    return np.clip(x, -1.0, 1.0)
+
+
+def synthesize(code: str, spk: Speaker, rng: np.random.Generator) -> Tuple[np.ndarray, List[Tuple[float, float, str]]]:
+    """One utterance and its segments (start s, end s, emotion) of speech; the rest is silence."""
+    x, segments, total = _utterance(spk, rng, lambda n: [(PROSODY[e], e) for e in emotional_phrases(code, n, rng)])
+    x = np.pad(x, (0, max(0, int(total * SR) - len(x))))  # syllables may undershoot the plan
+    return _finish(x, spk, rng), segments
 
 
 def random_prosody(rng: np.random.Generator) -> Prosody:
@@ -201,17 +215,8 @@ def random_prosody(rng: np.random.Generator) -> Prosody:
 
 def synthesize_unlabelled(spk: Speaker, rng: np.random.Generator) -> np.ndarray:
     """An utterance like :func:`synthesize`'s whose every phrase has a prosody of its own and no emotion."""
-    total = rng.uniform(1.0, 4.0)
-    n_phrases = 1 if total < 1.6 else int(rng.integers(2, 4))
-    lead, tail = rng.uniform(0.05, 0.2, 2)
-    pauses = np.append(rng.uniform(0.1, 0.3, n_phrases - 1), tail)
-    shares = rng.dirichlet(np.full(n_phrases, 4.0)) * (total - lead - tail - pauses[:-1].sum())
-    pieces = [np.zeros(int(lead * SR))]
-    for dur, pause in zip(shares, pauses):
-        pieces += [_phrase(rng, dur, random_prosody(rng), spk), np.zeros(int(pause * SR))]
-    x = np.concatenate(pieces) * 0.08 * spk.gain
-    x += 10 ** (-55 / 20) * rng.standard_normal(len(x))
-    return np.clip(x, -1.0, 1.0)
+    x, _, _ = _utterance(spk, rng, lambda n: ((random_prosody(rng), "") for _ in range(n)))
+    return _finish(x, spk, rng)
 
 
 def make_pretraining_corpus(out_dir: Path, speakers: int = 12, utterances_per_speaker: int = 40, seed: int = 1000,
