@@ -102,6 +102,8 @@ def test_dry_run_prints_every_command(experiment):
     assert script.count("--config-dir") == 1 + 1 + 2 + 4 and script.count("fesa -q evaluate") == 5
     assert script.count("fesa -q reference") == 1
     assert "model.pooling=mean" in script and "emotion-labels/L2-K6" in script
+    commands = [line for line in script.splitlines() if line and not line.startswith("#") and line != "set -euo pipefail"]
+    assert commands and all(line.startswith("CUDA_VISIBLE_DEVICES='' ") for line in commands)  # device: cpu hides GPUs
 
 
 def test_slurm_scripts_chain_stages(experiment):

@@ -90,7 +90,8 @@ def train_stock_hubert(work: Path, k: int = 10, updates: int = 3) -> Path:
         f"optimization.max_update={updates}", "task.min_sample_size=8000",
         *CPU_RUN, *TINY_MODEL,
     ]
-    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=work)
+    # CPU_RUN on a GPU machine: fairseq would put the gradient norm on CUDA anyway unless the GPU is hidden
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=work, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     return save_dir / "checkpoint_last.pt"
 
 

@@ -70,7 +70,7 @@ class ExperimentConfig:
     cpt_init: str = "source"  # warm start of CPT: "source" (the authors' recipe) or "tapt"
     configs: StageConfigs = field(default_factory=StageConfigs)
     overrides: StageOverrides = field(default_factory=StageOverrides)
-    device: str = "auto"  # for fesa pseudo-labels and fesa evaluate
+    device: str = "auto"  # fesa pseudo-labels and evaluate; "cpu" also hides GPUs from every stage, training included
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     @property

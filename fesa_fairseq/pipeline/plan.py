@@ -59,6 +59,7 @@ class Stage:
     done: Path  # written by the command when it succeeded
     deps: List["Stage"] = field(default_factory=list)
     training: bool = False  # a fairseq-hydra-train job (a GPU job on SLURM)
+    env: Dict[str, str] = field(default_factory=dict)  # set for the command on top of fesa's own environment
 
     @property
     def key(self) -> str:
@@ -152,6 +153,11 @@ class Plan:
                                       self.manifests / "prepare.json"))
         for k in cfg.folds:
             self._plan_fold(k, prepare, cells)
+        if cfg.device == "cpu":
+            # Hidden rather than common.cpu=true: on a machine with a GPU, fairseq's clip_grad_norm_ puts the
+            # gradient norm on CUDA even then, and the first update fails (FAIRSEQ_NOTES).
+            for stage in self.stages:
+                stage.env["CUDA_VISIBLE_DEVICES"] = ""
 
     def _add(self, stage: Stage) -> Stage:
         existing = next((s for s in self.stages if s.key == stage.key), None)
@@ -231,13 +237,14 @@ def shell_script(stages: Sequence[Stage]) -> str:
     lines = ["#!/usr/bin/env bash", "# Written by fesa run --dry-run: every stage of the experiment, in order.", "set -euo pipefail", ""]
     for stage in stages:
         note = "  # complete: fesa run would skip it" if stage.status() == "complete" else ""
-        lines += [f"# {stage.key}{note}", shlex.join(stage.command), ""]
+        env = "".join(f"{k}={shlex.quote(v)} " for k, v in stage.env.items())
+        lines += [f"# {stage.key}{note}", env + shlex.join(stage.command), ""]
     return "\n".join(lines)
 
 
-def _environment() -> Dict[str, str]:
+def _environment(stage: Stage) -> Dict[str, str]:
     """The commands run with this interpreter's scripts (fesa, fairseq-hydra-train) first on PATH."""
-    env = dict(os.environ)
+    env = {**os.environ, **stage.env}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -272,7 +279,7 @@ def _run_stage(stage: Stage, log_dir: Path) -> None:
     logger.info("%s: %s", stage.key, shlex.join(stage.command))
     start = time.perf_counter()
     with open(log, "w") as f:
-        returncode = run_child(stage.command, f, _environment())
+        returncode = run_child(stage.command, f, _environment(stage))
     if returncode != 0 or not stage.done.exists():
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
         raise StageFailed(f"stage {stage.key} failed (exit {returncode}): {shlex.join(stage.command)}\n"
