@@ -8,7 +8,7 @@ STAMP := $(VENV)/.fesa-installed
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo_out
 
-.PHONY: install test test-fast demo demo-source demo-espeak clean
+.PHONY: install test test-fast lint format demo demo-source demo-espeak clean
 
 install: $(STAMP)
 
@@ -24,6 +24,15 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+# ruff.toml: one line length, pyflakes, pycodestyle, import order; and the formatter's layout.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # The whole method on the synthetic demo corpus, all 5 folds, on the CPU; resumable (run it again to continue).
 # Every fold starts from examples/demo/source_model.pt, as IEMOCAP folds start from hubert_base_ls960.pt.

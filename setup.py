@@ -33,6 +33,6 @@ setup(
         "matplotlib",
         "kaldi-native-fbank",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout"], "slurm": ["hydra-submitit-launcher"]},
+    extras_require={"test": ["pytest", "pytest-timeout", "ruff"], "slurm": ["hydra-submitit-launcher"]},
     entry_points={"console_scripts": ["fesa = fesa_fairseq.cli:main"]},
 )

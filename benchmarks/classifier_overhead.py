@@ -26,12 +26,12 @@ from fairseq.data import data_utils
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
-from common import SR, hubert_base_checkpoint, iemocap_like_seconds  # noqa: E402
-
 import fesa_fairseq  # noqa: E402,F401
 from fesa_fairseq.data.emotion_audio_dataset import length_sorted_order  # noqa: E402
 from fesa_fairseq.models.hubert_emotion_classifier import HubertEmotionClassifierConfig  # noqa: E402
 from fesa_fairseq.tasks.speech_emotion_classification import SpeechEmotionClassificationConfig, SpeechEmotionClassificationTask  # noqa: E402
+
+from common import SR, hubert_base_checkpoint, iemocap_like_seconds  # noqa: E402
 
 
 def build_models(work: Path, device: torch.device):

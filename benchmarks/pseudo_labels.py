@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
 from common import hubert_base_checkpoint  # noqa: E402
 

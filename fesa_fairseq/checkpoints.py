@@ -23,6 +23,7 @@ class CheckpointInfo:
     model: Optional[str]  # registered model name (cfg.model._name, or args.arch of older releases)
     task: Optional[str]
     task_state: Dict[str, Any] = field(default_factory=dict)
+    encoder_layers: Optional[int] = None  # transformer layers, from the config (None where it does not say)
 
     @property
     def is_pretrained_hubert(self) -> bool:
@@ -66,7 +67,19 @@ def describe_state(state: Dict[str, Any], path: str) -> CheckpointInfo:
         model, task = getattr(args, "arch", None), getattr(args, "task", None)
     else:
         raise FesaError(f"{path} has neither 'cfg' nor 'args': not a fairseq training checkpoint")
-    return CheckpointInfo(str(path), model, task, state.get("task_state") or {})
+    task_state = state.get("task_state") or {}
+    return CheckpointInfo(str(path), model, task, task_state, _encoder_layers(cfg, args, model, task_state))
+
+
+def _encoder_layers(cfg: Any, args: Any, model: Optional[str], task_state: Dict[str, Any]) -> Optional[int]:
+    if model == CLASSIFIER_MODEL:
+        settings = ((task_state.get("w2v_args") or {}).get("model")) or {}
+    elif cfg is not None:
+        settings = cfg.get("model") or {}
+    else:
+        settings = vars(args)
+    layers = settings.get("encoder_layers")
+    return int(layers) if layers is not None else None
 
 
 def encoder_weights(state: Dict[str, Any], info: CheckpointInfo) -> Dict[str, Any]:

@@ -1,6 +1,7 @@
 """The `fesa` command: one subcommand per pipeline stage that is not a `fairseq-hydra-train` run."""
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -14,14 +15,16 @@ logger = logging.getLogger("fesa_fairseq.cli")
 
 
 def _prepare_iemocap(args: argparse.Namespace) -> None:
+    from fesa_fairseq.corpora.demo import is_demo_corpus
     from fesa_fairseq.corpora.iemocap import format_count_table, prepare_iemocap
 
+    check_totals = args.check_totals if args.check_totals is not None else not is_demo_corpus(Path(args.iemocap_root))
     summary = prepare_iemocap(
         Path(args.iemocap_root),
         Path(args.out_dir),
         valid_fraction=args.valid_fraction,
         seed=args.seed,
-        check_totals=args.check_totals,
+        check_totals=check_totals,
         progress=not args.quiet,
         overwrite=args.overwrite,
     )
@@ -81,7 +84,8 @@ def _add_make_pretraining_corpus(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speakers", type=int, default=12, help="speakers, alternately female and male (default 12)")
     p.add_argument("--utterances-per-speaker", type=int, default=40, help="utterances per speaker (default 40)")
     p.add_argument("--seed", type=int, default=1000, help="the same seed gives byte-identical files (default 1000)")
-    p.add_argument("--overwrite", action="store_true", help="replace a corpus this command wrote at OUT_DIR (swapped in only once complete; any other folder is refused)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a corpus this command wrote at OUT_DIR (swapped in only once complete; any other folder is refused)")
     p.set_defaults(func=_make_pretraining_corpus)
 
 
@@ -95,10 +99,12 @@ def _add_prepare_iemocap(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("iemocap_root", help="folder holding Session1 .. Session5 (IEMOCAP_full_release)")
     p.add_argument("out_dir", help="where the fold folders go")
-    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of each label held out of the training sessions for validation (default 0.1)")
+    p.add_argument("--valid-fraction", type=float, default=0.1,
+                   help="share of each label held out of the training sessions for validation (default 0.1)")
     p.add_argument("--seed", type=int, default=1, help="seed of the validation holdout (default 1)")
     totals = p.add_mutually_exclusive_group()
-    totals.add_argument("--check-totals", dest="check_totals", action="store_true", default=None, help="compare with a full release's known counts (default: unless the root is the demo corpus)")
+    totals.add_argument("--check-totals", dest="check_totals", action="store_true", default=None,
+                        help="compare with a full release's known counts (default: unless the root is the demo corpus)")
     totals.add_argument("--no-check-totals", dest="check_totals", action="store_false", help="do not compare with a full release's known counts")
     p.add_argument("--overwrite", action="store_true", help="replace the manifests already in OUT_DIR (swapped in whole once all are written)")
     p.set_defaults(func=_prepare_iemocap)
@@ -114,7 +120,8 @@ def _add_make_demo_corpus(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", help="folder to create (it must not exist or be empty, unless --overwrite)")
     p.add_argument("--utterances-per-speaker", type=int, default=30, help="turns per speaker, all codes together (default 30: 300 turns, ~255 kept)")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives byte-identical files (default 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace a corpus this command wrote at OUT_DIR (swapped in only once complete; any other folder is refused)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a corpus this command wrote at OUT_DIR (swapped in only once complete; any other folder is refused)")
     p.add_argument("--synthesizer", choices=["source-filter", "espeak"], default="source-filter",
                    help="source-filter (the demo's, no dependency) or espeak (espeak-ng voices and words: a corpus made "
                    "differently, to check that a configuration is not tuned to the demo's)")
@@ -122,10 +129,18 @@ def _add_make_demo_corpus(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from fesa_fairseq.corpora.demo import find_demo_root
+    from fesa_fairseq.inference.eder import read_segments_json
+    from fesa_fairseq.inference.references import convert_references
     from fesa_fairseq.pipeline.evaluate import evaluate
 
+    if args.reference:
+        reference = read_segments_json(Path(args.reference))
+    else:  # the demo corpus carries its segment truth
+        root = find_demo_root(Path(args.fold_dir) / f"{args.split}.tsv")
+        reference = convert_references(root, "demo") if root else None
     m = evaluate(args.checkpoint, args.fold_dir, args.split, args.out, device=args.device, max_tokens=args.max_tokens,
-                 progress=not args.quiet, timelines=args.timelines)
+                 progress=not args.quiet, timelines=args.timelines, reference=reference, neutral=args.neutral)
     _print_scores(m, args)
 
 
@@ -134,6 +149,11 @@ def _print_scores(m: Dict[str, object], args: argparse.Namespace) -> None:
 
     print(f"{args.split} of {args.fold_dir}: {m['utterances']} utterances")
     print(f"UA {m['ua']:.2f}%   WA {m['wa']:.2f}%")
+    frame = m.get("frame_level") or {}
+    if frame:
+        focus = "-" if frame["attention_focus"] is None else f"{frame['attention_focus']:.2f}"
+        print(f"frame level ({frame['utterances']} utterances with true segments): EDER {frame['eder']:.2f}%   "
+              f"attention focus {focus} (pooling weight share on emotional segments / their share of time; 1 = none)")
     print(format_confusion(m["confusion"], m["labels"]))
     print(f"wrote {args.out}/predictions.tsv, metrics.json, confusion.png")
 
@@ -175,6 +195,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--max-tokens", type=int, default=1_600_000, help="audio samples per batch (default 1,600,000 = 100 s)")
     p.add_argument("--timelines", type=int, default=0, help="also draw N pictures: spectrogram + attention weight of every frame")
+    p.add_argument("--reference", help="true emotion segments (fesa convert-segments): adds frame-level figures (EDER, "
+                   "attention focus); a demo corpus's own are found by themselves")
+    p.add_argument("--neutral", default="neu", help="the label of time no reference segment covers (default neu)")
     p.set_defaults(func=_evaluate)
 
 
@@ -286,24 +309,9 @@ def _add_analyze_clusters(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_analyze_clusters)
 
 
-GRID_KEYS = ("layer", "K", "pooling")
-
-
-def _grid(items: Optional[List[str]]) -> List[Dict[str, str]]:
-    from fesa_fairseq.pipeline.experiment import grid_cells
-
-    grid: Dict[str, List[str]] = {}
-    for item in items or []:
-        key, sep, values = item.partition("=")
-        if not sep or key not in GRID_KEYS or not values:
-            raise FesaError(f"--grid takes NAME=v1,v2 with NAME in {', '.join(GRID_KEYS)}; got {item!r}")
-        grid[key] = values.split(",")
-    return grid_cells(grid)
-
-
 def _run(args: argparse.Namespace) -> None:
 
-    from fesa_fairseq.pipeline.experiment import load_experiment
+    from fesa_fairseq.pipeline.experiment import check_values, load_experiment, parse_grid
     from fesa_fairseq.pipeline.lock import exclusive
     from fesa_fairseq.pipeline.plan import Plan, shell_script
 
@@ -311,7 +319,8 @@ def _run(args: argparse.Namespace) -> None:
     if args.folds:
         cfg.folds = _ints(args.folds, "--folds")
     exp = Path(args.exp_dir or Path("exp") / Path(args.config).stem).resolve()
-    cells = _grid(args.grid)
+    cells = parse_grid(args.grid)
+    check_values(cfg, cells, Path(args.config))
     plan = Plan(cfg, exp, cells)
     selected = [s for s in plan.stages if s.key == args.only] if args.only else plan.select(args.stages)
     if args.only and not selected:
@@ -390,6 +399,92 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_report)
 
 
+def _predict(args: argparse.Namespace) -> None:
+    from fesa_fairseq.inference.eder import read_segments_json
+    from fesa_fairseq.inference.predict import collect_inputs, predict_files
+    from fesa_fairseq.inference.recognizer import EmotionRecognizer
+
+    inputs = collect_inputs(args.inputs)
+    reference = read_segments_json(Path(args.reference)) if args.reference else None
+    recognizer = EmotionRecognizer.from_checkpoint(args.checkpoint, device=args.device, window=args.window, hop=args.hop,
+                                                   median=args.median, min_segment=args.min_segment)
+    s = predict_files(recognizer, inputs, Path(args.out), frames=args.frames, plot=args.plot, reference=reference,
+                      strict=args.strict, progress=not args.quiet)
+    for path, why in s["skipped"]:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    speed = s["audio_seconds"] / s["seconds"] if s["seconds"] else float("inf")
+    print(f"{s['files']} files, {s['audio_seconds']:.1f} s of audio in {s['seconds']:.1f} s ({speed:.1f} s of audio per second); "
+          f"wrote {args.out}/utterances.tsv, segments.json")
+    if s["skipped"]:
+        raise FesaError(f"{len(s['skipped'])} of {len(inputs)} inputs could not be read (above); the others were written")
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict", help="emotion of any recording: utterance label, per-frame posteriors, segments with timestamps",
+        description="Runs a fine-tuned classifier (the checkpoint alone) over audio files (wav, flac, ogg; any rate and "
+        "channels: mixed to mono, resampled to 16 kHz), folders (searched recursively) and fairseq .tsv manifests. Long "
+        "files go through overlapping windows. Writes OUT/utterances.tsv and OUT/segments.json (the ZED recipe's layout).")
+    p.add_argument("checkpoint", help="a hubert_emotion_classifier checkpoint (checkpoint_best.pt of a fine-tuning)")
+    p.add_argument("inputs", nargs="+", help="audio files, folders, or .tsv manifests")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--frames", action="store_true", help="also write OUT/frames/<utt>.npz: per-frame posteriors and pooling weights")
+    p.add_argument("--plot", type=int, default=0, metavar="N", help="timeline pictures of the first N inputs (first 60 s of each)")
+    p.add_argument("--reference", help="true segments (fesa convert-segments output), drawn on the timelines")
+    p.add_argument("--window", type=float, default=20.0, help="seconds of audio per encoder pass (default 20)")
+    p.add_argument("--hop", type=float, default=15.0, help="seconds between window starts (default 15: 5 s of overlap)")
+    p.add_argument("--median", type=float, default=0.25, help="median smoothing of the posteriors, seconds (default 0.25)")
+    p.add_argument("--min-segment", type=float, default=0.25, help="shortest segment kept, seconds (default 0.25)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable input instead of skipping it")
+    p.set_defaults(func=_predict)
+
+
+def _eder(args: argparse.Namespace) -> None:
+    from fesa_fairseq.data.files import atomic_write_text
+    from fesa_fairseq.inference.eder import eder, format_confusion_seconds, read_segments_json
+
+    m = eder(read_segments_json(Path(args.reference)), read_segments_json(Path(args.hypothesis)), neutral=args.neutral,
+             first_letter=args.first_letter)
+    print(f"EDER {m['eder']:.2f}% over {m['utterances']} utterances (neutral: {args.neutral})")
+    print(format_confusion_seconds(m["confusion_seconds"]))
+    if args.out:
+        atomic_write_text(Path(args.out), json.dumps(m, indent=1) + "\n")
+
+
+def _add_eder(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eder", help="Emotion Diarization Error Rate of predicted segments against a reference (SpeechBrain's)",
+                       description="EDER as speechbrain/utils/EDER.py defines it, averaged over the reference's utterances; "
+                       "several events per reference utterance are allowed (time between them is neutral).")
+    p.add_argument("--reference", required=True, help="true segments: {utt: {wav, duration, emotion: [{emo, start, end}]}}")
+    p.add_argument("--hypothesis", required=True, help="predicted segments in the same layout (fesa predict's segments.json)")
+    p.add_argument("--neutral", default="neu", help="the label of time no reference event covers (default neu)")
+    p.add_argument("--first-letter", action="store_true", help="compare labels by first letter, as SpeechBrain's ZED recipe does")
+    p.add_argument("--out", help="also write the figures (per utterance too) to this json")
+    p.set_defaults(func=_eder)
+
+
+def _convert_segments(args: argparse.Namespace) -> None:
+    from fesa_fairseq.inference.references import convert_references, write_references
+
+    data = convert_references(Path(args.source), args.format, Path(args.manifest) if args.manifest else None,
+                              Path(args.audio_root) if args.audio_root else None)
+    write_references(data, Path(args.out))
+    print(f"{len(data)} utterances, {sum(len(d['emotion']) for d in data.values())} events: wrote {args.out}")
+
+
+def _add_convert_segments(sub: argparse._SubParsersAction) -> None:
+    from fesa_fairseq.inference.references import FORMATS
+
+    p = sub.add_parser("convert-segments", help="true emotion segments (ZED json, the demo corpus, a plain tsv) -> fesa eder's layout")
+    p.add_argument("source", help="ZED's annotation json, a demo corpus (or its fesa_demo_segments.tsv), or a tsv of utt_id start end emotion")
+    p.add_argument("--out", required=True, help="the reference json to write")
+    p.add_argument("--format", choices=FORMATS, default="auto", help="default: from the file's name")
+    p.add_argument("--manifest", help="tsv format: a fairseq manifest giving each utterance's wav and duration")
+    p.add_argument("--audio-root", help="tsv format: wavs found under this folder by name; zed: replaces {data_root}")
+    p.set_defaults(func=_convert_segments)
+
+
 SUBCOMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [
     _add_prepare_iemocap,
     _add_make_demo_corpus,
@@ -400,6 +495,9 @@ SUBCOMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [
     _add_analyze_clusters,
     _add_run,
     _add_report,
+    _add_predict,
+    _add_eder,
+    _add_convert_segments,
 ]
 
 

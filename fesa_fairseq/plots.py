@@ -88,6 +88,40 @@ def plot_timeline(
     _save(fig, plt, path)
 
 
+def plot_prediction(wav: np.ndarray, sample_rate: int, posteriors: np.ndarray, weights: np.ndarray, labels: Sequence[str],
+                    predicted: Sequence, truth: Sequence, path: Path, title: str = "") -> None:
+    """fesa predict's timeline: spectrogram, per-frame class posteriors (a heat strip), pooling weights, and the
+    predicted segments (and the true ones, when a reference is given) as coloured bars."""
+    plt = _pyplot()
+    rows = 4 + bool(truth)
+    fig, axes = plt.subplots(rows, 1, figsize=(11, 1.4 * rows + 1.2), sharex=True,
+                             gridspec_kw={"height_ratios": [2.2, 1.2, 1, 0.5] + [0.5] * bool(truth)})
+    seconds = len(wav) / sample_rate
+    axes[0].specgram(wav, NFFT=512, Fs=sample_rate, noverlap=384, cmap="magma", vmin=-120)
+    axes[0].set_ylim(0, 8000)
+    axes[0].set_ylabel("Hz")
+    axes[0].set_title(title, fontsize=10)
+    axes[1].imshow(posteriors.T, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
+                   extent=(0, seconds, -0.5, len(labels) - 0.5))
+    axes[1].set_yticks(range(len(labels)), labels, fontsize=8)
+    axes[1].set_ylabel("posterior")
+    t = (np.arange(len(weights)) + 0.5) * seconds / max(len(weights), 1)
+    axes[2].plot(t, weights, color="tab:blue")
+    axes[2].fill_between(t, weights, alpha=0.3)
+    axes[2].set_ylabel("pooling")
+    colours = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
+    for ax, spans, name in ((axes[3], predicted, "predicted"), *(((axes[4], truth, "true"),) if truth else ())):
+        for start, end, label in spans:
+            ax.axvspan(start, min(end, seconds), color=colours.get(label, "lightgray"), alpha=0.85)
+            ax.text(start, 0.35, label, fontsize=7)
+        ax.set_yticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", fontsize=8)
+    axes[-1].set_xlim(0, seconds)
+    axes[-1].set_xlabel("seconds")
+    fig.tight_layout()
+    _save(fig, plt, path)
+
+
 def plot_curves(curves: Sequence, path: Path, title: str = "") -> None:
     """One column per training run: training loss above, the validation metric below, against updates.
 

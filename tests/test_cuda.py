@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from tiny_hubert import finetune, run_fesa
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device: run on a GPU machine")

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fesa_fairseq.errors import FesaError
-from fesa_fairseq.corpora.demo import make_demo_corpus, read_segments
+from fesa_fairseq.corpora.demo import is_demo_corpus, make_demo_corpus, read_segments
 from fesa_fairseq.corpora.iemocap import prepare_iemocap
+from fesa_fairseq.errors import FesaError
+
 from tiny_hubert import run_fesa
 
 
@@ -34,7 +35,8 @@ def test_same_seed_same_bytes(corpus, tmp_path):
 
 
 def test_prepares_into_five_folds(corpus, tmp_path):
-    summary = prepare_iemocap(corpus, tmp_path / "m", progress=False)
+    assert is_demo_corpus(corpus)  # as fesa prepare-iemocap does: the caller says whether totals are checked
+    summary = prepare_iemocap(corpus, tmp_path / "m", check_totals=not is_demo_corpus(corpus), progress=False)
     assert not summary["known_totals_checked"]  # the demo is recognised, no warning about IEMOCAP totals
     assert summary["utterances"] == 5 * 2 * 9  # 12 turns per speaker, 3 of them fru/sur/xxx
     for k in range(1, 6):
@@ -136,7 +138,7 @@ def test_espeak_corpus_prepares_like_the_demo(tmp_path):
     root = tmp_path / "esp"
     make_demo_corpus(root, utterances_per_speaker=4, seed=0, progress=False, synth=Espeak())
     assert json.loads((root / "fesa_demo.json").read_text())["synthesizer"] == "espeak-ng"
-    summary = prepare_iemocap(root, tmp_path / "m", valid_fraction=0.25, progress=False)
+    summary = prepare_iemocap(root, tmp_path / "m", valid_fraction=0.25, check_totals=not is_demo_corpus(root), progress=False)
     assert not summary["known_totals_checked"] and summary["utterances"] > 0
     wavs = sorted(root.rglob("*.wav"))
     assert len(wavs) == 5 * 2 * 4

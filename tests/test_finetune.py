@@ -8,6 +8,7 @@ from fairseq import checkpoint_utils
 
 import fesa_fairseq  # noqa: F401
 from fesa_fairseq.models.hubert_emotion_classifier import HubertEmotionClassifier
+
 from tiny_hubert import finetune, frames, run_fesa, to_release_format
 
 pytestmark = pytest.mark.slow
@@ -49,6 +50,16 @@ def test_checkpoint_loads_with_stock_fairseq_without_the_pretraining_files(finet
     assert feat_padding[1].sum() > 0 and not feat_padding[0].any()
     torch.testing.assert_close(out["attention"].sum(-1), torch.ones(2))
     assert (out["attention"][out["padding_mask"]] == 0).all()
+
+
+def test_checkpoint_loads_without_its_fold_folder(finetuned_classifier, tmp_path):
+    """The classes and their training counts are in fairseq's task state: the checkpoint alone is enough."""
+    ckpt = finetuned_classifier / "checkpoints" / "checkpoint_best.pt"
+    assert torch.load(ckpt, weights_only=False)["task_state"]["labels"] == ["neu", "hap", "ang", "sad"]
+    (model,), _, task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)], arg_overrides={"data": str(tmp_path / "gone")})
+    assert task.labels == ["neu", "hap", "ang", "sad"] and len(task.label_counts) == 4 and min(task.label_counts) > 0
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 16000))["logits"].shape == (1, 4)
 
 
 def test_fesa_evaluate_scores_the_test_split(finetuned_classifier, demo_folds, tmp_path):

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from fesa_fairseq.corpora.iemocap import CLASSES, parse_evaluation_file, prepare_iemocap, scan_iemocap
 from fesa_fairseq.data.files import read_manifest
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.corpora.iemocap import CLASSES, parse_evaluation_file, prepare_iemocap, scan_iemocap
+
 from iemocap_fixture import kept_ids, make_iemocap_tree
 
 

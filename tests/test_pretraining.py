@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 import fesa_fairseq  # noqa: F401
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.models.emotion_hubert import EmotionHubertModel
+
 from tiny_hubert import PLUGIN, finetune, hydra_train
 
 pytestmark = pytest.mark.slow
@@ -32,6 +33,7 @@ def cpt_run(stock_hubert, stock_labels, demo_folds, tmp_path_factory):
 def test_cpt_warm_starts_and_names_the_reset_tensors(cpt_run, stock_hubert):
     log = (cpt_run / "hydra_train.log").read_text()
     assert f"init_checkpoint {stock_hubert}: loaded 49 tensors" in log
+    assert "label embeddings reset (auto: label dictionary 0: other symbols or order (14 there, 12 here))" in log
     assert "re-initialised final_proj.bias (checkpoint: (32,), here: (32,)), final_proj.weight" in log
     assert "label_embs_concat (checkpoint: (14, 32), here: (12, 32))" in log  # K 10 -> 8, plus 4 special symbols
     assert list((cpt_run / "tblog" / "train").glob("events.out.tfevents.*"))
@@ -89,8 +91,8 @@ def test_label_line_of_the_wrong_length_is_refused(stock_labels, demo_folds, tmp
 
 def test_architecture_mismatch_is_a_clear_error(stock_hubert, stock_labels, tmp_path):
     cfg = OmegaConf.load(PLUGIN / "config" / "cpt" / "tiny.yaml")
-    from fesa_fairseq.tasks.emotion_hubert_pretraining import EmotionHubertPretrainingConfig, EmotionHubertPretrainingTask
     from fesa_fairseq.models.emotion_hubert import EmotionHubertConfig
+    from fesa_fairseq.tasks.emotion_hubert_pretraining import EmotionHubertPretrainingConfig, EmotionHubertPretrainingTask
 
     task = EmotionHubertPretrainingTask(OmegaConf.structured(EmotionHubertPretrainingConfig(
         data=str(tmp_path), label_dir=str(stock_labels), labels=["km"], label_rate=50.0)))
@@ -99,7 +101,52 @@ def test_architecture_mismatch_is_a_clear_error(stock_hubert, stock_labels, tmp_
                                 {"encoder_layers": 3})
     model = EmotionHubertModel.build_model(model_cfg, task)
     with pytest.raises(FesaError, match=r"does not fit this model: encoder.layers.2.self_attn.k_proj.weight is missing"):
-        model.load_init_checkpoint(str(stock_hubert))
+        model.load_init_checkpoint(str(stock_hubert), task.dictionaries)
+
+
+def build_warm_model(tmp_path, dict_lines, encoder_cfg):
+    from fesa_fairseq.models.emotion_hubert import EmotionHubertConfig
+    from fesa_fairseq.tasks.emotion_hubert_pretraining import EmotionHubertPretrainingConfig, EmotionHubertPretrainingTask
+
+    (tmp_path / "dict.km.txt").write_text("".join(f"{line}\n" for line in dict_lines))
+    task = EmotionHubertPretrainingTask(OmegaConf.structured(EmotionHubertPretrainingConfig(
+        data=str(tmp_path), label_dir=str(tmp_path), labels=["km"], label_rate=50.0)))
+    model_cfg = OmegaConf.merge(OmegaConf.structured(EmotionHubertConfig(label_rate=50.0)),
+                                {k: v for k, v in encoder_cfg.items() if k not in ("_name", "init_checkpoint")})
+    return EmotionHubertModel.build_model(model_cfg, task), task
+
+
+@pytest.mark.parametrize("mode, dict_lines, expect", [
+    ("auto", [f"{i} 1" for i in range(10)], "kept"),       # the very labels the checkpoint was trained on
+    ("auto", [f"{i} {i + 1}" for i in range(10)], "reset"),  # same K, another clustering: same symbols, other counts
+    ("auto", [f"{i} 1" for i in range(8)], "reset"),        # another K
+    ("auto", [f"{i} 1" for i in (1, 0, *range(2, 10))], "reset"),  # same symbols, other order
+    ("always", [f"{i} 1" for i in range(10)], "reset"),
+    ("never", [f"{i} {i + 1}" for i in range(10)], "kept"),
+], ids=["auto-same", "auto-same-K-other-clusters", "auto-other-K", "auto-other-order", "always", "never"])
+def test_reset_label_embeddings(stock_hubert, tmp_path, caplog, mode, dict_lines, expect):
+    """stock_hubert was trained on dict.km.txt lines '0 1' .. '9 1' (tiny_hubert.write_random_km)."""
+    cfg = OmegaConf.load(PLUGIN / "config" / "cpt" / "tiny.yaml")
+    model, task = build_warm_model(tmp_path, dict_lines, cfg.model)
+    fresh = model.label_embs_concat.detach().clone()
+    with caplog.at_level("INFO", logger="fesa_fairseq.models.emotion_hubert"):
+        model.load_init_checkpoint(str(stock_hubert), task.dictionaries, mode)
+    source = torch.load(stock_hubert, weights_only=False)["model"]["label_embs_concat"]
+    if expect == "kept":
+        torch.testing.assert_close(model.label_embs_concat.detach(), source)
+        assert "label embeddings kept" in caplog.text
+    else:
+        torch.testing.assert_close(model.label_embs_concat.detach(), fresh)
+        assert "label embeddings reset" in caplog.text
+    assert f"{mode}" in caplog.text
+
+
+def test_never_reset_refuses_label_embeddings_that_do_not_fit(stock_hubert, tmp_path):
+    cfg = OmegaConf.load(PLUGIN / "config" / "cpt" / "tiny.yaml")
+    model, task = build_warm_model(tmp_path, [f"{i} 1" for i in range(8)], cfg.model)
+    message = r"reset_label_embeddings=never, but the label embeddings of .* are \(14, 32\) and this label set needs \(12, 32\)"
+    with pytest.raises(FesaError, match=message):
+        model.load_init_checkpoint(str(stock_hubert), task.dictionaries, "never")
 
 
 def masked_share(mask_prob: float, mask_length: int) -> float:

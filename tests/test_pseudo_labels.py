@@ -10,6 +10,7 @@ import torch
 
 from fesa_fairseq.data.files import read_manifest
 from fesa_fairseq.labels.readers import MfccFeatureReader, compute_deltas
+
 from tiny_hubert import frames, run_fesa
 
 
@@ -139,7 +140,7 @@ def test_audio_that_disagrees_with_the_manifest(stock_hubert, demo_folds, tmp_pa
     res = run_fesa("-q", "pseudo-labels", "--manifest-dir", fold, "--splits", "train,valid", "--checkpoint", stock_hubert,
                    "--layer", "1", "--clusters", "4", "--out", tmp_path / "out")
     assert res.returncode == 2
-    assert f"{short} has {rows[1][1] - 320} samples but its manifest says {rows[1][1]}" in res.stderr
+    assert f"{short} has {rows[1][1] - 320} samples but the manifest says {rows[1][1]}" in res.stderr
 
 
 def test_layer_hooks_equal_extract_features(stock_hubert, demo_folds):

@@ -8,6 +8,7 @@ import pytest
 
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.pipeline.reference import C_GRID, reference, utterance_statistics
+
 from tiny_hubert import run_fesa
 
 
@@ -33,7 +34,7 @@ def test_cli_writes_what_evaluate_writes(demo_folds, tmp_path):
     assert metrics["C"] in C_GRID and set(metrics["valid_ua_per_C"]) == {str(c) for c in C_GRID}
     # The metrics are those of the written predictions.
     labels = metrics["labels"]
-    hits = {l: [0, 0] for l in labels}
+    hits = {label: [0, 0] for label in labels}
     for row in rows[1:]:
         _, truth, pred, *_ = row.split("\t")
         hits[truth][0] += truth == pred
@@ -59,6 +60,6 @@ def test_a_class_missing_from_train_is_a_clear_error(demo_folds, tmp_path):
     fold = tmp_path / "fold"
     shutil.copytree(demo_folds / "fold1", fold)
     labels = (fold / "train.emo").read_text().splitlines()
-    (fold / "train.emo").write_text("\n".join("neu" if l == "sad" else l for l in labels) + "\n")
+    (fold / "train.emo").write_text("\n".join("neu" if label == "sad" else label for label in labels) + "\n")
     with pytest.raises(FesaError, match=r"train.emo has no utterance of sad"):
         reference(str(fold), str(tmp_path / "out"), progress=False)

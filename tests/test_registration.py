@@ -49,3 +49,43 @@ def test_every_name_is_registered(load):
     for registry, expected in EXPECTED.items():
         assert set(expected) <= set(names[registry]), registry
     assert {"speech_emotion_classification", "hubert_emotion_classifier"} <= set(names["dataclasses"])
+
+
+@pytest.mark.parametrize("first, second, key", [
+    ("tapt/hubert_base.yaml", "cpt/hubert_base.yaml", "mask_prob"),
+    ("tapt/tiny.yaml", "cpt/tiny.yaml", "mask_prob"),
+    ("finetune/hubert_base_attention.yaml", "finetune/hubert_base_mean.yaml", "pooling"),
+])
+def test_yaml_pairs_differ_in_the_one_key_their_first_line_names(first, second, key):
+    from omegaconf import OmegaConf
+
+    config = Path(fesa_fairseq.__file__).parent / "config"
+    a, b = (OmegaConf.to_container(OmegaConf.load(config / name)) for name in (first, second))
+    assert a["model"].pop(key) != b["model"].pop(key)
+    assert a == b
+    assert f"As {Path(first).name if Path(first).parent == Path(second).parent else first} but for one key, model.{key}" in (
+        (config / second).read_text().splitlines()[1])
+
+
+LAYERS = {  # DESIGN.md's layout: imports run one way, from the top down
+    0: ("data", "corpora", "errors", "scoring", "plots"),
+    1: ("labels", "tasks", "models", "criterions", "pooling", "checkpoints", "checkpoint_compat", "devices", "__init__"),
+    2: ("pipeline", "inference", "cli"),
+}
+
+
+def test_imports_run_one_way():
+    import ast
+
+    root = Path(fesa_fairseq.__file__).parent
+    layer_of = {name: layer for layer, names in LAYERS.items() for name in names}
+    wrong = []
+    for path in sorted(root.rglob("*.py")):
+        part = path.relative_to(root).parts[0].removesuffix(".py")
+        here = layer_of[part]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fesa_fairseq."):
+                target = node.module.split(".")[1]
+                if layer_of[target] > here:
+                    wrong.append(f"{path.relative_to(root)} imports {node.module}")
+    assert not wrong, wrong

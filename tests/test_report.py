@@ -51,6 +51,21 @@ def test_reference_is_the_first_row_and_stale_results_are_not_models(tmp_path):
     assert not list((tmp_path / "report").glob("*stale*"))
 
 
+def test_frame_level_figures_get_their_own_table(tmp_path):
+    for fold, (base, method) in enumerate([((45.0, 1.3), (36.0, 0.9)), ((47.0, 1.1), (40.0, None))], start=1):
+        for variant, (e, focus) in (("baseline", base), ("L9-K50-attention", method)):
+            write_metrics(tmp_path, fold, variant, 80.0, 80.0, [[3, 1], [1, 3]])
+            path = tmp_path / f"fold{fold}" / "evaluate" / variant / "metrics.json"
+            m = json.loads(path.read_text())
+            path.write_text(json.dumps({**m, "frame_level": {"eder": e, "attention_focus": focus, "utterances": 8}}))
+    write_metrics(tmp_path, 1, "reference", 60.0, 61.0, [[3, 1], [2, 2]])
+    text = make_report(tmp_path)["markdown"]
+    assert "Frame level, against the corpus's true emotion segments" in text
+    assert "| baseline (TAPT fine-tuned) | 45.0 / 1.30 | 47.0 / 1.10 | 46.0 ± 1.4 | 1.20 ± 0.14 |" in text
+    assert "| L9-K50-attention | 36.0 / 0.90 | 40.0 / - | 38.0 ± 2.8 | 0.90 ± 0.00 |" in text
+    assert "| acoustic reference" not in text.split("Frame level")[1]  # no frames, no row
+
+
 def hydra_log(run, train, valid, metric="ua"):
     """A hydra_train.log as fairseq-hydra-train writes it with common.log_format=json."""
     run.mkdir(parents=True)

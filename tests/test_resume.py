@@ -13,7 +13,6 @@ import yaml
 from tiny_hubert import TINY_RUN, run_fesa
 
 
-
 def alive(pattern: str) -> bool:
     return subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0
 

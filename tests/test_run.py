@@ -131,6 +131,11 @@ def test_slurm_scripts_chain_stages(experiment):
         ({"source_checkpoint": "/nowhere/hubert.pt"}, "'source_checkpoint' /nowhere/hubert.pt does not exist"),
         ({"corpus": "/nowhere"}, "'corpus' is /nowhere, which is not a folder"),
         ({"pooling": "max"}, "'pooling' must be attention or mean"),
+        ({"emotion_labels": {"layer": 3}}, "'emotion_labels.layer' is 3; layers are counted from 1, give 1..2: the TAPT model of"),
+        ({"emotion_labels": {"layer": 0}}, "'emotion_labels.layer' is 0; layers are counted from 1"),
+        ({"emotion_labels": {"layer": 1, "clusters": 1}}, "'emotion_labels.clusters' is 1; k-means needs K >= 2"),
+        ({"tapt_labels": {"clusters": 8, "percent": 0}}, "'tapt_labels.percent' is 0.0; give a share in (0, 1], or -1"),
+        ({"tapt_labels": {"clusters": 8, "percent": 1.5}}, "'tapt_labels.percent' is 1.5"),
     ],
 )
 def test_bad_config_fails_before_any_stage(experiment, tmp_path, change, message):
@@ -140,6 +145,36 @@ def test_bad_config_fails_before_any_stage(experiment, tmp_path, change, message
     bad.write_text(yaml.safe_dump(cfg))
     res = run_fesa("run", bad, "--exp-dir", tmp_path / "exp")
     assert res.returncode == 2 and message in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        (["layer=x"], "--grid layer=x: 'x' is not a whole number"),
+        (["layer=1,7"], "'--grid layer' is 7; layers are counted from 1, give 1..2"),
+        (["K=6,1"], "'--grid K' is 1; k-means needs K >= 2"),
+        (["pooling=attention,max"], "--grid pooling=max: must be attention or mean, got 'max'"),
+        (["colour=red"], "--grid takes NAME=v1,v2 with NAME in layer, K, pooling"),
+    ],
+)
+def test_bad_grid_fails_before_any_stage(experiment, tmp_path, grid, message):
+    config, _ = experiment
+    res = run_fesa("run", config, "--exp-dir", tmp_path / "exp", "--grid", *grid)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "exp").exists()
+
+
+def test_layer_beyond_the_source_checkpoint_fails_before_any_stage(experiment, stock_hubert, tmp_path):
+    """The depth is read from the checkpoint's config (its weights stay on disk)."""
+    config, _ = experiment
+    cfg = {**yaml.safe_load(config.read_text()), "source_checkpoint": str(stock_hubert), "cpt_init": "source",
+           "tapt_labels": {"layer": 9, "clusters": 8}}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    res = run_fesa("run", bad, "--exp-dir", tmp_path / "exp")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert f"'tapt_labels.layer' is 9; layers are counted from 1, give 1..2: source_checkpoint {stock_hubert} has 2" in res.stderr
     assert not (tmp_path / "exp").exists()
 
 

@@ -16,6 +16,7 @@ from fesa_fairseq.corpora.iemocap import prepare_iemocap
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.labels.kmeans_io import load_kmeans
 from fesa_fairseq.pipeline.lock import exclusive
+
 from tiny_hubert import run_fesa
 
 
@@ -56,7 +57,7 @@ def test_kmeans_model_option_refuses_a_crafted_file(stock_hubert, demo_folds, tm
 @pytest.fixture
 def tiny_experiment(demo_folds, tmp_path):
     cfg = {"corpus": str(demo_folds.parent / "corpus"), "source_checkpoint": "bootstrap", "folds": [1], "cpt_init": "tapt",
-           "configs": {"tapt": "tiny", "finetune": "tiny", "cpt": "tiny"}, "device": "cpu"}
+           "configs": {"tapt": "tiny", "finetune": "tiny", "cpt": "tiny"}, "emotion_labels": {"layer": 2}, "device": "cpu"}
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, cfg
@@ -157,7 +158,7 @@ def test_user_errors_are_one_line(tmp_path, demo_folds, finetuned_classifier):
     (zero / "test.emo").write_text("neu\n")
     checkpoint = finetuned_classifier / "checkpoints" / "checkpoint_best.pt"
     res = run_fesa("-q", "evaluate", checkpoint, zero, "--out", tmp_path / "o2")
-    one_line_error(res, f"{zero / 'test.tsv'}:2: cannot read {tmp_path / 'zero.wav'}")
+    one_line_error(res, f"{zero / 'test.tsv'}:2: cannot read wav {tmp_path / 'zero.wav'}")
     res = run_fesa("-q", "--debug", "evaluate", checkpoint, zero, "--out", tmp_path / "o2")
     assert res.returncode == 2 and "Traceback" in res.stderr  # --debug shows where
     assert not (tmp_path / "o2").exists()

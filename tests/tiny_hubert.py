@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 from typing import List, Sequence
 
+import fairseq
 import numpy as np
 import soundfile as sf
 import torch
-
-import fairseq
 
 FAIRSEQ_HUBERT_CONFIGS = Path(fairseq.__file__).parent / "examples" / "hubert" / "config" / "pretrain"
 FAIRSEQ_HYDRA_TRAIN = str(Path(sys.executable).parent / "fairseq-hydra-train")

@@ -28,21 +28,26 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 from tqdm import tqdm
 
-from fesa_fairseq.data.files import staged_dir, write_manifest
+from fesa_fairseq.corpora.iemocap import SAMPLE_RATE, SESSIONS
+from fesa_fairseq.data.files import read_lines, staged_dir, write_manifest
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.corpora.iemocap import DEMO_MARKER, SAMPLE_RATE, SESSIONS
 
 logger = logging.getLogger(__name__)
 
 SR = SAMPLE_RATE
 SEGMENTS_FILE = "fesa_demo_segments.tsv"
+DEMO_MARKER = "fesa_demo.json"  # at the root of a demo corpus: its generator's settings
+
+
+def is_demo_corpus(root: Path) -> bool:
+    return (Path(root) / DEMO_MARKER).is_file()
 PRETRAINING_MARKER = "fesa_pretraining.json"
 VOWELS = {"a": (730, 1090, 2440), "e": (530, 1840, 2480), "i": (270, 2290, 3010), "o": (570, 840, 2410), "u": (300, 870, 2240)}
 BANDWIDTHS = (80.0, 100.0, 140.0, 200.0)
@@ -331,6 +336,12 @@ def make_demo_corpus(out_dir: Path, utterances_per_speaker: int = 30, seed: int 
                 "utterances_per_speaker": utterances_per_speaker, "utterances": total, **synth.describe()}
         (staging / DEMO_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return info
+
+
+def find_demo_root(manifest: Path) -> Optional[Path]:
+    """The demo corpus (its folder holds fesa_demo_segments.tsv) that a fairseq manifest points into, if any."""
+    audio_root = Path(read_lines(manifest)[0])
+    return next((p for p in (audio_root, *audio_root.parents) if (p / SEGMENTS_FILE).is_file()), None)
 
 
 def read_segments(root: Path) -> Dict[str, List[Tuple[float, float, str]]]:

@@ -19,11 +19,11 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
-import soundfile as sf
 from tqdm import tqdm
 
+from fesa_fairseq.data.audio import check_audio
 from fesa_fairseq.data.files import atomic_write_lines, atomic_write_text, staged_dir, write_manifest
 from fesa_fairseq.errors import FesaError
 
@@ -37,7 +37,6 @@ SPLITS = ("train", "valid", "test")
 # What a complete IEMOCAP release yields under this protocol (the literature's 5,531 utterances).
 KNOWN_LABEL_TOTALS = {"neu": 1708, "hap": 1636, "ang": 1103, "sad": 1084}
 KNOWN_SESSION_TOTALS = {1: 1085, 2: 1023, 3: 1151, 4: 1031, 5: 1241}
-DEMO_MARKER = "fesa_demo.json"
 
 _TURN = re.compile(
     r"^\[\s*(?P<start>\d+(?:\.\d+)?)\s*-\s*(?P<end>\d+(?:\.\d+)?)\s*\]\s+(?P<utt>\S+)\s+(?P<code>\S+)\s+\["
@@ -98,22 +97,6 @@ def evaluation_files(root: Path, session: int) -> List[Path]:
     return sorted(p for p in folder.glob("*.txt") if p.is_file() and not p.name.startswith("._"))
 
 
-def _wav_samples(path: Path, listed_in: Path) -> int:
-    if not path.is_file():
-        raise FesaError(f"missing wav {path} (turn listed in {listed_in})")
-    try:
-        info = sf.info(str(path))
-    except (RuntimeError, sf.SoundFileError) as e:
-        raise FesaError(f"cannot read wav {path}: {e}") from e
-    if info.samplerate != SAMPLE_RATE or info.channels != 1:
-        raise FesaError(
-            f"wav {path} is {info.samplerate} Hz with {info.channels} channel(s); expected 16 kHz mono"
-        )
-    if info.frames <= 0:
-        raise FesaError(f"wav {path} holds no samples")
-    return info.frames
-
-
 def scan_iemocap(root: Path, progress: bool = True) -> Dict[str, object]:
     """Every kept utterance with its wav's real sample count, and the counts of dropped codes."""
     root = Path(root)
@@ -141,7 +124,7 @@ def scan_iemocap(root: Path, progress: bool = True) -> Dict[str, object]:
         if turn.utt_id in seen:
             raise FesaError(f"utterance {turn.utt_id} appears twice: in {seen[turn.utt_id]} and in {ev}")
         seen[turn.utt_id] = ev
-        n = _wav_samples(root / wav, ev)
+        n = check_audio(root / wav, SAMPLE_RATE, where=f"{ev}: ")
         utterances.append(
             Utterance(turn.utt_id, session, speaker_of(turn.utt_id), turn.code, LABEL_OF_CODE[turn.code], wav.as_posix(), n)
         )
@@ -233,13 +216,13 @@ def prepare_iemocap(
     out_dir: Path,
     valid_fraction: float = 0.1,
     seed: int = 1,
-    check_totals: Optional[bool] = None,
+    check_totals: bool = True,
     progress: bool = True,
     overwrite: bool = False,
 ) -> Dict[str, object]:
     """Scan, check and write every fold. Nothing is written until the whole corpus has been read.
 
-    ``check_totals=None`` compares with the known totals of a full release unless the root is the demo corpus.
+    ``check_totals`` compares with the known totals of a full release (the caller turns it off for other corpora).
     Every file goes to a staging folder that replaces `out_dir` whole once ``prepare.json`` (written last) is
     there: existing manifests are replaced only with `overwrite`, and never half.
     """
@@ -248,8 +231,6 @@ def prepare_iemocap(
     scan = scan_iemocap(root, progress=progress)
     utterances: List[Utterance] = scan["utterances"]
     folds = make_folds(utterances, valid_fraction, seed)
-    if check_totals is None:
-        check_totals = not (root / DEMO_MARKER).is_file()
     mismatches = known_total_mismatches(utterances) if check_totals else []
     for problem in mismatches:
         logger.warning("not a complete IEMOCAP release? %s", problem)

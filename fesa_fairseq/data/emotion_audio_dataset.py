@@ -5,11 +5,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 from fairseq.data import FairseqDataset
 
+from fesa_fairseq.data.audio import check_audio, read_audio
 from fesa_fairseq.data.files import read_manifest
 from fesa_fairseq.errors import FesaError
 
@@ -56,21 +56,7 @@ class EmotionAudioDataset(FairseqDataset):
 
     def _check_audio_headers(self) -> None:
         for line, (path, n) in enumerate(zip(self.paths, self.sizes), start=2):
-            if not Path(path).is_file():
-                raise FesaError(f"{self.manifest}:{line}: missing wav {path}")
-            try:
-                info = sf.info(path)
-            except (RuntimeError, sf.SoundFileError) as e:
-                raise FesaError(f"{self.manifest}:{line}: cannot read {path}: {e}") from e
-            if info.frames != n:
-                raise FesaError(
-                    f"{self.manifest}:{line}: {path} has {info.frames} samples but the manifest says {n}; "
-                    "re-create the manifest (fesa prepare-iemocap) or fix the count"
-                )
-            if info.samplerate != self.sample_rate or info.channels != 1:
-                raise FesaError(
-                    f"{path} is {info.samplerate} Hz with {info.channels} channel(s); task.sample_rate={self.sample_rate} mono expected"
-                )
+            check_audio(path, self.sample_rate, n, where=f"{self.manifest}:{line}: ")
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -87,7 +73,7 @@ class EmotionAudioDataset(FairseqDataset):
         return wav[start : start + self.max_sample_size]
 
     def __getitem__(self, index: int) -> Dict[str, object]:
-        wav, sr = sf.read(self.paths[index], dtype="float32")
+        wav = read_audio(self.paths[index], self.sample_rate)
         wav = self._crop(wav, index)
         source = torch.from_numpy(wav)
         if self.normalize:

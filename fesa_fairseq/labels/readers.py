@@ -9,27 +9,15 @@ import logging
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 from fairseq import checkpoint_utils
 
 from fesa_fairseq.checkpoints import inspect_checkpoint, require_hubert_family
+from fesa_fairseq.data.audio import read_audio
 from fesa_fairseq.errors import FesaError
 
 logger = logging.getLogger(__name__)
-
-
-def read_wav(path: str, sample_rate: int, ref_len: int = None) -> np.ndarray:
-    try:
-        wav, sr = sf.read(path, dtype="float32")
-    except (RuntimeError, sf.SoundFileError) as e:
-        raise FesaError(f"cannot read wav {path}: {e}") from e
-    if sr != sample_rate or wav.ndim != 1:
-        raise FesaError(f"{path} is {sr} Hz with {1 if wav.ndim == 1 else wav.shape[1]} channel(s); {sample_rate} Hz mono expected")
-    if ref_len is not None and len(wav) != ref_len:
-        raise FesaError(f"{path} has {len(wav)} samples but its manifest says {ref_len}; re-create the manifest")
-    return wav
 
 
 def conv_frames(num_samples: int, kernels_strides: List[Tuple[int, int]]) -> int:
@@ -73,7 +61,7 @@ class HubertFeatureReader:
 
     def _source(self, path: str, ref_len: int = None) -> torch.Tensor:
         """The waveform as the model was trained to see it: 1 x samples, layer-normalised when the task says so."""
-        x = torch.from_numpy(read_wav(path, self.sample_rate, ref_len)).to(self.device)
+        x = torch.from_numpy(read_audio(path, self.sample_rate, ref_len)).to(self.device)
         return (F.layer_norm(x, x.shape) if self.normalize else x).view(1, -1)
 
     @torch.no_grad()
@@ -143,7 +131,7 @@ class MfccFeatureReader:
         return np.array([computer.get_frame(i) for i in range(computer.num_frames_ready)], dtype=np.float32)
 
     def get_feats(self, path: str, ref_len: int = None) -> torch.Tensor:
-        mfcc = self.mfcc(read_wav(path, self.sample_rate, ref_len))
+        mfcc = self.mfcc(read_audio(path, self.sample_rate, ref_len))
         deltas = compute_deltas(mfcc)
         return torch.from_numpy(np.concatenate([mfcc, deltas, compute_deltas(deltas)], axis=1))
 

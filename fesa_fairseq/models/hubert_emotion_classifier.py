@@ -10,18 +10,15 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from fairseq.dataclass import ChoiceEnum
 from fairseq.models import BaseFairseqModel, register_model
 from fairseq.models.hubert.hubert_asr import HubertAsrConfig, HubertEncoder
 from omegaconf import OmegaConf
 from torch import nn
 
 from fesa_fairseq.checkpoints import require_pretrained_hubert
-from fesa_fairseq.pooling import POOLING_REGISTRY, build_pooling
+from fesa_fairseq.pooling import POOLING_CHOICES, build_pooling
 
 logger = logging.getLogger(__name__)
-
-POOLING_CHOICES = ChoiceEnum(sorted(POOLING_REGISTRY))
 
 
 @dataclass
@@ -77,16 +74,25 @@ class HubertEmotionClassifier(BaseFairseqModel):
         encoder = EmotionHubertEncoder(cfg, task)
         return cls(cfg, encoder, len(task.labels))
 
-    def set_num_updates(self, num_updates: int) -> None:
-        super().set_num_updates(num_updates)
-        self.encoder.set_num_updates(num_updates)
-
     def forward(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None, **kwargs) -> Dict[str, torch.Tensor]:
         """logits (B×classes), attention (B×T frame weights, 0 on padding) and the frame padding mask."""
         out = self.encoder(source, padding_mask, tbc=False)
         frames, frame_padding = out["encoder_out"], out["padding_mask"]
         pooled, weights = self.pooling(frames, frame_padding)
         return {"logits": self.head(pooled), "attention": weights, "padding_mask": frame_padding}
+
+    def frame_outputs(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Per frame: the encoder's output (B×T×D), the output layers applied to it (frame_logits, B×T×classes) and
+        the pooling's log-weights (B×T, -inf on padding), with the frame padding mask.
+
+        Without a projection layer the head is affine and the weights sum to 1, so in eval mode the utterance
+        logits are exactly sum_t softmax(log_weights)_t * frame_logits_t. With one (tanh) that sum is only an
+        approximation: the utterance logits are the head applied to the pooled frames.
+        """
+        out = self.encoder(source, padding_mask, tbc=False)
+        frames, frame_padding = out["encoder_out"], out["padding_mask"]
+        return {"frames": frames, "frame_logits": self.head(frames), "log_weights": self.pooling.log_weights(frames, frame_padding),
+                "padding_mask": frame_padding}
 
     def extract_features(
         self,

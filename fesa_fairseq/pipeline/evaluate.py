@@ -3,7 +3,7 @@
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -11,13 +11,18 @@ from fairseq import checkpoint_utils, utils
 from tqdm import tqdm
 
 from fesa_fairseq.checkpoints import inspect_checkpoint
-from fesa_fairseq.devices import resolve_device
 from fesa_fairseq.data.files import atomic_write_lines, atomic_write_text
+from fesa_fairseq.data.labels import read_label_dictionary
+from fesa_fairseq.devices import resolve_device
 from fesa_fairseq.errors import FesaError
+from fesa_fairseq.inference.eder import eder
+from fesa_fairseq.inference.recognizer import EmotionRecognizer
 from fesa_fairseq.plots import plot_confusion, plot_timeline
 from fesa_fairseq.scoring import confusion_matrix, counts_of, unweighted_accuracy, weighted_accuracy
 
 logger = logging.getLogger(__name__)
+
+Segment = Tuple[float, float, str]  # start (s), end (s), emotion
 
 
 def load_classifier(checkpoint: str, fold_dir: str, device: torch.device):
@@ -25,10 +30,10 @@ def load_classifier(checkpoint: str, fold_dir: str, device: torch.device):
     if not info.is_classifier:
         raise FesaError(f"{checkpoint} holds a {info.model!r} model; this needs a fine-tuned hubert_emotion_classifier checkpoint")
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint], arg_overrides={"data": str(fold_dir)})
-    trained_on = info.task_state.get("labels")
-    if trained_on is not None and list(trained_on) != list(task.labels):
+    listed, _ = read_label_dictionary(task.dict_path)
+    if list(task.labels) != listed:
         raise FesaError(
-            f"{checkpoint} was trained on classes {list(trained_on)} but {task.dict_path} lists {task.labels}; "
+            f"{checkpoint} was trained on classes {list(task.labels)} but {task.dict_path} lists {listed}; "
             "use a fold with the same dict.emo.txt classes in the same order"
         )
     return models[0].eval().to(device), task
@@ -62,16 +67,63 @@ def evaluate(
     max_tokens: int = 1_600_000,
     progress: bool = True,
     timelines: int = 0,
+    reference: Optional[Mapping[str, dict]] = None,
+    neutral: str = "neu",
 ) -> Dict[str, object]:
-    """Write predictions.tsv, metrics.json and confusion.png (and timelines) under out_dir; return the metrics."""
+    """Write predictions.tsv, metrics.json and confusion.png (and timelines) under out_dir; return the metrics.
+
+    ``reference``: where the corpus knows which stretches carry the emotion (fesa convert-segments' layout), the
+    frame-level figures of the model go to metrics.json too (``frame_level``: EDER and attention focus) and the
+    true segments are marked on the timelines.
+    """
     dev = resolve_device(device)
     model, task = load_classifier(checkpoint, fold_dir, dev)
     result = predict(model, task, split, dev, max_tokens, progress)
     labels = list(task.labels)
+    about: Dict[str, object] = {"checkpoint": str(checkpoint), "data": str(fold_dir), "split": split}
+    if reference:
+        about["frame_level"] = frame_figures(EmotionRecognizer(model, labels, dev, normalize=bool(task.cfg.normalize)),
+                                             result["paths"], reference, neutral)
     if timelines:
-        plot_timelines(model, task.dataset(split), result, labels, dev, Path(out_dir) / "timelines", timelines)
-    return write_results(Path(out_dir), result["paths"], result["target"], result["prob"], labels,
-                         {"checkpoint": str(checkpoint), "data": str(fold_dir), "split": split})
+        truth = {utt: [(float(e["start"]), float(e["end"]), str(e["emo"])) for e in entry["emotion"]] for utt, entry in (reference or {}).items()}
+        plot_timelines(model, task.dataset(split), result, labels, dev, Path(out_dir) / "timelines", timelines, truth)
+    return write_results(Path(out_dir), result["paths"], result["target"], result["prob"], labels, about)
+
+
+def frame_figures(recognizer: EmotionRecognizer, paths: Sequence[str], reference: Mapping[str, dict], neutral: str) -> Dict[str, object]:
+    """How the model's frames line up with the true segments, over the scored utterances that have them.
+
+    eder: Emotion Diarization Error Rate (%) of the model's frame-level segments (fesa predict's). attention_focus:
+    per utterance with emotional (non-neutral) segments, the share of pooling weight on them divided by their
+    share of the duration (1.0: no focus), then the mean.
+    """
+    hypothesis, truth, focus = {}, {}, []
+    for path in paths:
+        utt = Path(path).stem
+        if utt not in reference:
+            continue
+        pred = recognizer.predict(path)
+        hypothesis[utt] = {"duration": pred.duration, "emotion": [{"emo": s.label, "start": s.start, "end": s.end} for s in pred.segments]}
+        truth[utt] = reference[utt]
+        share = attention_focus(pred.pooling_weights, pred.frame_rate, truth[utt]["emotion"], pred.duration, neutral)
+        if share is not None:
+            focus.append(share)
+    if not truth:
+        return {}
+    return {"eder": round(eder(truth, hypothesis, neutral=neutral)["eder"], 2), "attention_focus": round(float(np.mean(focus)), 3) if focus else None,
+            "utterances": len(truth), "focus_utterances": len(focus), "neutral": neutral}
+
+
+def attention_focus(weights: np.ndarray, frame_rate: float, events: Sequence[Mapping], duration: float, neutral: str) -> Optional[float]:
+    emotional = [(float(e["start"]), float(e["end"])) for e in events if e["emo"] != neutral]
+    if not emotional or duration <= 0:
+        return None
+    centres = (np.arange(len(weights)) + 0.5) / frame_rate
+    inside = np.zeros(len(weights), dtype=bool)
+    for start, end in emotional:
+        inside |= (centres >= start) & (centres < end)
+    covered = inside.mean() if len(weights) else 0.0  # the share of frames (of duration) the emotional events cover
+    return float(weights[inside].sum() / covered) if covered > 0 else None
 
 
 def write_results(out: Path, paths: Sequence[str], targets: Sequence[int], prob: np.ndarray, labels: List[str],
@@ -90,10 +142,10 @@ def write_results(out: Path, paths: Sequence[str], targets: Sequence[int], prob:
         "ua": round(unweighted_accuracy(counts), 2),
         "wa": round(weighted_accuracy(counts), 2),
         "labels": labels,
-        "recall": {l: round(100 * c / t, 2) if t else None for l, (c, t) in zip(labels, counts)},
+        "recall": {label: round(100 * c / t, 2) if t else None for label, (c, t) in zip(labels, counts)},
         "confusion": matrix.tolist(),
     }
-    rows = ["utt_id\tlabel\tprediction\t" + "\t".join(f"p_{l}" for l in labels)]
+    rows = ["utt_id\tlabel\tprediction\t" + "\t".join(f"p_{label}" for label in labels)]
     for path, t, p, pr in zip(paths, targets, prediction, prob):
         rows.append(f"{Path(path).stem}\t{labels[t]}\t{labels[p]}\t" + "\t".join(f"{x:.4f}" for x in pr))
     atomic_write_lines(out / "predictions.tsv", rows)
@@ -104,13 +156,12 @@ def write_results(out: Path, paths: Sequence[str], targets: Sequence[int], prob:
 
 
 @torch.no_grad()
-def plot_timelines(model, dataset, result, labels: List[str], device: torch.device, out: Path, count: int) -> None:
+def plot_timelines(model, dataset, result, labels: List[str], device: torch.device, out: Path, count: int,
+                   segments: Mapping[str, Sequence[Segment]]) -> None:
     """One picture per utterance (the first `count` of the split): what the model attends to, frame by frame.
 
-    The input is the dataset's (whole, normalised as scored). The demo corpus knows which segments carry the
-    emotion (fesa_demo_segments.tsv): they are marked too.
+    The input is the dataset's (whole, normalised as scored); segments, where given, are marked.
     """
-    segments = demo_segments(Path(result["paths"][0]))
     out.mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(result["paths"][:count]):
         source = dataset[i]["source"]
@@ -120,17 +171,9 @@ def plot_timelines(model, dataset, result, labels: List[str], device: torch.devi
         plot_timeline(source.numpy(), dataset.sample_rate, attention, out / f"{utt}.png", title, segments.get(utt, ()))
 
 
-def demo_segments(wav: Path) -> Dict[str, list]:
-    """The demo corpus' segment truth, found above its wavs; empty for other corpora."""
-    from fesa_fairseq.corpora.demo import SEGMENTS_FILE, read_segments
-
-    root = next((p for p in wav.parents if (p / SEGMENTS_FILE).is_file()), None)
-    return read_segments(root) if root else {}
-
-
 def format_confusion(matrix: List[List[int]], labels: List[str]) -> str:
-    width = max(6, *(len(l) for l in labels))
-    lines = ["true\\pred".ljust(width + 2) + "".join(l.rjust(width) for l in labels)]
+    width = max(6, *(len(label) for label in labels))
+    lines = ["true\\pred".ljust(width + 2) + "".join(label.rjust(width) for label in labels)]
     for label, row in zip(labels, matrix):
         lines.append(label.ljust(width + 2) + "".join(str(v).rjust(width) for v in row))
     return "\n".join(lines)

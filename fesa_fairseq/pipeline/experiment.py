@@ -7,17 +7,23 @@ an error naming it. ``fesa run --print-config`` prints every key with its defaul
 import logging
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fesa_fairseq.checkpoints import inspect_checkpoint
 from fesa_fairseq.errors import FesaError
+from fesa_fairseq.pooling import POOLING_CHOICES
 
 logger = logging.getLogger(__name__)
 
 BOOTSTRAP = "bootstrap"
+CONFIG_ROOT = Path(__file__).resolve().parent.parent / "config"
+HUBERT_DEFAULT_LAYERS = 12  # fairseq HubertConfig.encoder_layers, for a TAPT yaml that does not say
+GRID_KEYS = ("layer", "K", "pooling")
+Cell = Dict[str, Union[int, str]]  # one cell of --grid: layer (int), K (int), pooling (str); absent keys: the config's
 
 
 @dataclass
@@ -78,6 +84,11 @@ class ExperimentConfig:
         return self.source_checkpoint == BOOTSTRAP
 
 
+def stage_yaml(stage: str, name: str) -> Path:
+    """A plugin yaml by name (fesa_fairseq/config/<stage>/<name>.yaml), or a yaml file of the user's."""
+    return Path(name).resolve() if name.endswith((".yaml", ".yml")) else CONFIG_ROOT / stage / f"{name}.yaml"
+
+
 def load_experiment(path: Path, dotlist: Optional[List[str]] = None) -> ExperimentConfig:
     """Read, merge with command-line `key=value` overrides, and check; all before any stage starts."""
     try:
@@ -99,7 +110,8 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     def resolve(value: Optional[str]) -> Optional[str]:
         return None if value is None or value == BOOTSTRAP else str(Path(value).resolve())
 
-    cfg.corpus, cfg.manifests, cfg.source_checkpoint = resolve(cfg.corpus), resolve(cfg.manifests), resolve(cfg.source_checkpoint) or cfg.source_checkpoint
+    cfg.corpus, cfg.manifests = resolve(cfg.corpus), resolve(cfg.manifests)
+    cfg.source_checkpoint = resolve(cfg.source_checkpoint) or cfg.source_checkpoint
     for labels in (cfg.tapt_labels, cfg.emotion_labels):
         labels.kmeans_model = resolve(labels.kmeans_model)
     return cfg
@@ -121,8 +133,7 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
     for key, model in (("tapt_labels.kmeans_model", cfg.tapt_labels.kmeans_model), ("emotion_labels.kmeans_model", cfg.emotion_labels.kmeans_model)):
         if model is not None and not Path(model).is_file():
             raise FesaError(f"{path}: '{key}' {model} does not exist")
-    if cfg.pooling not in ("attention", "mean"):
-        raise FesaError(f"{path}: 'pooling' must be attention or mean, got {cfg.pooling!r}")
+    _check_pooling(f"{path}: 'pooling'", cfg.pooling)
     if cfg.cpt_init not in ("source", "tapt"):
         raise FesaError(f"{path}: 'cpt_init' must be source or tapt, got {cfg.cpt_init!r}")
     if cfg.bootstrap and (cfg.skip_tapt or cfg.cpt_init != "tapt"):
@@ -155,9 +166,60 @@ def experiment_yaml(cfg: ExperimentConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
-def grid_cells(grid: Dict[str, List[str]]) -> List[Dict[str, str]]:
-    """layer=6,9 K=50,100 pooling=attention,mean -> every combination (layer, K, pooling)."""
-    cells: List[Dict[str, str]] = [{}]
-    for key, values in grid.items():
-        cells = [{**cell, key: v} for cell in cells for v in values]
+def parse_grid(items: Optional[Sequence[str]]) -> List[Cell]:
+    """--grid layer=6,9 K=50,100 pooling=attention,mean -> every combination, each value typed and checked."""
+    cells: List[Cell] = [{}]
+    for item in items or []:
+        key, sep, values = item.partition("=")
+        if not sep or key not in GRID_KEYS or not values:
+            raise FesaError(f"--grid takes NAME=v1,v2 with NAME in {', '.join(GRID_KEYS)}; got {item!r}")
+        typed = [_grid_value(key, v) for v in values.split(",")]
+        cells = [{**cell, key: v} for cell in cells for v in typed]
     return cells
+
+
+def _grid_value(key: str, value: str) -> Union[int, str]:
+    if key == "pooling":
+        _check_pooling(f"--grid pooling={value}:", value)
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise FesaError(f"--grid {key}={value}: {value!r} is not a whole number") from None
+
+
+def _check_pooling(where: str, value: str) -> None:
+    if value not in POOLING_CHOICES.__members__:
+        raise FesaError(f"{where} must be {' or '.join(POOLING_CHOICES.__members__)}, got {value!r}")
+
+
+def model_depth(cfg: ExperimentConfig) -> Tuple[Optional[int], str]:
+    """Transformer layers of the models whose layers are clustered (TAPT keeps the source's), and whence."""
+    if not cfg.bootstrap:
+        return inspect_checkpoint(cfg.source_checkpoint).encoder_layers, f"source_checkpoint {cfg.source_checkpoint}"
+    yaml_path = stage_yaml("tapt", cfg.configs.tapt)
+    layers = next((o.split("=", 1)[1] for o in reversed(cfg.overrides.tapt) if o.startswith("model.encoder_layers=")), None)
+    if layers is None and yaml_path.is_file():
+        layers = (OmegaConf.load(yaml_path).get("model") or {}).get("encoder_layers", HUBERT_DEFAULT_LAYERS)
+    return (int(layers) if layers is not None else None), f"the TAPT model of {yaml_path}"
+
+
+def check_values(cfg: ExperimentConfig, cells: Sequence[Cell], path: Path) -> None:
+    """Layers within the model, K >= 2, percent in (0, 1] or -1, for the experiment's keys and every grid cell."""
+    depth, whose = model_depth(cfg)
+    layers = [("emotion_labels.layer", cfg.emotion_labels.layer)] + [("--grid layer", c["layer"]) for c in cells if "layer" in c]
+    if not cfg.bootstrap and not cfg.skip_tapt:
+        layers.append(("tapt_labels.layer", cfg.tapt_labels.layer))
+    for key, layer in layers:
+        if layer < 1 or (depth is not None and layer > depth):
+            span = f"1..{depth}: {whose} has {depth} transformer layers" if depth is not None else "1 or more"
+            raise FesaError(f"{path}: '{key}' is {layer}; layers are counted from 1, give {span}")
+    clusters = [("--grid K", c["K"]) for c in cells if "K" in c]
+    for key, labels in (("tapt_labels", cfg.tapt_labels), ("emotion_labels", cfg.emotion_labels)):
+        if labels.kmeans_model is None:
+            clusters.append((f"{key}.clusters", labels.clusters))
+        if not (0 < labels.percent <= 1 or labels.percent == -1):
+            raise FesaError(f"{path}: '{key}.percent' is {labels.percent}; give a share in (0, 1], or -1 for all utterances")
+    for key, k in clusters:
+        if k < 2:
+            raise FesaError(f"{path}: '{key}' is {k}; k-means needs K >= 2 clusters")

@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Sequence
 
 from fesa_fairseq.data.files import atomic_write_text
 from fesa_fairseq.errors import FesaError, StageFailed
-from fesa_fairseq.pipeline.experiment import ExperimentConfig
+from fesa_fairseq.pipeline.experiment import Cell, ExperimentConfig, stage_yaml
 from fesa_fairseq.pipeline.lock import exclusive, run_child
 
 logger = logging.getLogger(__name__)
@@ -118,11 +118,8 @@ def _config_files(command: Sequence[str]) -> List[Path]:
 
 
 def _config(stage: str, name: str) -> List[str]:
-    """A plugin yaml by name, or a yaml file of the user's."""
-    if name.endswith((".yaml", ".yml")):
-        path = Path(name).resolve()
-        return ["--config-dir", str(path.parent), "--config-name", path.stem]
-    return ["--config-dir", str(PLUGIN / "config" / stage), "--config-name", name]
+    path = stage_yaml(stage, name)
+    return ["--config-dir", str(path.parent), "--config-name", path.stem]
 
 
 def hydra_train(stage: str, config: str, run_dir: Path, overrides: Sequence[str]) -> List[str]:
@@ -142,7 +139,7 @@ def _labels_args(labels, source: str) -> List[str]:
 class Plan:
     """Every stage of an experiment (and, for a grid, of every cell), sharing what cells have in common."""
 
-    def __init__(self, cfg: ExperimentConfig, exp_dir: Path, cells: List[Dict[str, str]]) -> None:
+    def __init__(self, cfg: ExperimentConfig, exp_dir: Path, cells: Sequence[Cell]) -> None:
         self.cfg, self.exp = cfg, exp_dir.resolve()
         self.stages: List[Stage] = []
         self.manifests = Path(cfg.manifests).resolve() if cfg.manifests else self.exp / "manifests"
@@ -166,7 +163,7 @@ class Plan:
             return stage
         return existing
 
-    def _plan_fold(self, k: int, prepare: Optional[Stage], cells: List[Dict[str, str]]) -> None:
+    def _plan_fold(self, k: int, prepare: Optional[Stage], cells: Sequence[Cell]) -> None:
         cfg, fold_dir, data = self.cfg, self.exp / f"fold{k}", self.manifests / f"fold{k}"
         deps = [prepare] if prepare else []
         device = ["--device", cfg.device]

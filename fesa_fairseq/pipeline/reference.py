@@ -18,9 +18,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
+from fesa_fairseq.data.audio import read_audio
 from fesa_fairseq.data.labels import LabelledSplit, read_labelled_split
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.labels.readers import MfccFeatureReader, read_wav
+from fesa_fairseq.labels.readers import MfccFeatureReader
 from fesa_fairseq.pipeline.evaluate import write_results
 from fesa_fairseq.scoring import confusion_matrix, counts_of, unweighted_accuracy
 
@@ -41,7 +42,7 @@ def utterance_statistics(mfcc: np.ndarray, seconds: float) -> np.ndarray:
 def split_features(data: LabelledSplit, name: str, reader: MfccFeatureReader, progress: bool) -> np.ndarray:
     rows = []
     for path, size in tqdm(list(zip(data.paths, data.sizes)), desc=f"MFCC statistics of {name}", unit="utt", disable=not progress):
-        wav = read_wav(path, reader.sample_rate, size)
+        wav = read_audio(path, reader.sample_rate, size)
         rows.append(utterance_statistics(reader.mfcc(wav), len(wav) / reader.sample_rate))
     return np.stack(rows)
 

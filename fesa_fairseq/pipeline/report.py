@@ -50,6 +50,7 @@ def summarize(folds: Dict[int, dict]) -> dict:
         "pooled_ua": round(unweighted_accuracy(pooled), 2), "pooled_wa": round(weighted_accuracy(pooled), 2),
         "labels": next(iter(folds.values()))["labels"],
         "confusion": confusion.tolist(),
+        "frame_level": {f: m["frame_level"] for f, m in sorted(folds.items()) if m.get("frame_level")},
     }
 
 
@@ -85,7 +86,34 @@ def markdown(summaries: Dict[str, dict]) -> str:
                 lines.append(f"| {layer} | " + " | ".join(f"{s['ua_mean']:.1f} / {s['wa_mean']:.1f}" if s else "-" for s in row) + " |")
     lines += ["", f"Mean ± standard deviation over folds. The first row needs no self-supervised model: every model "
               f"below it should clear it. {PAPER}."]
-    return "\n".join(lines)
+    return "\n".join(lines + frame_level_table(summaries, folds))
+
+
+def frame_level_table(summaries: Dict[str, dict], folds: List[int]) -> List[str]:
+    """EDER and attention focus per fold, for the models scored against true segments (the demo corpus)."""
+    rows = [name for name in _order(list(summaries)) if summaries[name].get("frame_level")]
+    if not rows:
+        return []
+    lines = ["", "Frame level, against the corpus's true emotion segments: EDER % (lower is better; fesa predict's segments) / "
+             "attention focus (pooling weight share on emotional segments over their share of time; 1 = no focus):", "",
+             "| model | " + " | ".join(f"fold {f}" for f in folds) + " | mean EDER | mean focus |", "|---|" + "---|" * (len(folds) + 2)]
+    for name in rows:
+        frame = summaries[name]["frame_level"]
+        cells = [f"{frame[f]['eder']:.1f} / {_focus(frame[f]['attention_focus'])}" if f in frame else "-" for f in folds]
+        eders = np.array([v["eder"] for v in frame.values()])
+        focus = np.array([v["attention_focus"] for v in frame.values() if v["attention_focus"] is not None])
+        lines.append(f"| {ROW_NAMES.get(name, name)} | " + " | ".join(cells) + f" | {_mean_std(eders, 1)} | {_mean_std(focus, 2)} |")
+    return lines
+
+
+def _focus(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _mean_std(x: np.ndarray, digits: int) -> str:
+    if not len(x):
+        return "-"
+    return f"{x.mean():.{digits}f} ± {x.std(ddof=1) if len(x) > 1 else 0.0:.{digits}f}"
 
 
 def learning_curves(exp_dir: Path, out: Path) -> List[str]:

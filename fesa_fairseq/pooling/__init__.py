@@ -2,6 +2,7 @@
 
 from typing import Callable, Dict, Type
 
+from fairseq.dataclass import ChoiceEnum
 from torch import nn
 
 POOLING_REGISTRY: Dict[str, Type[nn.Module]] = {}
@@ -24,3 +25,6 @@ def build_pooling(name: str, embed_dim: int) -> nn.Module:
 
 
 from fesa_fairseq.pooling import attention, mean  # noqa: E402,F401
+
+# The one list of poolings, from the registry: the classifier's config and the experiment config both check it.
+POOLING_CHOICES = ChoiceEnum(sorted(POOLING_REGISTRY))

@@ -13,6 +13,11 @@ class MeanPooling(nn.Module):
     def __init__(self, embed_dim: int) -> None:
         super().__init__()
 
+    def log_weights(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """B×T zeros (-inf on padding): the softmax of equal scores is the mean."""
+        scores = torch.zeros(x.shape[:2], dtype=torch.float32, device=x.device)
+        return scores if padding_mask is None else scores.masked_fill(padding_mask, float("-inf"))
+
     def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Same contract as attention pooling; the weights are uniform over real frames."""
         real = torch.ones(x.shape[:2], dtype=torch.float32, device=x.device)

@@ -34,10 +34,6 @@ class EmotionHubertPretrainingConfig(HubertPretrainingConfig):
 class EmotionHubertPretrainingTask(HubertPretrainingTask):
     cfg: EmotionHubertPretrainingConfig
 
-    @classmethod
-    def setup_task(cls, cfg: EmotionHubertPretrainingConfig, **kwargs) -> "EmotionHubertPretrainingTask":
-        return cls(cfg)
-
     def load_dataset(self, split: str, **kwargs) -> None:
         for label in self.cfg.labels:
             self.check_label_lengths(Path(self.cfg.data) / f"{split}.tsv", Path(self.get_label_dir()) / f"{split}.{label}")
@@ -62,5 +58,5 @@ class EmotionHubertPretrainingTask(HubertPretrainingTask):
         model = super().build_model(cfg, from_checkpoint)
         init = getattr(cfg, "init_checkpoint", None)
         if init and not from_checkpoint:
-            model.load_init_checkpoint(init)
+            model.load_init_checkpoint(init, self.dictionaries, getattr(cfg, "reset_label_embeddings", "auto"))
         return model

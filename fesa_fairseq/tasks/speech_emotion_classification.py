@@ -8,7 +8,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
@@ -53,17 +53,28 @@ class SpeechEmotionClassificationConfig(FairseqDataclass):
 class SpeechEmotionClassificationTask(FairseqTask):
     cfg: SpeechEmotionClassificationConfig
 
-    def __init__(self, cfg: SpeechEmotionClassificationConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: SpeechEmotionClassificationConfig, from_checkpoint: bool = False, **kwargs) -> None:
+        super().__init__(cfg, **kwargs)
         self.dict_path = Path(cfg.data) / f"dict.{cfg.labels}.txt"
-        self.labels, self.label_counts = read_label_dictionary(self.dict_path)
-        # Saved in checkpoints, so that scoring can refuse a fold whose classes differ from training.
-        self.state.merge_state_dict({"labels": list(self.labels)})
-        logger.info("classes (%s): %s", self.dict_path, ", ".join(f"{l} {c}" for l, c in zip(self.labels, self.label_counts)))
+        # The classes live in the task state, as HubertPretrainingTask's dictionaries do: saved in every checkpoint,
+        # so that a fine-tuned classifier loads without its fold folder and scoring can refuse other classes.
+        self.state.add_factory("labels", lambda: self._read_classes()[0])
+        self.state.add_factory("label_counts", lambda: self._read_classes()[1])
+        if not from_checkpoint:  # training: a bad dict.emo.txt is an error now, not at its first use
+            self.state.merge_state_dict(dict(zip(("labels", "label_counts"), self._read_classes())))
 
-    @classmethod
-    def setup_task(cls, cfg: SpeechEmotionClassificationConfig, **kwargs) -> "SpeechEmotionClassificationTask":
-        return cls(cfg)
+    def _read_classes(self) -> Tuple[List[str], List[int]]:
+        labels, counts = read_label_dictionary(self.dict_path)
+        logger.info("classes (%s): %s", self.dict_path, ", ".join(f"{label} {c}" for label, c in zip(labels, counts)))
+        return list(labels), list(counts)
+
+    @property
+    def labels(self) -> List[str]:
+        return self.state.labels
+
+    @property
+    def label_counts(self) -> List[int]:
+        return self.state.label_counts
 
     # fairseq 0.12.2's HubertEncoder adds a projection to len(target_dictionary) whenever there is one.
     @property

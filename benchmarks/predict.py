@@ -1,0 +1,96 @@
+"""fesa predict on a short and a long recording with the same model: throughput and peak memory.
+
+A classifier is fine-tuned for one update (fairseq-hydra-train, finetune/tiny.yaml) from the demo's source model
+(--size tiny) or a random HuBERT base (--size base), then each recording is predicted in a fresh process
+(EmotionRecognizer.predict, windows of 20 s every 15 s), which reports its own peak resident memory.
+
+    .venv/bin/python benchmarks/predict.py [--size tiny|base] [--short 60] [--long 1800]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
+from common import SR, hubert_base_checkpoint  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+HYDRA_TRAIN = str(Path(sys.executable).parent / "fairseq-hydra-train")
+CHILD = """
+import json, resource, sys, time
+from fesa_fairseq.inference.recognizer import EmotionRecognizer
+rec = EmotionRecognizer.from_checkpoint(sys.argv[1], device="cpu")
+start = time.perf_counter()
+pred = rec.predict(sys.argv[2])
+seconds = time.perf_counter() - start
+print(json.dumps({"audio": pred.duration, "seconds": seconds, "frames": len(pred.frame_posteriors),
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def noise(path: Path, seconds: float, seed: int) -> Path:
+    """Written in blocks: the benchmark itself must not hold an hour of audio."""
+    rng = np.random.default_rng(seed)
+    with sf.SoundFile(str(path), "w", samplerate=SR, channels=1, subtype="PCM_16") as f:
+        for _ in range(int(seconds // 60)):
+            f.write(0.1 * rng.standard_normal(60 * SR))
+        f.write(0.1 * rng.standard_normal(int(seconds % 60 * SR)))
+    return path
+
+
+def classifier(work: Path, size: str) -> Path:
+    data = work / "fold"
+    data.mkdir()
+    emotions = ("neu", "hap", "ang", "sad")
+    rows, labels = [str(work / "wav")], []
+    (work / "wav").mkdir()
+    for i in range(8):
+        noise(work / "wav" / f"u{i}.wav", 1.5, i)
+        rows.append(f"u{i}.wav\t{int(1.5 * SR)}")
+        labels.append(emotions[i % 4])
+    for split in ("train", "valid"):
+        (data / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+        (data / f"{split}.emo").write_text("\n".join(labels) + "\n")
+    (data / "dict.emo.txt").write_text("".join(f"{e} 2\n" for e in emotions))
+    source = REPO / "examples" / "demo" / "source_model.pt" if size == "tiny" else hubert_base_checkpoint(work / "base.pt")
+    cmd = [HYDRA_TRAIN, "--config-dir", str(REPO / "fesa_fairseq" / "config" / "finetune"), "--config-name", "tiny",
+           f"common.user_dir={REPO / 'fesa_fairseq'}", f"hydra.run.dir={work / 'ft'}", f"task.data={data}",
+           f"model.w2v_path={source}", "optimization.max_update=1", "common.cpu=true"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    if res.returncode != 0:
+        raise SystemExit(res.stderr[-3000:])
+    return work / "ft" / "checkpoints" / "checkpoint_last.pt"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", choices=("tiny", "base"), default="tiny")
+    ap.add_argument("--short", type=float, default=60.0, help="seconds of the short recording (default 60)")
+    ap.add_argument("--long", type=float, default=1800.0, help="seconds of the long recording (default 1800)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        ckpt = classifier(work, args.size)
+        runs = {}
+        for name, seconds in (("short", args.short), ("long", args.long)):
+            wav = noise(work / f"{name}.wav", seconds, 99)
+            res = subprocess.run([sys.executable, "-c", CHILD, str(ckpt), str(wav)], capture_output=True, text=True)
+            if res.returncode != 0:
+                raise SystemExit(res.stderr[-3000:])
+            runs[name] = json.loads(res.stdout.strip().splitlines()[-1])
+    print(f"fesa predict, {args.size} classifier, CPU, windows of 20 s every 15 s")
+    print(f"{'recording':>10s} {'audio s':>9s} {'frames':>8s} {'s taken':>8s} {'audio s / s':>12s} {'peak MB':>8s}")
+    for name, r in runs.items():
+        print(f"{name:>10s} {r['audio']:9.0f} {r['frames']:8d} {r['seconds']:8.1f} {r['audio'] / r['seconds']:12.1f} {r['peak_mb']:8.0f}")
+    print(f"peak memory, long / short: {runs['long']['peak_mb'] / runs['short']['peak_mb']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The one place audio files are checked and read: 16 kHz mono wavs whose sample count the manifest states.
+
+``where`` prefixes every message with the place that names the file (``manifest.tsv:12: ``), so that a user's
+mistake is reported where it can be fixed.
+"""
+
+from math import gcd
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from fesa_fairseq.errors import FesaError
+
+PathLike = Union[str, Path]
+
+
+def check_audio(path: PathLike, sample_rate: int, samples: Optional[int] = None, where: str = "") -> int:
+    """Exists, readable, ``sample_rate`` Hz, mono, and (when given) ``samples`` long, from its header alone.
+
+    Returns its length in samples."""
+    if not Path(path).is_file():
+        raise FesaError(f"{where}missing wav {path}")
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.SoundFileError) as e:
+        raise FesaError(f"{where}cannot read wav {path}: {e}") from e
+    _check(path, info.samplerate, info.channels, info.frames, sample_rate, samples, where)
+    return info.frames
+
+
+def read_audio(path: PathLike, sample_rate: int, samples: Optional[int] = None, where: str = "") -> np.ndarray:
+    """The samples (float32), after the checks of :func:`check_audio`."""
+    try:
+        wav, sr = sf.read(str(path), dtype="float32")
+    except (RuntimeError, sf.SoundFileError) as e:
+        raise FesaError(f"{where}cannot read wav {path}: {e}") from e
+    _check(path, sr, 1 if wav.ndim == 1 else wav.shape[1], len(wav), sample_rate, samples, where)
+    return wav
+
+
+def _check(path: PathLike, sr: int, channels: int, frames: int, sample_rate: int, samples: Optional[int], where: str) -> None:
+    if sr != sample_rate or channels != 1:
+        raise FesaError(f"{where}{path} is {sr} Hz with {channels} channel(s); {sample_rate} Hz mono expected")
+    if frames <= 0:
+        raise FesaError(f"{where}{path} holds no samples")
+    if samples is not None and frames != samples:
+        raise FesaError(f"{where}{path} has {frames} samples but the manifest says {samples}; "
+                        "re-create the manifest (fesa prepare-iemocap) or fix the count")
+
+
+class AudioSource:
+    """Any audio soundfile reads (wav, flac, ogg; any rate and channel count), or an array, as mono windows at
+    ``rate`` Hz. Channels are averaged; other rates go through scipy's polyphase resampler, window by window
+    with a margin, so that a file of an hour is never in memory whole."""
+
+    MARGIN = 0.25  # seconds read beyond each side of a window, so the resampler's edges fall outside it
+
+    def __init__(self, path: Optional[PathLike] = None, array: Optional[np.ndarray] = None, sample_rate: Optional[int] = None,
+                 rate: int = 16000) -> None:
+        self.path, self.rate, self._array = path, rate, None
+        if array is not None:
+            if sample_rate is None:
+                raise FesaError("a waveform needs its sample_rate")
+            wav = np.asarray(array, dtype=np.float32)
+            self._array = wav if wav.ndim == 2 else wav[:, None]
+            self.native_rate, self.channels, native = int(sample_rate), self._array.shape[1], len(self._array)
+        else:
+            if not Path(path).is_file():
+                raise FesaError(f"missing audio file {path}")
+            try:
+                info = sf.info(str(path))
+            except (RuntimeError, sf.SoundFileError) as e:
+                raise FesaError(f"cannot read {path} as audio (wav, flac, ogg): {' '.join(str(e).split())}") from e
+            self.native_rate, self.channels, native = info.samplerate, info.channels, info.frames
+        if native <= 0:
+            raise FesaError(f"{path if path is not None else 'the waveform'} holds no samples")
+        g = gcd(rate, self.native_rate)
+        self.up, self.down = rate // g, self.native_rate // g
+        self.samples = -(-native * self.up // self.down)  # resample_poly's output length
+        self._native = native
+
+    @property
+    def converted(self) -> bool:
+        return self.native_rate != self.rate or self.channels != 1
+
+    def read(self, start: int, length: int) -> np.ndarray:
+        """Samples [start, start + length) at ``rate``, mono."""
+        if not self.converted:
+            return self._native_read(start, start + length)[:, 0]
+        margin = int(self.MARGIN * self.rate)
+        first = max(0, start - margin) // self.up * self.down  # a native index that falls on an output sample
+        last = min(self._native, -(-(start + length + margin) * self.down // self.up))
+        wav = resample_poly(self._native_read(first, last).mean(axis=1), self.up, self.down).astype(np.float32)
+        offset = start - first * self.up // self.down
+        return wav[offset:offset + length]
+
+    def _native_read(self, first: int, last: int) -> np.ndarray:
+        if self._array is not None:
+            return self._array[first:last]
+        with sf.SoundFile(str(self.path)) as f:
+            f.seek(first)
+            return f.read(last - first, dtype="float32", always_2d=True)

@@ -1,0 +1,162 @@
+"""Utterance and frame-level emotion of any recording, from a fine-tuned classifier checkpoint alone.
+
+How a frame gets an emotion: without a projection layer the classifier's head is affine and the pooling
+weights sum to 1, so its utterance logits are exactly the pooling-weighted sum of the head applied to each frame
+(``HubertEmotionClassifier.frame_outputs``). The softmax of those per-frame logits is the frame's class
+posterior. With a projection layer (tanh) the head is applied to each frame all the same, but the weighted sum
+of frame logits is then only close to the utterance logits.
+
+Long recordings go through the encoder in overlapping windows (``window``/``hop`` seconds); each frame is taken
+from the window in which it is most central, and memory stays that of one window. The file's utterance result
+is the model's own pooling over every frame of the file: attention weights renormalised over all frames
+(a running log-sum-exp, so only one pooled vector is kept), then the head.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from fairseq import checkpoint_utils
+
+from fesa_fairseq.checkpoints import inspect_checkpoint
+from fesa_fairseq.data.audio import AudioSource
+from fesa_fairseq.devices import resolve_device
+from fesa_fairseq.errors import FesaError
+from fesa_fairseq.inference.segments import Segment, frames_to_segments
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+HOP = 320  # samples per encoder frame: 50 frames per second
+RECEPTIVE_FIELD = 400  # samples the first frame needs
+FRAME_RATE = SAMPLE_RATE / HOP
+
+
+def num_frames(samples: int) -> int:
+    return (samples - RECEPTIVE_FIELD) // HOP + 1
+
+
+@dataclass
+class Prediction:
+    """What the model says about one recording."""
+
+    duration: float  # seconds
+    labels: List[str]  # the classes, in the model's order
+    label: str  # the utterance's emotion
+    probabilities: np.ndarray  # classes
+    frame_posteriors: np.ndarray  # frames × classes, 50 frames per second
+    pooling_weights: np.ndarray  # frames, summing to 1 over the recording
+    segments: List[Segment] = field(default_factory=list)
+    frame_rate: float = FRAME_RATE
+
+
+@dataclass
+class Windows:
+    """Encoder windows over a recording: start samples (multiples of HOP) and the frames each one keeps."""
+
+    starts: List[int]
+    length: int
+    keep: List[Tuple[int, int]]  # per window: its first and end frame, in the recording's frame index
+
+
+def plan_windows(samples: int, window: float, hop: float) -> Windows:
+    """Windows of ``window`` seconds every ``hop`` seconds; the last one ends at the recording's end. Between
+    neighbours the boundary is the middle of their overlap, so each frame comes from the window where it is most
+    central."""
+    length = max(RECEPTIVE_FIELD, int(round(window * SAMPLE_RATE / HOP)) * HOP)
+    step = int(round(hop * SAMPLE_RATE / HOP)) * HOP
+    if not 0 < step <= length - RECEPTIVE_FIELD:
+        raise FesaError(f"--hop {hop} s must be positive and leave the windows ({window} s) overlapping")
+    if samples <= length:
+        return Windows([0], samples, [(0, num_frames(samples))])
+    starts = list(range(0, samples - length, step)) + [(samples - length) // HOP * HOP]
+    first = [s // HOP for s in starts]
+    ends = [f + num_frames(min(length, samples - s)) for f, s in zip(first, starts)]
+    cuts = [0] + [(first[i + 1] + ends[i]) // 2 for i in range(len(starts) - 1)] + [num_frames(samples)]
+    return Windows(starts, length, list(zip(cuts[:-1], cuts[1:])))
+
+
+class EmotionRecognizer:
+    """``EmotionRecognizer.from_checkpoint(path).predict("speech.wav")``: the checkpoint alone is enough."""
+
+    def __init__(self, model, labels: Sequence[str], device: torch.device, normalize: bool = False, window: float = 20.0,
+                 hop: float = 15.0, median: float = 0.25, min_segment: float = 0.25) -> None:
+        self.model, self.labels, self.device, self.normalize = model, list(labels), device, normalize
+        self.window, self.hop, self.median, self.min_segment = window, hop, median, min_segment
+
+    @classmethod
+    def from_checkpoint(cls, path: Union[str, Path], device: str = "auto", **options) -> "EmotionRecognizer":
+        info = inspect_checkpoint(str(path))
+        if not info.is_classifier:
+            raise FesaError(f"{path} holds a {info.model!r} model, not a fine-tuned hubert_emotion_classifier: "
+                            "give the checkpoint_best.pt of a fine-tuning run")
+        if "labels" not in info.task_state:
+            raise FesaError(f"{path} keeps no class list in its task state (it predates that): score it with fesa evaluate "
+                            "on its fold folder, or fine-tune again")
+        dev = resolve_device(device)
+        (model,), cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(path)])
+        return cls(model.eval().to(dev), task.labels, dev, normalize=bool(cfg.task.normalize), **options)
+
+    def predict(self, audio: Union[str, Path, np.ndarray], sample_rate: Optional[int] = None) -> Prediction:
+        """A path (wav, flac, ogg) or a waveform (samples, or samples × channels) at ``sample_rate``."""
+        source = AudioSource(array=audio, sample_rate=sample_rate) if isinstance(audio, np.ndarray) else AudioSource(audio)
+        return self.predict_source(source)
+
+    @torch.no_grad()
+    def predict_source(self, source: AudioSource) -> Prediction:
+        where = source.path if source.path is not None else "the waveform"
+        if source.samples < RECEPTIVE_FIELD:
+            raise FesaError(f"{where} is {source.samples} samples at 16 kHz, shorter than the encoder's receptive field "
+                            f"({RECEPTIVE_FIELD} samples, 25 ms)")
+        windows = plan_windows(source.samples, self.window, self.hop)
+        logits, log_weights = [], []
+        pooled = _RunningPool()
+        for start, (a, b) in zip(windows.starts, windows.keep):
+            out = self._window(source.read(start, min(windows.length, source.samples - start)))
+            first = start // HOP
+            logits.append(out["frame_logits"][a - first:b - first])
+            log_weights.append(out["log_weights"][a - first:b - first])
+            pooled.add(out["frames"][a - first:b - first], log_weights[-1])
+        frame_logits, log_w = torch.cat(logits), torch.cat(log_weights)
+        probabilities = torch.softmax(self.model.head(pooled.mean()).float(), dim=-1).cpu().numpy()
+        posteriors = torch.softmax(frame_logits.float(), dim=-1).cpu().numpy()
+        return Prediction(
+            duration=source.samples / SAMPLE_RATE,
+            labels=self.labels,
+            label=self.labels[int(probabilities.argmax())],
+            probabilities=probabilities,
+            frame_posteriors=posteriors,
+            pooling_weights=torch.softmax(log_w, dim=0).cpu().numpy(),
+            segments=frames_to_segments(posteriors, self.labels, FRAME_RATE, source.samples / SAMPLE_RATE, self.median, self.min_segment),
+        )
+
+    def _window(self, wav: np.ndarray) -> Dict[str, torch.Tensor]:
+        x = torch.from_numpy(wav).to(self.device)
+        if self.normalize:
+            x = torch.nn.functional.layer_norm(x, x.shape)
+        out = self.model.frame_outputs(x[None])
+        return {k: v[0] for k, v in out.items() if k != "padding_mask"}
+
+
+class _RunningPool:
+    """softmax(log_weights)-weighted mean of frames, accumulated window by window (log-sum-exp)."""
+
+    def __init__(self) -> None:
+        self.peak: Optional[torch.Tensor] = None
+        self.total = self.weighted = None
+
+    def add(self, frames: torch.Tensor, log_weights: torch.Tensor) -> None:
+        peak = log_weights.max() if self.peak is None else torch.maximum(self.peak, log_weights.max())
+        w = torch.exp(log_weights - peak)
+        total, weighted = w.sum(), w.to(frames.dtype) @ frames
+        if self.peak is not None:
+            scale = torch.exp(self.peak - peak)
+            total, weighted = total + self.total * scale, weighted + self.weighted * scale.to(frames.dtype)
+        self.peak, self.total, self.weighted = peak, total, weighted
+
+    def mean(self) -> torch.Tensor:
+        return self.weighted / self.total.to(self.weighted.dtype)
+

@@ -1,0 +1,89 @@
+"""Emotion segment truth from three sources, into the layout `fesa eder` reads (that of ZED's SpeechBrain recipe):
+``{utt_id: {"wav": path, "duration": seconds, "emotion": [{"emo": label, "start": s, "end": s}, ...]}}``.
+
+- ``zed``: ZED's annotation json (already this layout; ``{data_root}`` in wav paths is replaced by --audio-root);
+- ``demo``: a demo corpus's ``fesa_demo_segments.tsv``: wavs and durations from the corpus around it, and
+  IEMOCAP's merge of exc into hap, as the folds have it;
+- ``tsv``: plain ``utt_id start end emotion`` lines (a header line is skipped); durations from a fairseq
+  manifest (--manifest) or the wavs under --audio-root, else the last event's end.
+"""
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import soundfile as sf
+
+from fesa_fairseq.corpora.demo import SEGMENTS_FILE
+from fesa_fairseq.corpora.iemocap import LABEL_OF_CODE
+from fesa_fairseq.data.files import atomic_write_text, read_lines, read_manifest
+from fesa_fairseq.errors import FesaError
+from fesa_fairseq.inference.eder import read_segments_json
+
+FORMATS = ("auto", "zed", "demo", "tsv")
+
+
+def convert_references(source: Path, fmt: str = "auto", manifest: Optional[Path] = None,
+                       audio_root: Optional[Path] = None) -> Dict[str, dict]:
+    source = Path(source)
+    if source.is_dir():
+        source = source / SEGMENTS_FILE
+    fmt = _guess(source) if fmt == "auto" else fmt
+    if fmt == "zed":
+        return _zed(source, audio_root)
+    if fmt == "demo":
+        return _from_tsv(source, _wavs_under(source.parent), labels=LABEL_OF_CODE)
+    wavs = _manifest_wavs(manifest) if manifest else _wavs_under(audio_root) if audio_root else {}
+    return _from_tsv(source, wavs, labels={})
+
+
+def _guess(source: Path) -> str:
+    if source.suffix == ".json":
+        return "zed"
+    if source.name == SEGMENTS_FILE:
+        return "demo"
+    if source.suffix == ".tsv":
+        return "tsv"
+    raise FesaError(f"{source}: cannot tell its format from its name; say --format zed, demo or tsv")
+
+
+def _zed(source: Path, audio_root: Optional[Path]) -> Dict[str, dict]:
+    data = read_segments_json(source)
+    if audio_root is not None:
+        for entry in data.values():
+            entry["wav"] = str(entry.get("wav", "")).replace("{data_root}", str(audio_root))
+    return data
+
+
+def _from_tsv(source: Path, wavs: Dict[str, Path], labels: Dict[str, str]) -> Dict[str, dict]:
+    events: Dict[str, List[dict]] = {}
+    for line_no, line in enumerate(read_lines(source), start=1):
+        parts = line.split("\t") if "\t" in line else line.split()
+        if line_no == 1 and parts[:3] == ["utt_id", "start", "end"]:
+            continue
+        try:
+            utt, start, end, emotion = parts[0], float(parts[1]), float(parts[2]), parts[3]
+        except (IndexError, ValueError):
+            raise FesaError(f"{source}:{line_no}: expected 'utt_id start end emotion', got {line!r}") from None
+        if end < start:
+            raise FesaError(f"{source}:{line_no}: the event ends ({end}) before it starts ({start})")
+        events.setdefault(utt, []).append({"emo": labels.get(emotion, emotion), "start": start, "end": end})
+    out = {}
+    for utt, evs in events.items():
+        wav = wavs.get(utt)
+        duration = sf.info(str(wav)).duration if wav is not None else max(e["end"] for e in evs)
+        out[utt] = {"wav": str(wav) if wav is not None else "", "duration": round(duration, 4), "emotion": evs}
+    return out
+
+
+def _wavs_under(root: Path) -> Dict[str, Path]:
+    return {p.stem: p for p in sorted(Path(root).rglob("*.wav"))}
+
+
+def _manifest_wavs(manifest: Path) -> Dict[str, Path]:
+    root, rows = read_manifest(manifest)
+    return {Path(rel).stem: Path(root) / rel for rel, _ in rows}
+
+
+def write_references(data: Dict[str, dict], out: Path) -> None:
+    atomic_write_text(out, json.dumps(data, indent=1) + "\n")
