@@ -32,6 +32,7 @@ setup(
         "tqdm",
         "matplotlib",
         "kaldi-native-fbank",
+        "faiss-cpu",
     ],
     extras_require={"test": ["pytest", "pytest-timeout", "ruff"], "slurm": ["hydra-submitit-launcher"]},
     entry_points={"console_scripts": ["fesa = fesa_fairseq.cli:main"]},

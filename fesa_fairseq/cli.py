@@ -226,7 +226,8 @@ def _pseudo_labels(args: argparse.Namespace) -> None:
         rank=args.rank,
         feature_dir=args.feature_dir,
         seed=args.seed,
-        kmeans=KMeansOptions(batch_size=args.kmeans_batch_size, n_init=args.kmeans_n_init, max_iter=args.kmeans_max_iter),
+        kmeans=KMeansOptions(backend=args.kmeans_backend, batch_size=args.kmeans_batch_size, n_init=args.kmeans_n_init,
+                             max_iter=args.kmeans_max_iter),
         describe=describe,
     )
     summary = make_pseudo_labels(reader, job)
@@ -261,10 +262,18 @@ def _add_pseudo_labels(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--max-chunk", type=int, default=1_600_000, help="longest piece of audio fed to the model at once, in samples")
     p.add_argument("--seed", type=int, default=0, help="seed of k-means and of its --percent sample")
-    p.add_argument("--kmeans-batch-size", type=int, default=10000, help="MiniBatchKMeans batch size (default 10,000)")
-    p.add_argument("--kmeans-n-init", type=int, default=20, help="MiniBatchKMeans initialisations (default 20)")
-    p.add_argument("--kmeans-max-iter", type=int, default=100, help="MiniBatchKMeans iterations (default 100)")
+    _add_kmeans_backend(p)
+    p.add_argument("--kmeans-batch-size", type=int, default=10000, help="sklearn: MiniBatchKMeans batch size (default 10,000)")
+    p.add_argument("--kmeans-n-init", type=int, help="restarts (sklearn n_init, default 20; faiss nredo, default 1)")
+    p.add_argument("--kmeans-max-iter", type=int, help="iterations (sklearn max_iter, default 100; faiss niter, default 25)")
     p.set_defaults(func=_pseudo_labels)
+
+
+def _add_kmeans_backend(p: argparse.ArgumentParser) -> None:
+    from fesa_fairseq.labels.kmeans_backends import BACKENDS
+
+    p.add_argument("--kmeans-backend", choices=BACKENDS, default="faiss",
+                   help="faiss (default; fast) or sklearn (fairseq's learn_kmeans itself: MiniBatchKMeans, k-means++)")
 
 
 def _analyze_clusters(args: argparse.Namespace) -> None:
@@ -277,7 +286,8 @@ def _analyze_clusters(args: argparse.Namespace) -> None:
     reader = HubertFeatureReader(args.checkpoint, max(layers), resolve_device(args.device), data_dir=args.manifest_dir)
     result = analyze_clusters(
         reader, args.manifest_dir, layers, _ints(args.clusters, "--clusters"), args.out,
-        max_utterances=args.max_utterances, seed=args.seed, kmeans=KMeansOptions(n_init=args.kmeans_n_init), progress=not args.quiet,
+        max_utterances=args.max_utterances, seed=args.seed, kmeans=KMeansOptions(backend=args.kmeans_backend, n_init=args.kmeans_n_init),
+        progress=not args.quiet,
     )
     print(format_table(result))
     print(f"wrote {args.out}/analysis.md, analysis.json, clusters.png")
@@ -305,7 +315,8 @@ def _add_analyze_clusters(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-utterances", type=int, default=300, help="utterances sampled per split (default 300)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of the utterance sample and of k-means")
-    p.add_argument("--kmeans-n-init", type=int, default=3, help="MiniBatchKMeans initialisations per cell (default 3)")
+    _add_kmeans_backend(p)
+    p.add_argument("--kmeans-n-init", type=int, help="restarts per cell (sklearn: default 3 here; faiss: default 1)")
     p.set_defaults(func=_analyze_clusters)
 
 

@@ -72,6 +72,34 @@ def test_apply_an_existing_kmeans_model(stock_labels, stock_hubert, demo_folds, 
     assert json.loads((out / "labels.json").read_text())["kmeans_fitted_on"] is None
 
 
+def _labels_with_features(stock_hubert, demo_folds, out, feats, *args):
+    res = run_fesa("-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--splits", "train", "--checkpoint", stock_hubert,
+                   "--layer", "1", "--clusters", "6", "--out", out, "--feature-dir", feats, *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return np.load(feats / "train_0_1.npy")
+
+
+def test_faiss_kmeans_goes_through_fairseqs_dump_km_label(stock_hubert, demo_folds, tmp_path):
+    """The faiss backend's kmeans.bin is what fairseq's recipe saves: its ApplyKmeans gives our labels."""
+    from fairseq.examples.hubert.simple_kmeans.dump_km_label import ApplyKmeans
+
+    out = tmp_path / "faiss"
+    feats = _labels_with_features(stock_hubert, demo_folds, out, tmp_path / "feats", "--kmeans-backend", "faiss")
+    ours = np.array([int(x) for line in km_lines(out, "train") for x in line])
+    np.testing.assert_array_equal(ApplyKmeans(str(out / "kmeans.bin"))(feats), ours)
+    info = json.loads((out / "labels.json").read_text())["kmeans"]
+    assert (info["backend"], info["max_iter"], info["n_init"]) == ("faiss", 25, 1)
+
+
+def test_sklearn_backend_is_fairseqs_recipe(stock_hubert, demo_folds, tmp_path):
+    from fairseq.examples.hubert.simple_kmeans.learn_kmeans import learn_kmeans
+
+    out = tmp_path / "sklearn"
+    _labels_with_features(stock_hubert, demo_folds, out, tmp_path / "feats", "--kmeans-backend", "sklearn", "--kmeans-n-init", "3")
+    learn_kmeans(str(tmp_path / "feats"), "train", 1, str(tmp_path / "fairseq.bin"), 6, 0, -1, "k-means++", 100, 10000, 0.0, 3, 0.0, 100)
+    np.testing.assert_array_equal(joblib.load(out / "kmeans.bin").cluster_centers_, joblib.load(tmp_path / "fairseq.bin").cluster_centers_)
+
+
 def test_mfcc_bootstrap_labels_at_100_hz(demo_folds, tmp_path):
     out = tmp_path / "mfcc"
     res = run_fesa("-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--features", "mfcc", "--clusters", "10", "--out", out)

@@ -56,7 +56,7 @@ def test_every_name_is_registered(load):
     ("tapt/tiny.yaml", "cpt/tiny.yaml", "mask_prob"),
     ("finetune/hubert_base_attention.yaml", "finetune/hubert_base_mean.yaml", "pooling"),
 ])
-def test_yaml_pairs_differ_in_the_one_key_their_first_line_names(first, second, key):
+def test_yaml_pairs_differ_only_in_the_key_their_header_names(first, second, key):
     from omegaconf import OmegaConf
 
     config = Path(fesa_fairseq.__file__).parent / "config"

@@ -1,7 +1,7 @@
 """How well k-means clusters of each layer's frames agree with utterance emotions: the paper's Table 1 grid
 (layer x K) as cluster purity and NMI, from one k-means per cell instead of one full pretraining per cell.
 
-Every frame inherits its utterance's label. k-means (fairseq's MiniBatchKMeans settings) is fitted on frames
+Every frame inherits its utterance's label. k-means (faiss, or fairseq's MiniBatchKMeans settings) is fitted on frames
 of a sample of training utterances and scored on the validation split: purity is the share of frames whose
 cluster's majority label is their own; NMI is scikit-learn's normalised mutual information. Both are
 frame-level; the majority class share is printed as the level that carries no information.
@@ -10,16 +10,17 @@ frame-level; the majority class share is printed as the level that carries no in
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from fairseq.examples.hubert.simple_kmeans.learn_kmeans import get_km_model
 from sklearn.metrics import normalized_mutual_info_score
 from tqdm import tqdm
 
 from fesa_fairseq.data.files import atomic_write_text
 from fesa_fairseq.data.labels import read_labelled_split
+from fesa_fairseq.labels.kmeans_backends import assign, fit_kmeans_model
 from fesa_fairseq.labels.pseudo_labels import KMeansOptions
 from fesa_fairseq.plots import plot_grid
 
@@ -59,7 +60,9 @@ def analyze_clusters(
     progress: bool = True,
 ) -> Dict[str, object]:
     manifest_dir, out = Path(manifest_dir), Path(out_dir)
-    kmeans = kmeans or KMeansOptions(n_init=3)
+    kmeans = kmeans or KMeansOptions()
+    if kmeans.backend == "sklearn" and kmeans.n_init is None:
+        kmeans = replace(kmeans, n_init=3)  # a grid of cells: fewer restarts than the recipe's 20
     layers = sorted(set(layers))
     train, train_labels, classes = layer_frames(reader, manifest_dir, "train", layers, max_utterances, seed, progress)
     valid, valid_labels, _ = layer_frames(reader, manifest_dir, "valid", layers, max_utterances, seed, progress)
@@ -67,12 +70,10 @@ def analyze_clusters(
     for layer in layers:
         for k in clusters:
             start = time.perf_counter()
-            np.random.seed(seed)
-            km = get_km_model(k, kmeans.init, kmeans.max_iter, kmeans.batch_size, kmeans.tol,
-                              kmeans.max_no_improvement, kmeans.n_init, kmeans.reassignment_ratio)
-            km.verbose = 0
-            km.fit(train[layer])
-            assigned = km.predict(valid[layer])
+            opts = kmeans.resolved()
+            km = fit_kmeans_model(train[layer], k, opts.backend, seed, opts.max_iter, opts.n_init, opts.batch_size, opts.init,
+                                  opts.tol, opts.reassignment_ratio, opts.max_no_improvement)
+            assigned = assign(km, valid[layer])
             cells.append({"layer": layer, "clusters": k, "purity": purity(assigned, valid_labels),
                           "nmi": float(normalized_mutual_info_score(valid_labels, assigned)),
                           "seconds": round(time.perf_counter() - start, 2)})

@@ -1,8 +1,9 @@
 """Manifests + a feature reader → k-means → frame-level pseudo-labels (``{split}.km``, ``dict.km.txt``).
 
 The three steps are fairseq's own ``simple_kmeans`` functions: ``dump_feature`` streams features to disk
-shard by shard (npy-append-array), ``learn_kmeans`` fits scikit-learn's MiniBatchKMeans on the training split
-only (optionally on a ``percent`` sample of its utterances), ``dump_label`` assigns every frame of every split.
+shard by shard (npy-append-array), k-means is fitted on the training split only (optionally on a ``percent``
+sample of its utterances) by faiss or by fairseq's ``learn_kmeans`` (kmeans_backends), and ``dump_label``
+assigns every frame of every split.
 Around them this module adds what a pipeline needs: resumable shards, a refusal to fit on anything but the
 training split, checks with clear errors, label lines validated against the frame count of each utterance,
 and outputs that appear whole (``labels.json`` last) or not at all.
@@ -13,15 +14,17 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import joblib
 import numpy as np
 from fairseq.examples.hubert.simple_kmeans import dump_km_label, feature_utils, learn_kmeans
 
 from fesa_fairseq.data.files import atomic_write_lines, atomic_write_text, read_lines, read_manifest
 from fesa_fairseq.errors import FesaError
+from fesa_fairseq.labels.kmeans_backends import DEFAULTS, fit_kmeans_model
 from fesa_fairseq.labels.kmeans_io import load_kmeans
 
 logger = logging.getLogger(__name__)
@@ -32,15 +35,22 @@ KMEANS_MODEL = "kmeans.bin"
 
 @dataclass
 class KMeansOptions:
-    """MiniBatchKMeans settings; the defaults are fairseq's and the authors' (k-means++, batch 10,000, 20 inits)."""
+    """k-means settings. backend faiss (default) or sklearn (fairseq's recipe: k-means++, batch 10,000); max_iter and
+    n_init left None take the backend's defaults (kmeans_backends.DEFAULTS: sklearn 100 and 20, faiss 25 and 1)."""
 
+    backend: str = "faiss"
     init: str = "k-means++"
-    max_iter: int = 100
+    max_iter: Optional[int] = None
     batch_size: int = 10000
     tol: float = 0.0
-    n_init: int = 20
+    n_init: Optional[int] = None
     reassignment_ratio: float = 0.0
     max_no_improvement: int = 100
+
+    def resolved(self) -> "KMeansOptions":
+        d = DEFAULTS[self.backend]
+        return replace(self, max_iter=d["max_iter"] if self.max_iter is None else self.max_iter,
+                       n_init=d["n_init"] if self.n_init is None else self.n_init)
 
 
 @dataclass
@@ -102,13 +112,18 @@ def fit_kmeans(job: PseudoLabelJob, feat_dir: Path, km_path: Path) -> None:
         )
     tmp = km_path.with_name(f".{km_path.name}.tmp")
     start = time.perf_counter()
-    opts = job.kmeans
-    learn_kmeans.learn_kmeans(
-        str(feat_dir), job.train_split, job.nshard, str(tmp), job.clusters, job.seed, job.percent, opts.init,
-        opts.max_iter, opts.batch_size, opts.tol, opts.n_init, opts.reassignment_ratio, opts.max_no_improvement,
-    )
+    opts = job.kmeans.resolved()
+    if opts.backend == "sklearn":  # fairseq's own function: exact parity with its recipe
+        learn_kmeans.learn_kmeans(
+            str(feat_dir), job.train_split, job.nshard, str(tmp), job.clusters, job.seed, job.percent, opts.init,
+            opts.max_iter, opts.batch_size, opts.tol, opts.n_init, opts.reassignment_ratio, opts.max_no_improvement,
+        )
+    else:
+        np.random.seed(job.seed)  # fairseq's load_feature draws the --percent sample with numpy's global state
+        feats = learn_kmeans.load_feature(str(feat_dir), job.train_split, job.nshard, job.seed, job.percent)
+        joblib.dump(fit_kmeans_model(feats, job.clusters, "faiss", job.seed, opts.max_iter, opts.n_init), tmp)
     os.replace(tmp, km_path)
-    logger.info("k-means (K=%d) on %d training frames took %.1f s", job.clusters, frames, time.perf_counter() - start)
+    logger.info("k-means (%s, K=%d) on %d training frames took %.1f s", opts.backend, job.clusters, frames, time.perf_counter() - start)
 
 
 def adopt_kmeans(job: PseudoLabelJob, feat_dir: Path, km_path: Path) -> None:
@@ -196,7 +211,7 @@ def make_pseudo_labels(reader, job: PseudoLabelJob) -> Dict[str, object]:
         "kmeans_model": job.kmeans_model,
         "percent": job.percent,
         "seed": job.seed,
-        "kmeans": asdict(job.kmeans),
+        "kmeans": asdict(job.kmeans.resolved()) if not job.kmeans_model else None,
         "feature_seconds": round(dump_seconds, 2),
         "total_seconds": round(time.perf_counter() - start, 2),
     }

@@ -15,6 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fesa_fairseq.checkpoints import inspect_checkpoint
 from fesa_fairseq.errors import FesaError
+from fesa_fairseq.labels.kmeans_backends import BACKENDS
 from fesa_fairseq.pooling import POOLING_CHOICES
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class LabelsConfig:
     clusters: int = 50  # K (the paper's best: 50)
     kmeans_model: Optional[str] = None  # apply this k-means instead of learning one
     percent: float = -1.0  # share of training utterances k-means is fitted on (-1: all)
+    kmeans_backend: str = "faiss"  # faiss, or sklearn (fairseq's learn_kmeans itself)
 
 
 @dataclass
@@ -218,6 +220,8 @@ def check_values(cfg: ExperimentConfig, cells: Sequence[Cell], path: Path) -> No
     for key, labels in (("tapt_labels", cfg.tapt_labels), ("emotion_labels", cfg.emotion_labels)):
         if labels.kmeans_model is None:
             clusters.append((f"{key}.clusters", labels.clusters))
+        if labels.kmeans_backend not in BACKENDS:
+            raise FesaError(f"{path}: '{key}.kmeans_backend' must be {' or '.join(BACKENDS)}, got {labels.kmeans_backend!r}")
         if not (0 < labels.percent <= 1 or labels.percent == -1):
             raise FesaError(f"{path}: '{key}.percent' is {labels.percent}; give a share in (0, 1], or -1 for all utterances")
     for key, k in clusters:

@@ -133,7 +133,8 @@ def fesa(*args: object) -> List[str]:
 def _labels_args(labels, source: str) -> List[str]:
     if labels.kmeans_model:
         return ["--checkpoint", source, "--layer", str(labels.layer), "--kmeans-model", labels.kmeans_model]
-    return ["--checkpoint", source, "--layer", str(labels.layer), "--clusters", str(labels.clusters), "--percent", str(labels.percent)]
+    return ["--checkpoint", source, "--layer", str(labels.layer), "--clusters", str(labels.clusters), "--percent", str(labels.percent),
+            "--kmeans-backend", labels.kmeans_backend]
 
 
 class Plan:
@@ -173,7 +174,8 @@ class Plan:
         pretrained = source
         if not cfg.skip_tapt:
             out = fold_dir / "tapt-labels"
-            how = ["--features", "mfcc", "--clusters", str(cfg.tapt_labels.clusters)] if cfg.bootstrap else _labels_args(cfg.tapt_labels, source)
+            mfcc = ["--features", "mfcc", "--clusters", str(cfg.tapt_labels.clusters), "--kmeans-backend", cfg.tapt_labels.kmeans_backend]
+            how = mfcc if cfg.bootstrap else _labels_args(cfg.tapt_labels, source)
             labels = self._add(Stage("tapt-labels", k, "", out, fesa("pseudo-labels", "--manifest-dir", data, "--splits", "train,valid",
                                                                       "--out", out, *how, *device), out / "labels.json", deps))
             out = fold_dir / "tapt"
