@@ -106,8 +106,10 @@ def main() -> None:
         times["classifier"].append(timed(step_classifier, device, classifier, source, padding, target))
         times["plain"].append(timed(step_plain, device, plain, source, padding, target))
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"forward+backward, median of {args.repeats}: hubert_emotion_classifier {med['classifier']:.3f} s, "
-          f"HubertModel.extract_features {med['plain']:.3f} s")
+    print(
+        f"forward+backward, median of {args.repeats}: hubert_emotion_classifier {med['classifier']:.3f} s, "
+        f"HubertModel.extract_features {med['plain']:.3f} s"
+    )
     print(f"classifier overhead ratio: {med['classifier'] / med['plain']:.3f}")
     print(f"real-time factor of a training step: {med['classifier'] / (lengths.sum() / SR):.3f}")
 
@@ -117,8 +119,10 @@ def main() -> None:
     targets = np.random.default_rng(0).integers(0, 4, len(whole))
     rng = np.random.default_rng(0)
     print(f"padding ratio (real / padded samples) over 5,531 IEMOCAP-like utterances ({seconds.sum() / 3600:.1f} h):")
-    for name, sizes, max_tokens in (("train, 6 s crops, 4,608,000 samples/batch", cropped, 4_608_000),
-                                    ("scoring, whole utterances, 1,600,000 samples/batch", whole, 1_600_000)):
+    for name, sizes, max_tokens in (
+        ("train, 6 s crops, 4,608,000 samples/batch", cropped, 4_608_000),
+        ("scoring, whole utterances, 1,600,000 samples/batch", whole, 1_600_000),
+    ):
         sorted_ratio = padding_ratio(sizes, length_sorted_order(sizes, targets, rng), max_tokens)
         random_ratio = padding_ratio(sizes, rng.permutation(len(sizes)), max_tokens)
         print(f"  {name}: length-sorted {sorted_ratio:.3f}, shuffled {random_ratio:.3f}")

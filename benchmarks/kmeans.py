@@ -47,9 +47,29 @@ def compare(name: str, everything: np.ndarray, k: int, sklearn_feats: np.ndarray
 
 def demo_features(fold: Path, work: Path) -> np.ndarray:
     ckpt = hubert_base_checkpoint(work / "hubert_base.pt")
-    cmd = [sys.executable, "-m", "fesa_fairseq.cli", "-q", "pseudo-labels", "--manifest-dir", str(fold), "--splits", "train",
-           "--checkpoint", str(ckpt), "--layer", "9", "--clusters", "50", "--out", str(work / "labels"),
-           "--feature-dir", str(work / "feats"), "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fesa_fairseq.cli",
+        "-q",
+        "pseudo-labels",
+        "--manifest-dir",
+        str(fold),
+        "--splits",
+        "train",
+        "--checkpoint",
+        str(ckpt),
+        "--layer",
+        "9",
+        "--clusters",
+        "50",
+        "--out",
+        str(work / "labels"),
+        "--feature-dir",
+        str(work / "feats"),
+        "--device",
+        "cpu",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(res.stderr[-3000:])
@@ -62,7 +82,7 @@ def synthetic(n: int, dim: int = 768, centres: int = 500) -> np.ndarray:
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
-        out[start:start + m] = means[rng.integers(0, centres, m)] + rng.standard_normal((m, dim), dtype=np.float32)
+        out[start : start + m] = means[rng.integers(0, centres, m)] + rng.standard_normal((m, dim), dtype=np.float32)
     return out
 
 

@@ -60,9 +60,19 @@ def classifier(work: Path, size: str) -> Path:
         (data / f"{split}.emo").write_text("\n".join(labels) + "\n")
     (data / "dict.emo.txt").write_text("".join(f"{e} 2\n" for e in emotions))
     source = REPO / "examples" / "demo" / "source_model.pt" if size == "tiny" else hubert_base_checkpoint(work / "base.pt")
-    cmd = [HYDRA_TRAIN, "--config-dir", str(REPO / "fesa_fairseq" / "config" / "finetune"), "--config-name", "tiny",
-           f"common.user_dir={REPO / 'fesa_fairseq'}", f"hydra.run.dir={work / 'ft'}", f"task.data={data}",
-           f"model.w2v_path={source}", "optimization.max_update=1", "common.cpu=true"]
+    cmd = [
+        HYDRA_TRAIN,
+        "--config-dir",
+        str(REPO / "fesa_fairseq" / "config" / "finetune"),
+        "--config-name",
+        "tiny",
+        f"common.user_dir={REPO / 'fesa_fairseq'}",
+        f"hydra.run.dir={work / 'ft'}",
+        f"task.data={data}",
+        f"model.w2v_path={source}",
+        "optimization.max_update=1",
+        "common.cpu=true",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     if res.returncode != 0:
         raise SystemExit(res.stderr[-3000:])

@@ -22,8 +22,16 @@ sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scri
 from common import hubert_base_checkpoint  # noqa: E402
 
 FESA = [sys.executable, "-m", "fesa_fairseq.cli", "-q"]
-TINY = dict(encoder_layers=2, encoder_embed_dim=64, encoder_ffn_embed_dim=128, encoder_attention_heads=2,
-            conv_feature_layers="[(64,10,5)] + [(64,3,2)] * 4 + [(64,2,2)] * 2", final_dim=32, conv_pos=16, conv_pos_groups=4)
+TINY = dict(
+    encoder_layers=2,
+    encoder_embed_dim=64,
+    encoder_ffn_embed_dim=128,
+    encoder_attention_heads=2,
+    conv_feature_layers="[(64,10,5)] + [(64,3,2)] * 4 + [(64,2,2)] * 2",
+    final_dim=32,
+    conv_pos=16,
+    conv_pos_groups=4,
+)
 
 
 def run(cmd):
@@ -60,19 +68,34 @@ def main() -> None:
             subprocess.run([str(c) for c in [*FESA, "prepare-iemocap", corpus, manifests]], check=True, stdout=subprocess.DEVNULL)
             fold = manifests / "fold1"
             common = ["pseudo-labels", "--manifest-dir", fold, "--checkpoint", ckpt, "--layer", layer, "--device", "cpu"]
-            dump_s, dump_mb = run([*FESA, *common, "--splits", "train", "--clusters", args.clusters, "--out", tmp / "o",
-                                   "--feature-dir", tmp / f"f{scale}", "--rank", "0"])
+            dump_s, dump_mb = run(
+                [
+                    *FESA,
+                    *common,
+                    "--splits",
+                    "train",
+                    "--clusters",
+                    args.clusters,
+                    "--out",
+                    tmp / "o",
+                    "--feature-dir",
+                    tmp / f"f{scale}",
+                    "--rank",
+                    "0",
+                ]
+            )
             out = tmp / f"labels{scale}"
             full_s, full_mb = run([*FESA, *common, "--clusters", args.clusters, "--out", out, "--percent", 1 / scale])
             info = json.loads((out / "labels.json").read_text())
             train = audio_seconds(fold, "train")
             every = sum(audio_seconds(fold, s) for s in ("train", "valid", "test"))
-            print(f"x{scale}: train split {train / 60:.1f} min of audio, all splits {every / 60:.1f} min, "
-                  f"{info['frames']['train']} training frames")
+            print(f"x{scale}: train split {train / 60:.1f} min of audio, all splits {every / 60:.1f} min, {info['frames']['train']} training frames")
             print(f"  dump (train only): {dump_s:.1f} s, {train / dump_s:.1f} s of audio per second (incl. start-up), peak {dump_mb:.0f} MiB")
-            print(f"  whole command: {full_s:.1f} s (features {info['feature_seconds']:.1f} s, "
-                  f"{every / info['feature_seconds']:.1f} s of audio per second), "
-                  f"k-means + labels {info['total_seconds'] - info['feature_seconds']:.1f} s, peak {full_mb:.0f} MiB")
+            print(
+                f"  whole command: {full_s:.1f} s (features {info['feature_seconds']:.1f} s, "
+                f"{every / info['feature_seconds']:.1f} s of audio per second), "
+                f"k-means + labels {info['total_seconds'] - info['feature_seconds']:.1f} s, peak {full_mb:.0f} MiB"
+            )
 
 
 if __name__ == "__main__":

@@ -70,20 +70,33 @@ def stock_yaml(work: Path) -> Path:
 
 def train(name: str, config_dir: Path, config: str, work: Path, overrides: List[str], cpu: bool) -> Dict[str, float]:
     run = work / name
-    cmd = [HYDRA_TRAIN, "--config-dir", str(config_dir), "--config-name", config,
-           f"common.user_dir={PLUGIN}", f"hydra.run.dir={run}", "checkpoint.no_save=true",
-           "dataset.disable_validation=true", "common.log_interval=5", *overrides]
+    cmd = [
+        HYDRA_TRAIN,
+        "--config-dir",
+        str(config_dir),
+        "--config-name",
+        config,
+        f"common.user_dir={PLUGIN}",
+        f"hydra.run.dir={run}",
+        "checkpoint.no_save=true",
+        "dataset.disable_validation=true",
+        "common.log_interval=5",
+        *overrides,
+    ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""} if cpu else None  # common.cpu=true alone fails on a GPU machine
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise SystemExit(f"{name} failed:\n{res.stderr[-4000:]}")
-    rows = [json.loads(line[line.index("{"):]) for line in (run / "hydra_train.log").read_text().splitlines()
-            if "train_inner" in line and "{" in line]
+    rows = [
+        json.loads(line[line.index("{") :]) for line in (run / "hydra_train.log").read_text().splitlines() if "train_inner" in line and "{" in line
+    ]
     if len(rows) < 2:
         raise SystemExit(f"{name}: fewer than two logged intervals; raise --updates")
     steady = rows[1:]
-    out = {"s_per_update": statistics.median(1.0 / float(r["ups"]) for r in steady),
-           "utterances_per_update": statistics.median(float(r["bsz"]) for r in steady)}
+    out = {
+        "s_per_update": statistics.median(1.0 / float(r["ups"]) for r in steady),
+        "utterances_per_update": statistics.median(float(r["bsz"]) for r in steady),
+    }
     if "gb_free" in steady[-1]:
         out["gb_free"] = float(steady[-1]["gb_free"])
     return out
@@ -108,10 +121,17 @@ def main() -> None:
         pretrain = [f"task.data={data}", f"task.label_dir={data}", *common]
         runs = {
             "stock hubert_pretraining + hubert": train("stock", stock_yaml(work), "hubert_base", work, pretrain, cpu),
-            "fesa emotion_hubert (TAPT/CPT)": train("fesa", PLUGIN / "config" / "tapt", "hubert_base", work, [
-                *pretrain, f"model.init_checkpoint={ckpt}"], cpu),
-            "fesa classifier fine-tuning": train("finetune", PLUGIN / "config" / "finetune", "hubert_base_attention", work, [
-                f"task.data={data}", f"model.w2v_path={ckpt}", "optimization.max_epoch=0", *common], cpu),
+            "fesa emotion_hubert (TAPT/CPT)": train(
+                "fesa", PLUGIN / "config" / "tapt", "hubert_base", work, [*pretrain, f"model.init_checkpoint={ckpt}"], cpu
+            ),
+            "fesa classifier fine-tuning": train(
+                "finetune",
+                PLUGIN / "config" / "finetune",
+                "hubert_base_attention",
+                work,
+                [f"task.data={data}", f"model.w2v_path={ckpt}", "optimization.max_epoch=0", *common],
+                cpu,
+            ),
         }
     stock = runs["stock hubert_pretraining + hubert"]["s_per_update"]
     print(f"device: {device}; {args.updates} updates per run, median of logged intervals after the first")

@@ -87,7 +87,7 @@ def encoder_weights(state: Dict[str, Any], info: CheckpointInfo) -> Dict[str, An
     require_hubert_family(info)
     if info.is_classifier:
         prefix = "encoder.w2v_model."
-        return {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
     return state["model"]
 
 

@@ -66,10 +66,18 @@ def _make_demo_corpus(args: argparse.Namespace) -> None:
 def _make_pretraining_corpus(args: argparse.Namespace) -> None:
     from fesa_fairseq.corpora.demo import make_pretraining_corpus
 
-    info = make_pretraining_corpus(Path(args.out_dir), speakers=args.speakers, utterances_per_speaker=args.utterances_per_speaker,
-                                   seed=args.seed, overwrite=args.overwrite, progress=not args.quiet)
-    print(f"wrote {info['utterances']} unlabelled utterances ({info['seconds'] / 60:.1f} min) of {info['speakers']} speakers "
-          f"to {args.out_dir}: train.tsv, valid.tsv")
+    info = make_pretraining_corpus(
+        Path(args.out_dir),
+        speakers=args.speakers,
+        utterances_per_speaker=args.utterances_per_speaker,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote {info['utterances']} unlabelled utterances ({info['seconds'] / 60:.1f} min) of {info['speakers']} speakers "
+        f"to {args.out_dir}: train.tsv, valid.tsv"
+    )
 
 
 def _add_make_pretraining_corpus(sub: argparse._SubParsersAction) -> None:
@@ -84,8 +92,11 @@ def _add_make_pretraining_corpus(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speakers", type=int, default=12, help="speakers, alternately female and male (default 12)")
     p.add_argument("--utterances-per-speaker", type=int, default=40, help="utterances per speaker (default 40)")
     p.add_argument("--seed", type=int, default=1000, help="the same seed gives byte-identical files (default 1000)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a corpus this command wrote at OUT_DIR (swapped in only once complete; any other folder is refused)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a corpus this command wrote at OUT_DIR (swapped in only once complete; any other folder is refused)",
+    )
     p.set_defaults(func=_make_pretraining_corpus)
 
 
@@ -99,12 +110,18 @@ def _add_prepare_iemocap(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("iemocap_root", help="folder holding Session1 .. Session5 (IEMOCAP_full_release)")
     p.add_argument("out_dir", help="where the fold folders go")
-    p.add_argument("--valid-fraction", type=float, default=0.1,
-                   help="share of each label held out of the training sessions for validation (default 0.1)")
+    p.add_argument(
+        "--valid-fraction", type=float, default=0.1, help="share of each label held out of the training sessions for validation (default 0.1)"
+    )
     p.add_argument("--seed", type=int, default=1, help="seed of the validation holdout (default 1)")
     totals = p.add_mutually_exclusive_group()
-    totals.add_argument("--check-totals", dest="check_totals", action="store_true", default=None,
-                        help="compare with a full release's known counts (default: unless the root is the demo corpus)")
+    totals.add_argument(
+        "--check-totals",
+        dest="check_totals",
+        action="store_true",
+        default=None,
+        help="compare with a full release's known counts (default: unless the root is the demo corpus)",
+    )
     totals.add_argument("--no-check-totals", dest="check_totals", action="store_false", help="do not compare with a full release's known counts")
     p.add_argument("--overwrite", action="store_true", help="replace the manifests already in OUT_DIR (swapped in whole once all are written)")
     p.set_defaults(func=_prepare_iemocap)
@@ -120,11 +137,18 @@ def _add_make_demo_corpus(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", help="folder to create (it must not exist or be empty, unless --overwrite)")
     p.add_argument("--utterances-per-speaker", type=int, default=30, help="turns per speaker, all codes together (default 30: 300 turns, ~255 kept)")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives byte-identical files (default 0)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a corpus this command wrote at OUT_DIR (swapped in only once complete; any other folder is refused)")
-    p.add_argument("--synthesizer", choices=["source-filter", "espeak"], default="source-filter",
-                   help="source-filter (the demo's, no dependency) or espeak (espeak-ng voices and words: a corpus made "
-                   "differently, to check that a configuration is not tuned to the demo's)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a corpus this command wrote at OUT_DIR (swapped in only once complete; any other folder is refused)",
+    )
+    p.add_argument(
+        "--synthesizer",
+        choices=["source-filter", "espeak"],
+        default="source-filter",
+        help="source-filter (the demo's, no dependency) or espeak (espeak-ng voices and words: a corpus made "
+        "differently, to check that a configuration is not tuned to the demo's)",
+    )
     p.set_defaults(func=_make_demo_corpus)
 
 
@@ -139,8 +163,18 @@ def _evaluate(args: argparse.Namespace) -> None:
     else:  # the demo corpus carries its segment truth
         root = find_demo_root(Path(args.fold_dir) / f"{args.split}.tsv")
         reference = convert_references(root, "demo") if root else None
-    m = evaluate(args.checkpoint, args.fold_dir, args.split, args.out, device=args.device, max_tokens=args.max_tokens,
-                 progress=not args.quiet, timelines=args.timelines, reference=reference, neutral=args.neutral)
+    m = evaluate(
+        args.checkpoint,
+        args.fold_dir,
+        args.split,
+        args.out,
+        device=args.device,
+        max_tokens=args.max_tokens,
+        progress=not args.quiet,
+        timelines=args.timelines,
+        reference=reference,
+        neutral=args.neutral,
+    )
     _print_scores(m, args)
 
 
@@ -152,8 +186,10 @@ def _print_scores(m: Dict[str, object], args: argparse.Namespace) -> None:
     frame = m.get("frame_level") or {}
     if frame:
         focus = "-" if frame["attention_focus"] is None else f"{frame['attention_focus']:.2f}"
-        print(f"frame level ({frame['utterances']} utterances with true segments): EDER {frame['eder']:.2f}%   "
-              f"attention focus {focus} (pooling weight share on emotional segments / their share of time; 1 = none)")
+        print(
+            f"frame level ({frame['utterances']} utterances with true segments): EDER {frame['eder']:.2f}%   "
+            f"attention focus {focus} (pooling weight share on emotional segments / their share of time; 1 = none)"
+        )
     print(format_confusion(m["confusion"], m["labels"]))
     print(f"wrote {args.out}/predictions.tsv, metrics.json, confusion.png")
 
@@ -195,8 +231,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--max-tokens", type=int, default=1_600_000, help="audio samples per batch (default 1,600,000 = 100 s)")
     p.add_argument("--timelines", type=int, default=0, help="also draw N pictures: spectrogram + attention weight of every frame")
-    p.add_argument("--reference", help="true emotion segments (fesa convert-segments): adds frame-level figures (EDER, "
-                   "attention focus); a demo corpus's own are found by themselves")
+    p.add_argument(
+        "--reference",
+        help="true emotion segments (fesa convert-segments): adds frame-level figures (EDER, "
+        "attention focus); a demo corpus's own are found by themselves",
+    )
     p.add_argument("--neutral", default="neu", help="the label of time no reference segment covers (default neu)")
     p.set_defaults(func=_evaluate)
 
@@ -226,8 +265,9 @@ def _pseudo_labels(args: argparse.Namespace) -> None:
         rank=args.rank,
         feature_dir=args.feature_dir,
         seed=args.seed,
-        kmeans=KMeansOptions(backend=args.kmeans_backend, batch_size=args.kmeans_batch_size, n_init=args.kmeans_n_init,
-                             max_iter=args.kmeans_max_iter),
+        kmeans=KMeansOptions(
+            backend=args.kmeans_backend, batch_size=args.kmeans_batch_size, n_init=args.kmeans_n_init, max_iter=args.kmeans_max_iter
+        ),
         describe=describe,
     )
     summary = make_pseudo_labels(reader, job)
@@ -272,8 +312,12 @@ def _add_pseudo_labels(sub: argparse._SubParsersAction) -> None:
 def _add_kmeans_backend(p: argparse.ArgumentParser) -> None:
     from fesa_fairseq.labels.kmeans_backends import BACKENDS
 
-    p.add_argument("--kmeans-backend", choices=BACKENDS, default="faiss",
-                   help="faiss (default; fast) or sklearn (fairseq's learn_kmeans itself: MiniBatchKMeans, k-means++)")
+    p.add_argument(
+        "--kmeans-backend",
+        choices=BACKENDS,
+        default="faiss",
+        help="faiss (default; fast) or sklearn (fairseq's learn_kmeans itself: MiniBatchKMeans, k-means++)",
+    )
 
 
 def _analyze_clusters(args: argparse.Namespace) -> None:
@@ -285,8 +329,14 @@ def _analyze_clusters(args: argparse.Namespace) -> None:
     layers = _ints(args.layers, "--layers")
     reader = HubertFeatureReader(args.checkpoint, max(layers), resolve_device(args.device), data_dir=args.manifest_dir)
     result = analyze_clusters(
-        reader, args.manifest_dir, layers, _ints(args.clusters, "--clusters"), args.out,
-        max_utterances=args.max_utterances, seed=args.seed, kmeans=KMeansOptions(backend=args.kmeans_backend, n_init=args.kmeans_n_init),
+        reader,
+        args.manifest_dir,
+        layers,
+        _ints(args.clusters, "--clusters"),
+        args.out,
+        max_utterances=args.max_utterances,
+        seed=args.seed,
+        kmeans=KMeansOptions(backend=args.kmeans_backend, n_init=args.kmeans_n_init),
         progress=not args.quiet,
     )
     print(format_table(result))
@@ -404,8 +454,11 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="UA/WA per fold and mean +- std, confusion matrices, the Table 1 grid",
-                       description="Reads EXP_DIR/fold*/evaluate/*/metrics.json and writes EXP_DIR/report/.")
+    p = sub.add_parser(
+        "report",
+        help="UA/WA per fold and mean +- std, confusion matrices, the Table 1 grid",
+        description="Reads EXP_DIR/fold*/evaluate/*/metrics.json and writes EXP_DIR/report/.",
+    )
     p.add_argument("exp_dir", help="an experiment folder of fesa run")
     p.set_defaults(func=_report)
 
@@ -417,25 +470,31 @@ def _predict(args: argparse.Namespace) -> None:
 
     inputs = collect_inputs(args.inputs)
     reference = read_segments_json(Path(args.reference)) if args.reference else None
-    recognizer = EmotionRecognizer.from_checkpoint(args.checkpoint, device=args.device, window=args.window, hop=args.hop,
-                                                   median=args.median, min_segment=args.min_segment)
-    s = predict_files(recognizer, inputs, Path(args.out), frames=args.frames, plot=args.plot, reference=reference,
-                      strict=args.strict, progress=not args.quiet)
+    recognizer = EmotionRecognizer.from_checkpoint(
+        args.checkpoint, device=args.device, window=args.window, hop=args.hop, median=args.median, min_segment=args.min_segment
+    )
+    s = predict_files(
+        recognizer, inputs, Path(args.out), frames=args.frames, plot=args.plot, reference=reference, strict=args.strict, progress=not args.quiet
+    )
     for path, why in s["skipped"]:
         print(f"skipped {path}: {why}", file=sys.stderr)
     speed = s["audio_seconds"] / s["seconds"] if s["seconds"] else float("inf")
-    print(f"{s['files']} files, {s['audio_seconds']:.1f} s of audio in {s['seconds']:.1f} s ({speed:.1f} s of audio per second); "
-          f"wrote {args.out}/utterances.tsv, segments.json")
+    print(
+        f"{s['files']} files, {s['audio_seconds']:.1f} s of audio in {s['seconds']:.1f} s ({speed:.1f} s of audio per second); "
+        f"wrote {args.out}/utterances.tsv, segments.json"
+    )
     if s["skipped"]:
         raise FesaError(f"{len(s['skipped'])} of {len(inputs)} inputs could not be read (above); the others were written")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "predict", help="emotion of any recording: utterance label, per-frame posteriors, segments with timestamps",
+        "predict",
+        help="emotion of any recording: utterance label, per-frame posteriors, segments with timestamps",
         description="Runs a fine-tuned classifier (the checkpoint alone) over audio files (wav, flac, ogg; any rate and "
         "channels: mixed to mono, resampled to 16 kHz), folders (searched recursively) and fairseq .tsv manifests. Long "
-        "files go through overlapping windows. Writes OUT/utterances.tsv and OUT/segments.json (the ZED recipe's layout).")
+        "files go through overlapping windows. Writes OUT/utterances.tsv and OUT/segments.json (the ZED recipe's layout).",
+    )
     p.add_argument("checkpoint", help="a hubert_emotion_classifier checkpoint (checkpoint_best.pt of a fine-tuning)")
     p.add_argument("inputs", nargs="+", help="audio files, folders, or .tsv manifests")
     p.add_argument("--out", required=True, help="output folder")
@@ -455,8 +514,9 @@ def _eder(args: argparse.Namespace) -> None:
     from fesa_fairseq.data.files import atomic_write_text
     from fesa_fairseq.inference.eder import eder, format_confusion_seconds, read_segments_json
 
-    m = eder(read_segments_json(Path(args.reference)), read_segments_json(Path(args.hypothesis)), neutral=args.neutral,
-             first_letter=args.first_letter)
+    m = eder(
+        read_segments_json(Path(args.reference)), read_segments_json(Path(args.hypothesis)), neutral=args.neutral, first_letter=args.first_letter
+    )
     print(f"EDER {m['eder']:.2f}% over {m['utterances']} utterances (neutral: {args.neutral})")
     print(format_confusion_seconds(m["confusion_seconds"]))
     if args.out:
@@ -464,9 +524,12 @@ def _eder(args: argparse.Namespace) -> None:
 
 
 def _add_eder(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eder", help="Emotion Diarization Error Rate of predicted segments against a reference (SpeechBrain's)",
-                       description="EDER as speechbrain/utils/EDER.py defines it, averaged over the reference's utterances; "
-                       "several events per reference utterance are allowed (time between them is neutral).")
+    p = sub.add_parser(
+        "eder",
+        help="Emotion Diarization Error Rate of predicted segments against a reference (SpeechBrain's)",
+        description="EDER as speechbrain/utils/EDER.py defines it, averaged over the reference's utterances; "
+        "several events per reference utterance are allowed (time between them is neutral).",
+    )
     p.add_argument("--reference", required=True, help="true segments: {utt: {wav, duration, emotion: [{emo, start, end}]}}")
     p.add_argument("--hypothesis", required=True, help="predicted segments in the same layout (fesa predict's segments.json)")
     p.add_argument("--neutral", default="neu", help="the label of time no reference event covers (default neu)")
@@ -478,8 +541,9 @@ def _add_eder(sub: argparse._SubParsersAction) -> None:
 def _convert_segments(args: argparse.Namespace) -> None:
     from fesa_fairseq.inference.references import convert_references, write_references
 
-    data = convert_references(Path(args.source), args.format, Path(args.manifest) if args.manifest else None,
-                              Path(args.audio_root) if args.audio_root else None)
+    data = convert_references(
+        Path(args.source), args.format, Path(args.manifest) if args.manifest else None, Path(args.audio_root) if args.audio_root else None
+    )
     write_references(data, Path(args.out))
     print(f"{len(data)} utterances, {sum(len(d['emotion']) for d in data.values())} events: wrote {args.out}")
 

@@ -24,8 +24,15 @@ def plot_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, title:
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, f"{matrix[i, j]}\n{100 * share[i, j]:.0f}%", ha="center", va="center",
-                    color="white" if share[i, j] > 0.5 else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                f"{matrix[i, j]}\n{100 * share[i, j]:.0f}%",
+                ha="center",
+                va="center",
+                color="white" if share[i, j] > 0.5 else "black",
+                fontsize=9,
+            )
     ax.set_xticks(range(len(labels)), labels)
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
@@ -88,21 +95,39 @@ def plot_timeline(
     _save(fig, plt, path)
 
 
-def plot_prediction(wav: np.ndarray, sample_rate: int, posteriors: np.ndarray, weights: np.ndarray, labels: Sequence[str],
-                    predicted: Sequence, truth: Sequence, path: Path, title: str = "") -> None:
+def plot_prediction(
+    wav: np.ndarray,
+    sample_rate: int,
+    posteriors: np.ndarray,
+    weights: np.ndarray,
+    labels: Sequence[str],
+    predicted: Sequence,
+    truth: Sequence,
+    path: Path,
+    title: str = "",
+) -> None:
     """fesa predict's timeline: spectrogram, per-frame class posteriors (a heat strip), pooling weights, and the
     predicted segments (and the true ones, when a reference is given) as coloured bars."""
     plt = _pyplot()
     rows = 4 + bool(truth)
-    fig, axes = plt.subplots(rows, 1, figsize=(11, 1.4 * rows + 1.2), sharex=True,
-                             gridspec_kw={"height_ratios": [2.2, 1.2, 1, 0.5] + [0.5] * bool(truth)})
+    fig, axes = plt.subplots(
+        rows, 1, figsize=(11, 1.4 * rows + 1.2), sharex=True, gridspec_kw={"height_ratios": [2.2, 1.2, 1, 0.5] + [0.5] * bool(truth)}
+    )
     seconds = len(wav) / sample_rate
     axes[0].specgram(wav, NFFT=512, Fs=sample_rate, noverlap=384, cmap="magma", vmin=-120)
     axes[0].set_ylim(0, 8000)
     axes[0].set_ylabel("Hz")
     axes[0].set_title(title, fontsize=10)
-    axes[1].imshow(posteriors.T, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
-                   extent=(0, seconds, -0.5, len(labels) - 0.5))
+    axes[1].imshow(
+        posteriors.T,
+        aspect="auto",
+        origin="lower",
+        cmap="viridis",
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+        extent=(0, seconds, -0.5, len(labels) - 0.5),
+    )
     axes[1].set_yticks(range(len(labels)), labels, fontsize=8)
     axes[1].set_ylabel("posterior")
     t = (np.arange(len(weights)) + 0.5) * seconds / max(len(weights), 1)
@@ -134,8 +159,11 @@ def plot_curves(curves: Sequence, path: Path, title: str = "") -> None:
         top, bottom = axes[0, col], axes[1, col]
         if curve.train:
             top.plot(*zip(*curve.train), color="tab:gray")
-        top.set_title(curve.stage + ("\nstopped while still improving" if curve.still_improving else ""), fontsize=9,
-                      color="tab:red" if curve.still_improving else "black")
+        top.set_title(
+            curve.stage + ("\nstopped while still improving" if curve.still_improving else ""),
+            fontsize=9,
+            color="tab:red" if curve.still_improving else "black",
+        )
         top.set_ylabel("training loss" if col == 0 else "")
         if curve.valid:
             bottom.plot(*zip(*curve.valid), marker=".", color="tab:blue")

@@ -27,8 +27,9 @@ def finetuned_classifier(stock_hubert, demo_folds, tmp_path_factory):
     from tiny_hubert import finetune
 
     run = tmp_path_factory.mktemp("finetune")
-    res = finetune(demo_folds / "fold1", stock_hubert, run, "optimization.max_update=6", "dataset.max_tokens=480000",
-                   "common.log_interval=1")  # 30 s batches: 6 updates span two epochs, so a best UA is tracked
+    res = finetune(
+        demo_folds / "fold1", stock_hubert, run, "optimization.max_update=6", "dataset.max_tokens=480000", "common.log_interval=1"
+    )  # 30 s batches: 6 updates span two epochs, so a best UA is tracked
     assert res.returncode == 0, res.stderr[-4000:]
     return run
 
@@ -39,7 +40,23 @@ def stock_labels(stock_hubert, demo_folds, tmp_path_factory):
     from tiny_hubert import run_fesa
 
     out = tmp_path_factory.mktemp("labels") / "km"
-    res = run_fesa("-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--checkpoint", stock_hubert,
-                   "--layer", "1", "--clusters", "8", "--out", out, "--device", "cpu", "--nshard", "2")
+    res = run_fesa(
+        "-q",
+        "pseudo-labels",
+        "--manifest-dir",
+        demo_folds / "fold1",
+        "--checkpoint",
+        stock_hubert,
+        "--layer",
+        "1",
+        "--clusters",
+        "8",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--nshard",
+        "2",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return out

@@ -19,8 +19,7 @@ def _predictions(out):
 
 def test_finetune_on_cuda_then_evaluate_on_both_devices(stock_hubert, demo_folds, tmp_path):
     run = tmp_path / "ft"
-    res = finetune(demo_folds / "fold1", stock_hubert, run, "optimization.max_update=6",
-                   "dataset.max_tokens=480000", "common.log_interval=1")
+    res = finetune(demo_folds / "fold1", stock_hubert, run, "optimization.max_update=6", "dataset.max_tokens=480000", "common.log_interval=1")
     assert res.returncode == 0, res.stderr[-4000:]
     log = (run / "hydra_train.log").read_text()
     assert "gb_free" in log, "fairseq logs GPU memory only when it trains on CUDA"
@@ -46,8 +45,21 @@ def test_pseudo_labels_on_cuda_agree_with_cpu(stock_hubert, demo_folds, tmp_path
     for device in ("cpu", "cuda"):
         out = tmp_path / device
         how = ["--clusters", "8"] if device == "cpu" else ["--kmeans-model", tmp_path / "cpu" / "kmeans.bin"]
-        res = run_fesa("-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--checkpoint", stock_hubert,
-                       "--layer", "1", *how, "--out", out, "--device", device)
+        res = run_fesa(
+            "-q",
+            "pseudo-labels",
+            "--manifest-dir",
+            demo_folds / "fold1",
+            "--checkpoint",
+            stock_hubert,
+            "--layer",
+            "1",
+            *how,
+            "--out",
+            out,
+            "--device",
+            device,
+        )
         assert res.returncode == 0, res.stderr[-3000:]
         labels[device] = np.concatenate([np.array(line.split(), dtype=int) for line in (out / "train.km").read_text().splitlines()])
     assert labels["cuda"].shape == labels["cpu"].shape

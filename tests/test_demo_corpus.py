@@ -82,7 +82,7 @@ def test_emotions_differ_in_loudness_where_they_are_carried(corpus):
         x, sr = sf.read(str(wav_of[utt]))
         for a, b, e in segs:
             if e in energy:
-                energy[e].append(np.sqrt(np.mean(x[int(a * sr):int(b * sr)] ** 2)))
+                energy[e].append(np.sqrt(np.mean(x[int(a * sr) : int(b * sr)] ** 2)))
     mean = {e: np.mean(v) for e, v in energy.items()}
     assert mean["ang"] > 1.3 * mean["neu"] > 1.3 * 1.3 * mean["sad"]
 

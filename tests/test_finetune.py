@@ -64,8 +64,18 @@ def test_checkpoint_loads_without_its_fold_folder(finetuned_classifier, tmp_path
 
 def test_fesa_evaluate_scores_the_test_split(finetuned_classifier, demo_folds, tmp_path):
     fold = demo_folds / "fold1"
-    res = run_fesa("-q", "evaluate", finetuned_classifier / "checkpoints" / "checkpoint_best.pt", fold, "--out", tmp_path / "ev", "--device", "cpu",
-                   "--timelines", "2")
+    res = run_fesa(
+        "-q",
+        "evaluate",
+        finetuned_classifier / "checkpoints" / "checkpoint_best.pt",
+        fold,
+        "--out",
+        tmp_path / "ev",
+        "--device",
+        "cpu",
+        "--timelines",
+        "2",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "UA " in res.stdout and "true\\pred" in res.stdout
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
@@ -105,9 +115,17 @@ def test_wrong_kind_of_checkpoint_is_refused(finetuned_classifier, demo_folds, t
 
 def test_hydra_submitit_sweep_with_the_plugin_yaml(stock_hubert, demo_folds, tmp_path):
     """fairseq-hydra-train -m with hydra's submitit launcher (local here; submitit_slurm on a cluster)."""
-    res = finetune(demo_folds / "fold1", stock_hubert, tmp_path / "unused", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                   "optimization.max_update=1", "model.pooling=attention,mean", "hydra/launcher=submitit_local",
-                   "hydra.launcher.timeout_min=5", "-m")  # hydra takes -m after the overrides, not before
+    res = finetune(
+        demo_folds / "fold1",
+        stock_hubert,
+        tmp_path / "unused",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "optimization.max_update=1",
+        "model.pooling=attention,mean",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        "-m",
+    )  # hydra takes -m after the overrides, not before
     assert res.returncode == 0, res.stderr[-4000:]
     runs = sorted(p.parent.parent.name for p in (tmp_path / "sweep").glob("*/checkpoints/checkpoint_last.pt"))
     assert runs == ["tiny__model.pooling-attention__optimization.max_update-1", "tiny__model.pooling-mean__optimization.max_update-1"]

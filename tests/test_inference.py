@@ -35,13 +35,16 @@ def test_speechbrain_documented_example():
     assert speechbrain_eder(["n", "n", "n", "a", "a", "a"], 1.22, emotion, 0.2, 0.2) == pytest.approx(0.2704918032786885, abs=1e-15)
 
 
-@pytest.mark.parametrize("hyp, ref, expected", [
-    ([(0, 1, "ang")], [(0, 1, "ang")], 0.0),
-    ([(0, 1, "neu")], [(0, 0.5, "neu"), (0.5, 1, "ang")], 0.5),
-    ([(0, 0.6, "neu"), (0.4, 1.0, "ang")], [(0, 0.5, "neu"), (0.5, 1, "ang")], 0.0),  # the overlap is split evenly
-    ([(0, 0.3, "sad"), (0.3, 0.6, "sad"), (0.6, 1.0, "neu")], [(0, 0.6, "sad"), (0.6, 1.0, "neu")], 0.0),  # merged
-    ([(0, 0.25, "hap"), (0.25, 1.0, "neu")], [(0, 0.5, "hap"), (0.5, 1.0, "neu")], 0.25),
-])
+@pytest.mark.parametrize(
+    "hyp, ref, expected",
+    [
+        ([(0, 1, "ang")], [(0, 1, "ang")], 0.0),
+        ([(0, 1, "neu")], [(0, 0.5, "neu"), (0.5, 1, "ang")], 0.5),
+        ([(0, 0.6, "neu"), (0.4, 1.0, "ang")], [(0, 0.5, "neu"), (0.5, 1, "ang")], 0.0),  # the overlap is split evenly
+        ([(0, 0.3, "sad"), (0.3, 0.6, "sad"), (0.6, 1.0, "neu")], [(0, 0.6, "sad"), (0.6, 1.0, "neu")], 0.0),  # merged
+        ([(0, 0.25, "hap"), (0.25, 1.0, "neu")], [(0, 0.5, "hap"), (0.5, 1.0, "neu")], 0.25),
+    ],
+)
 def test_eder_hand_cases(hyp, ref, expected):
     assert utterance_eder(hyp, ref, 1.0) == pytest.approx(expected)
 
@@ -49,8 +52,12 @@ def test_eder_hand_cases(hyp, ref, expected):
 def test_eder_with_several_reference_events():
     """Time between events is neutral; with one event this is SpeechBrain's reference."""
     reference = {"u": {"duration": 2.0, "emotion": [{"emo": "ang", "start": 0.2, "end": 0.6}, {"emo": "sad", "start": 1.0, "end": 1.5}]}}
-    hypothesis = {"u": {"duration": 2.0, "emotion": [{"emo": "neu", "start": 0.0, "end": 0.2}, {"emo": "ang", "start": 0.2, "end": 1.0},
-                                                      {"emo": "sad", "start": 1.0, "end": 2.0}]}}
+    hypothesis = {
+        "u": {
+            "duration": 2.0,
+            "emotion": [{"emo": "neu", "start": 0.0, "end": 0.2}, {"emo": "ang", "start": 0.2, "end": 1.0}, {"emo": "sad", "start": 1.0, "end": 2.0}],
+        }
+    }
     m = eder(reference, hypothesis)
     assert m["eder"] == pytest.approx(100 * (0.4 + 0.5) / 2.0)  # 0.6-1.0 should be neu, 1.5-2.0 too
     assert m["confusion_seconds"]["neu"]["ang"] == pytest.approx(0.4) and m["confusion_seconds"]["sad"]["sad"] == pytest.approx(0.5)
@@ -121,11 +128,11 @@ def test_long_recording_is_stitched_from_the_most_central_window(recognizer, tmp
     assert len(plan.starts) == 4 and plan.keep[0][0] == 0 and plan.keep[-1][1] == num_frames(len(wav))
     assert all(a[1] == b[0] for a, b in zip(plan.keep, plan.keep[1:]))
     for start, (a, b) in zip(plan.starts, plan.keep):
-        window = torch.from_numpy(wav[start:start + plan.length])[None]
+        window = torch.from_numpy(wav[start : start + plan.length])[None]
         with torch.no_grad():
             own = torch.softmax(recognizer.model.frame_outputs(window)["frame_logits"][0], -1).numpy()
         first = start // HOP
-        np.testing.assert_allclose(pred.frame_posteriors[a:b], own[a - first:b - first], atol=1e-5)
+        np.testing.assert_allclose(pred.frame_posteriors[a:b], own[a - first : b - first], atol=1e-5)
         centre = first + len(own) / 2
         assert abs((a + b) / 2 - centre) < len(own) / 2  # kept frames lie around the window's centre
 
@@ -149,7 +156,7 @@ def test_resampling_window_by_window_equals_the_whole_file(tmp_path):
     whole = resample_poly(stored.mean(axis=1), 160, 441)
     assert source.samples == len(whole)
     for start, length in ((8000, 16000), (20000, 12000)):
-        np.testing.assert_allclose(source.read(start, length), whole[start:start + length], atol=1e-5)
+        np.testing.assert_allclose(source.read(start, length), whole[start : start + length], atol=1e-5)
 
 
 def test_segments_smoothing_and_minimum_duration():
@@ -172,8 +179,21 @@ def test_predict_cli_on_mixed_inputs(checkpoint, demo_folds, tmp_path):
     manifest = tmp_path / "two.tsv"
     manifest.write_text("\n".join([root] + rows[2:4]) + "\n")
     out = tmp_path / "out"
-    res = run_fesa("predict", checkpoint, tmp_path / "stereo8k.wav", tmp_path / "music44k.ogg", tmp_path / "folder", manifest,
-                   "--out", out, "--frames", "--plot", "2", "--device", "cpu")
+    res = run_fesa(
+        "predict",
+        checkpoint,
+        tmp_path / "stereo8k.wav",
+        tmp_path / "music44k.ogg",
+        tmp_path / "folder",
+        manifest,
+        "--out",
+        out,
+        "--frames",
+        "--plot",
+        "2",
+        "--device",
+        "cpu",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     lines = (out / "utterances.tsv").read_text().splitlines()
     assert lines[0].split("\t") == ["path", "duration", "label", "p_neu", "p_hap", "p_ang", "p_sad"] and len(lines) == 6
@@ -221,7 +241,7 @@ def test_references_from_the_demo_corpus_a_tsv_and_zed(demo_folds, tmp_path):
     root, first = manifest.read_text().splitlines()[:2]
     plain.write_text(f"{first.split(chr(9))[0].split('/')[-1][:-4]} 0.1 0.5 ang\n")
     tsv = convert_references(plain, manifest=manifest)
-    (name, got), = tsv.items()
+    ((name, got),) = tsv.items()
     assert got["wav"].endswith(f"{name}.wav") and got["duration"] == pytest.approx(int(first.split("\t")[1]) / 16000, abs=1e-3)
     zed = tmp_path / "zed.json"
     zed.write_text(json.dumps({"z1": {"wav": "{data_root}/z1.wav", "duration": 2.0, "emotion": [{"emo": "angry", "start": 0.5, "end": 1.0}]}}))

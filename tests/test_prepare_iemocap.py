@@ -149,8 +149,14 @@ def test_unknown_root_is_named(tmp_path):
 def test_empty_session_is_named(tree, tmp_path):
     root, _ = tree
     for ev in (root / "Session5/dialog/EmoEvaluation").glob("Ses*.txt"):
-        ev.write_text(ev.read_text().replace("\tneu\t", "\txxx\t").replace("\thap\t", "\txxx\t").replace("\texc\t", "\txxx\t")
-                      .replace("\tang\t", "\txxx\t").replace("\tsad\t", "\txxx\t"))
+        ev.write_text(
+            ev.read_text()
+            .replace("\tneu\t", "\txxx\t")
+            .replace("\thap\t", "\txxx\t")
+            .replace("\texc\t", "\txxx\t")
+            .replace("\tang\t", "\txxx\t")
+            .replace("\tsad\t", "\txxx\t")
+        )
     with pytest.raises(FesaError, match="Session5 has no neu/hap/exc/ang/sad turn"):
         prepare_iemocap(root, tmp_path / "out", progress=False)
 

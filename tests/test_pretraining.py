@@ -70,11 +70,30 @@ def test_tapt_from_scratch_on_mfcc_labels(demo_folds, tmp_path):
     from tiny_hubert import run_fesa
 
     labels = tmp_path / "mfcc"
-    res = run_fesa("-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--splits", "train,valid",
-                   "--features", "mfcc", "--clusters", "10", "--out", labels)
+    res = run_fesa(
+        "-q",
+        "pseudo-labels",
+        "--manifest-dir",
+        demo_folds / "fold1",
+        "--splits",
+        "train,valid",
+        "--features",
+        "mfcc",
+        "--clusters",
+        "10",
+        "--out",
+        labels,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
-    res = hydra_train("tapt", "tiny", tmp_path / "run", f"task.data={demo_folds / 'fold1'}", f"task.label_dir={labels}",
-                      "model.label_rate=100", "optimization.max_update=3")
+    res = hydra_train(
+        "tapt",
+        "tiny",
+        tmp_path / "run",
+        f"task.data={demo_folds / 'fold1'}",
+        f"task.label_dir={labels}",
+        "model.label_rate=100",
+        "optimization.max_update=3",
+    )
     assert res.returncode == 0, res.stderr[-4000:]
     assert "[fesa_fairseq.models.emotion_hubert]" not in (tmp_path / "run" / "hydra_train.log").read_text()  # no warm start
 
@@ -94,11 +113,14 @@ def test_architecture_mismatch_is_a_clear_error(stock_hubert, stock_labels, tmp_
     from fesa_fairseq.models.emotion_hubert import EmotionHubertConfig
     from fesa_fairseq.tasks.emotion_hubert_pretraining import EmotionHubertPretrainingConfig, EmotionHubertPretrainingTask
 
-    task = EmotionHubertPretrainingTask(OmegaConf.structured(EmotionHubertPretrainingConfig(
-        data=str(tmp_path), label_dir=str(stock_labels), labels=["km"], label_rate=50.0)))
-    model_cfg = OmegaConf.merge(OmegaConf.structured(EmotionHubertConfig(label_rate=50.0)),
-                                {k: v for k, v in cfg.model.items() if k not in ("_name", "init_checkpoint")},
-                                {"encoder_layers": 3})
+    task = EmotionHubertPretrainingTask(
+        OmegaConf.structured(EmotionHubertPretrainingConfig(data=str(tmp_path), label_dir=str(stock_labels), labels=["km"], label_rate=50.0))
+    )
+    model_cfg = OmegaConf.merge(
+        OmegaConf.structured(EmotionHubertConfig(label_rate=50.0)),
+        {k: v for k, v in cfg.model.items() if k not in ("_name", "init_checkpoint")},
+        {"encoder_layers": 3},
+    )
     model = EmotionHubertModel.build_model(model_cfg, task)
     with pytest.raises(FesaError, match=r"does not fit this model: encoder.layers.2.self_attn.k_proj.weight is missing"):
         model.load_init_checkpoint(str(stock_hubert), task.dictionaries)
@@ -109,21 +131,27 @@ def build_warm_model(tmp_path, dict_lines, encoder_cfg):
     from fesa_fairseq.tasks.emotion_hubert_pretraining import EmotionHubertPretrainingConfig, EmotionHubertPretrainingTask
 
     (tmp_path / "dict.km.txt").write_text("".join(f"{line}\n" for line in dict_lines))
-    task = EmotionHubertPretrainingTask(OmegaConf.structured(EmotionHubertPretrainingConfig(
-        data=str(tmp_path), label_dir=str(tmp_path), labels=["km"], label_rate=50.0)))
-    model_cfg = OmegaConf.merge(OmegaConf.structured(EmotionHubertConfig(label_rate=50.0)),
-                                {k: v for k, v in encoder_cfg.items() if k not in ("_name", "init_checkpoint")})
+    task = EmotionHubertPretrainingTask(
+        OmegaConf.structured(EmotionHubertPretrainingConfig(data=str(tmp_path), label_dir=str(tmp_path), labels=["km"], label_rate=50.0))
+    )
+    model_cfg = OmegaConf.merge(
+        OmegaConf.structured(EmotionHubertConfig(label_rate=50.0)), {k: v for k, v in encoder_cfg.items() if k not in ("_name", "init_checkpoint")}
+    )
     return EmotionHubertModel.build_model(model_cfg, task), task
 
 
-@pytest.mark.parametrize("mode, dict_lines, expect", [
-    ("auto", [f"{i} 1" for i in range(10)], "kept"),       # the very labels the checkpoint was trained on
-    ("auto", [f"{i} {i + 1}" for i in range(10)], "reset"),  # same K, another clustering: same symbols, other counts
-    ("auto", [f"{i} 1" for i in range(8)], "reset"),        # another K
-    ("auto", [f"{i} 1" for i in (1, 0, *range(2, 10))], "reset"),  # same symbols, other order
-    ("always", [f"{i} 1" for i in range(10)], "reset"),
-    ("never", [f"{i} {i + 1}" for i in range(10)], "kept"),
-], ids=["auto-same", "auto-same-K-other-clusters", "auto-other-K", "auto-other-order", "always", "never"])
+@pytest.mark.parametrize(
+    "mode, dict_lines, expect",
+    [
+        ("auto", [f"{i} 1" for i in range(10)], "kept"),  # the very labels the checkpoint was trained on
+        ("auto", [f"{i} {i + 1}" for i in range(10)], "reset"),  # same K, another clustering: same symbols, other counts
+        ("auto", [f"{i} 1" for i in range(8)], "reset"),  # another K
+        ("auto", [f"{i} 1" for i in (1, 0, *range(2, 10))], "reset"),  # same symbols, other order
+        ("always", [f"{i} 1" for i in range(10)], "reset"),
+        ("never", [f"{i} {i + 1}" for i in range(10)], "kept"),
+    ],
+    ids=["auto-same", "auto-same-K-other-clusters", "auto-other-K", "auto-other-order", "always", "never"],
+)
 def test_reset_label_embeddings(stock_hubert, tmp_path, caplog, mode, dict_lines, expect):
     """stock_hubert was trained on dict.km.txt lines '0 1' .. '9 1' (tiny_hubert.write_random_km)."""
     cfg = OmegaConf.load(PLUGIN / "config" / "cpt" / "tiny.yaml")

@@ -45,8 +45,24 @@ def test_kmeans_never_sees_other_splits(stock_hubert, demo_folds, tmp_path):
     outs = {}
     for splits in ("train", "train,valid,test"):
         outs[splits] = tmp_path / splits.replace(",", "_")
-        res = run_fesa("-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--splits", splits, "--checkpoint",
-                       stock_hubert, "--layer", "2", "--clusters", "5", "--out", outs[splits], "--kmeans-n-init", "3")
+        res = run_fesa(
+            "-q",
+            "pseudo-labels",
+            "--manifest-dir",
+            demo_folds / "fold1",
+            "--splits",
+            splits,
+            "--checkpoint",
+            stock_hubert,
+            "--layer",
+            "2",
+            "--clusters",
+            "5",
+            "--out",
+            outs[splits],
+            "--kmeans-n-init",
+            "3",
+        )
         assert res.returncode == 0, res.stderr[-3000:]
     a, b = (joblib.load(o / "kmeans.bin").cluster_centers_ for o in outs.values())
     np.testing.assert_array_equal(a, b)
@@ -57,24 +73,69 @@ def test_features_of_a_finetuned_classifier(finetuned_classifier, demo_folds, tm
     """Phase 1 of the method: cluster a layer of the fine-tuned model."""
     ckpt = finetuned_classifier / "checkpoints" / "checkpoint_best.pt"
     out = tmp_path / "emotion_labels"
-    res = run_fesa("-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--checkpoint", ckpt, "--layer", "2",
-                   "--clusters", "6", "--out", out, "--percent", "0.5")
+    res = run_fesa(
+        "-q",
+        "pseudo-labels",
+        "--manifest-dir",
+        demo_folds / "fold1",
+        "--checkpoint",
+        ckpt,
+        "--layer",
+        "2",
+        "--clusters",
+        "6",
+        "--out",
+        out,
+        "--percent",
+        "0.5",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert_lines_fit(demo_folds / "fold1", out, frames)
 
 
 def test_apply_an_existing_kmeans_model(stock_labels, stock_hubert, demo_folds, tmp_path):
     out = tmp_path / "applied"
-    res = run_fesa("-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--splits", "valid,test", "--checkpoint",
-                   stock_hubert, "--layer", "1", "--kmeans-model", stock_labels / "kmeans.bin", "--out", out)
+    res = run_fesa(
+        "-q",
+        "pseudo-labels",
+        "--manifest-dir",
+        demo_folds / "fold1",
+        "--splits",
+        "valid,test",
+        "--checkpoint",
+        stock_hubert,
+        "--layer",
+        "1",
+        "--kmeans-model",
+        stock_labels / "kmeans.bin",
+        "--out",
+        out,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert km_lines(out, "valid") == km_lines(stock_labels, "valid")
     assert json.loads((out / "labels.json").read_text())["kmeans_fitted_on"] is None
 
 
 def _labels_with_features(stock_hubert, demo_folds, out, feats, *args):
-    res = run_fesa("-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--splits", "train", "--checkpoint", stock_hubert,
-                   "--layer", "1", "--clusters", "6", "--out", out, "--feature-dir", feats, *args)
+    res = run_fesa(
+        "-q",
+        "pseudo-labels",
+        "--manifest-dir",
+        demo_folds / "fold1",
+        "--splits",
+        "train",
+        "--checkpoint",
+        stock_hubert,
+        "--layer",
+        "1",
+        "--clusters",
+        "6",
+        "--out",
+        out,
+        "--feature-dir",
+        feats,
+        *args,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return np.load(feats / "train_0_1.npy")
 
@@ -133,8 +194,7 @@ def test_mfcc_features(demo_folds):
     ],
 )
 def test_bad_requests_are_refused(stock_hubert, demo_folds, tmp_path, args, message):
-    res = run_fesa("-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--checkpoint", stock_hubert,
-                   "--out", tmp_path / "out", *args)
+    res = run_fesa("-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--checkpoint", stock_hubert, "--out", tmp_path / "out", *args)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("fesa pseudo-labels: error:")
     assert message.format(ckpt=stock_hubert) in res.stderr
@@ -147,8 +207,20 @@ def test_checkpoint_of_another_family_is_refused(stock_hubert, demo_folds, tmp_p
     state["cfg"]["task"]["_name"] = "audio_pretraining"
     other = tmp_path / "wav2vec2.pt"
     torch.save(state, other)
-    res = run_fesa("-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--checkpoint", other, "--layer", "1",
-                   "--clusters", "4", "--out", tmp_path / "out")
+    res = run_fesa(
+        "-q",
+        "pseudo-labels",
+        "--manifest-dir",
+        demo_folds / "fold1",
+        "--checkpoint",
+        other,
+        "--layer",
+        "1",
+        "--clusters",
+        "4",
+        "--out",
+        tmp_path / "out",
+    )
     assert res.returncode == 2
     assert f"{other} holds a 'wav2vec2' model (task 'audio_pretraining'); a HuBERT is needed" in res.stderr
 
@@ -165,8 +237,22 @@ def test_audio_that_disagrees_with_the_manifest(stock_hubert, demo_folds, tmp_pa
     sf.write(str(short), np.zeros(rows[1][1] - 320, dtype=np.float32), 16000)
     lines = (fold / "valid.tsv").read_text().splitlines()
     (fold / "valid.tsv").write_text("\n".join([str(tmp_path / "audio")] + lines[1:]) + "\n")
-    res = run_fesa("-q", "pseudo-labels", "--manifest-dir", fold, "--splits", "train,valid", "--checkpoint", stock_hubert,
-                   "--layer", "1", "--clusters", "4", "--out", tmp_path / "out")
+    res = run_fesa(
+        "-q",
+        "pseudo-labels",
+        "--manifest-dir",
+        fold,
+        "--splits",
+        "train,valid",
+        "--checkpoint",
+        stock_hubert,
+        "--layer",
+        "1",
+        "--clusters",
+        "4",
+        "--out",
+        tmp_path / "out",
+    )
     assert res.returncode == 2
     assert f"{short} has {rows[1][1] - 320} samples but the manifest says {rows[1][1]}" in res.stderr
 
@@ -188,14 +274,40 @@ def test_analyze_clusters_grid(finetuned_classifier, demo_folds, tmp_path):
 
     assert purity(np.array([0, 0, 0, 1, 1]), np.array([2, 2, 1, 0, 0])) == pytest.approx(4 / 5)
     ckpt = finetuned_classifier / "checkpoints" / "checkpoint_best.pt"
-    res = run_fesa("-q", "analyze-clusters", "--manifest-dir", demo_folds / "fold1", "--checkpoint", ckpt,
-                   "--layers", "1,2", "--clusters", "3,5", "--out", tmp_path / "a", "--max-utterances", "30")
+    res = run_fesa(
+        "-q",
+        "analyze-clusters",
+        "--manifest-dir",
+        demo_folds / "fold1",
+        "--checkpoint",
+        ckpt,
+        "--layers",
+        "1,2",
+        "--clusters",
+        "3,5",
+        "--out",
+        tmp_path / "a",
+        "--max-utterances",
+        "30",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads((tmp_path / "a" / "analysis.json").read_text())
     assert [(c["layer"], c["clusters"]) for c in result["cells"]] == [(1, 3), (1, 5), (2, 3), (2, 5)]
     for cell in result["cells"]:
         assert result["majority_share"] - 1e-9 <= cell["purity"] <= 1 and 0 <= cell["nmi"] <= 1
     assert "| 2 | " in res.stdout and (tmp_path / "a" / "clusters.png").stat().st_size > 2000
-    res = run_fesa("-q", "analyze-clusters", "--manifest-dir", demo_folds / "fold1", "--checkpoint", ckpt,
-                   "--layers", "1,7", "--clusters", "3", "--out", tmp_path / "b")
+    res = run_fesa(
+        "-q",
+        "analyze-clusters",
+        "--manifest-dir",
+        demo_folds / "fold1",
+        "--checkpoint",
+        ckpt,
+        "--layers",
+        "1,7",
+        "--clusters",
+        "3",
+        "--out",
+        tmp_path / "b",
+    )
     assert res.returncode == 2 and "has 2 transformer layers (1..2)" in res.stderr

@@ -51,11 +51,14 @@ def test_every_name_is_registered(load):
     assert {"speech_emotion_classification", "hubert_emotion_classifier"} <= set(names["dataclasses"])
 
 
-@pytest.mark.parametrize("first, second, key", [
-    ("tapt/hubert_base.yaml", "cpt/hubert_base.yaml", "mask_prob"),
-    ("tapt/tiny.yaml", "cpt/tiny.yaml", "mask_prob"),
-    ("finetune/hubert_base_attention.yaml", "finetune/hubert_base_mean.yaml", "pooling"),
-])
+@pytest.mark.parametrize(
+    "first, second, key",
+    [
+        ("tapt/hubert_base.yaml", "cpt/hubert_base.yaml", "mask_prob"),
+        ("tapt/tiny.yaml", "cpt/tiny.yaml", "mask_prob"),
+        ("finetune/hubert_base_attention.yaml", "finetune/hubert_base_mean.yaml", "pooling"),
+    ],
+)
 def test_yaml_pairs_differ_only_in_the_key_their_header_names(first, second, key):
     from omegaconf import OmegaConf
 
@@ -63,8 +66,10 @@ def test_yaml_pairs_differ_only_in_the_key_their_header_names(first, second, key
     a, b = (OmegaConf.to_container(OmegaConf.load(config / name)) for name in (first, second))
     assert a["model"].pop(key) != b["model"].pop(key)
     assert a == b
-    assert f"As {Path(first).name if Path(first).parent == Path(second).parent else first} but for one key, model.{key}" in (
-        (config / second).read_text().splitlines()[1])
+    assert (
+        f"As {Path(first).name if Path(first).parent == Path(second).parent else first} but for one key, model.{key}"
+        in ((config / second).read_text().splitlines()[1])
+    )
 
 
 LAYERS = {  # DESIGN.md's layout: imports run one way, from the top down

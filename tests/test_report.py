@@ -45,8 +45,10 @@ def test_reference_is_the_first_row_and_stale_results_are_not_models(tmp_path):
     report = make_report(tmp_path)
     rows = [line for line in report["markdown"].splitlines() if line.startswith("| ")][1:]
     assert [row.split(" | ")[0] for row in rows] == [
-        "| acoustic reference (MFCC statistics + logistic regression; no SSL model)", "| baseline (TAPT fine-tuned)",
-        "| L9-K50-attention"]
+        "| acoustic reference (MFCC statistics + logistic regression; no SSL model)",
+        "| baseline (TAPT fine-tuned)",
+        "| L9-K50-attention",
+    ]
     assert set(report["summaries"]) == {"reference", "baseline", "L9-K50-attention"}
     assert not list((tmp_path / "report").glob("*stale*"))
 
@@ -71,8 +73,10 @@ def hydra_log(run, train, valid, metric="ua"):
     run.mkdir(parents=True)
     lines = ["[2026-01-01 00:00:00,000][fairseq_cli.train][INFO] - training"]
     lines += [f'[2026-01-01 00:00:01,000][train_inner][INFO] - {{"epoch": 1, "loss": "{loss}", "num_updates": "{u}"}}' for u, loss in train]
-    lines += [f'[2026-01-01 00:00:02,000][valid][INFO] - {{"epoch": 1, "valid_loss": "1.0", "valid_{metric}": "{v}", "valid_num_updates": "{u}"}}'
-              for u, v in valid]
+    lines += [
+        f'[2026-01-01 00:00:02,000][valid][INFO] - {{"epoch": 1, "valid_loss": "1.0", "valid_{metric}": "{v}", "valid_num_updates": "{u}"}}'
+        for u, v in valid
+    ]
     lines.append('[2026-01-01 00:00:03,000][valid][INFO] - {"epoch": 2, "valid_lo')  # a line cut short by a crash
     (run / "hydra_train.log").write_text("\n".join(lines) + "\n")
 

@@ -19,8 +19,11 @@ def alive(pattern: str) -> bool:
 
 def start_and_kill_when(config, exp, stages, ready, timeout=120):
     """fesa run in the background, SIGKILLed (the parent only) as soon as `ready()` holds."""
-    proc = subprocess.Popen([sys.executable, "-m", "fesa_fairseq.cli", "run", str(config), "--exp-dir", str(exp), "--stages", stages],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fesa_fairseq.cli", "run", str(config), "--exp-dir", str(exp), "--stages", stages],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + timeout
     while not ready():
         assert proc.poll() is None, "fesa run ended before the stage was under way"
@@ -85,9 +88,26 @@ def test_labels_interrupted_then_inputs_changed_come_from_the_new_checkpoint(exp
     assert res.returncode == 0, res.stderr[-4000:]
     assert len(list(labels.parent.glob("L1-K6.stale-*"))) == 1
     fresh = tmp_path / "fresh"
-    res = run_fesa("-q", "pseudo-labels", "--manifest-dir", exp / "manifests" / "fold1", "--splits", "train,valid", "--checkpoint",
-                   exp / "fold1" / "tapt-finetune" / "checkpoints" / "checkpoint_best.pt", "--layer", "1", "--clusters", "6",
-                   "--percent", "-1.0", "--out", fresh, "--device", "cpu")
+    res = run_fesa(
+        "-q",
+        "pseudo-labels",
+        "--manifest-dir",
+        exp / "manifests" / "fold1",
+        "--splits",
+        "train,valid",
+        "--checkpoint",
+        exp / "fold1" / "tapt-finetune" / "checkpoints" / "checkpoint_best.pt",
+        "--layer",
+        "1",
+        "--clusters",
+        "6",
+        "--percent",
+        "-1.0",
+        "--out",
+        fresh,
+        "--device",
+        "cpu",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     for split in ("train", "valid"):
         assert (labels / f"{split}.km").read_text() == (fresh / f"{split}.km").read_text()
@@ -100,8 +120,12 @@ def test_sigterm_to_fesa_stops_and_waits_for_its_stage(experiment):
     run_dir = exp / "fold1" / "finetune" / "L1-K6-attention"
     long = {**cfg, "overrides": {**cfg["overrides"], "finetune": ["optimization.max_update=100000"]}}
     write(config, long)
-    proc = subprocess.Popen([sys.executable, "-m", "fesa_fairseq.cli", "run", str(config), "--exp-dir", str(exp), "--stages", "cpt:finetune"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fesa_fairseq.cli", "run", str(config), "--exp-dir", str(exp), "--stages", "cpt:finetune"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 180
     while not (run_dir / "hydra_train.log").is_file():
         assert proc.poll() is None and time.time() < deadline, "the fine-tuning never started"

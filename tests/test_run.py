@@ -13,7 +13,6 @@ from tiny_hubert import TINY_RUN, run_fesa
 PLUGIN_CONFIG = Path(__file__).resolve().parent.parent / "fesa_fairseq" / "config"
 
 
-
 def ran(output: str):
     """Stage keys that fesa run executed (not skipped), in order."""
     return re.findall(r"\| (\S+): done in", output)
@@ -33,9 +32,18 @@ def test_all_stages_then_resume_then_rerun_from_a_deleted_stage(experiment):
     config, exp = experiment
     res = run_fesa("run", config, "--exp-dir", exp)
     assert res.returncode == 0, res.stderr[-5000:]
-    assert ran(res.stderr) == ["all/prepare", "fold1/reference", "fold1/tapt-labels", "fold1/tapt", "fold1/tapt-finetune", "fold1/evaluate/baseline",
-                               "fold1/emotion-labels/L1-K6", "fold1/cpt/L1-K6", "fold1/finetune/L1-K6-attention",
-                               "fold1/evaluate/L1-K6-attention"]
+    assert ran(res.stderr) == [
+        "all/prepare",
+        "fold1/reference",
+        "fold1/tapt-labels",
+        "fold1/tapt",
+        "fold1/tapt-finetune",
+        "fold1/evaluate/baseline",
+        "fold1/emotion-labels/L1-K6",
+        "fold1/cpt/L1-K6",
+        "fold1/finetune/L1-K6-attention",
+        "fold1/evaluate/L1-K6-attention",
+    ]
     rows = [line for line in res.stdout.splitlines() if line.startswith("| ")]
     assert rows[1].startswith("| acoustic reference") and rows[2].startswith("| baseline (TAPT fine-tuned) |")
     assert rows[3].startswith("| L1-K6-attention |")
@@ -168,8 +176,12 @@ def test_bad_grid_fails_before_any_stage(experiment, tmp_path, grid, message):
 def test_layer_beyond_the_source_checkpoint_fails_before_any_stage(experiment, stock_hubert, tmp_path):
     """The depth is read from the checkpoint's config (its weights stay on disk)."""
     config, _ = experiment
-    cfg = {**yaml.safe_load(config.read_text()), "source_checkpoint": str(stock_hubert), "cpt_init": "source",
-           "tapt_labels": {"layer": 9, "clusters": 8}}
+    cfg = {
+        **yaml.safe_load(config.read_text()),
+        "source_checkpoint": str(stock_hubert),
+        "cpt_init": "source",
+        "tapt_labels": {"layer": 9, "clusters": 8},
+    }
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
     res = run_fesa("run", bad, "--exp-dir", tmp_path / "exp")

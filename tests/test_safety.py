@@ -48,16 +48,37 @@ def test_a_crafted_kmeans_file_runs_no_code(tmp_path, stock_labels):
 def test_kmeans_model_option_refuses_a_crafted_file(stock_hubert, demo_folds, tmp_path):
     bad, witness = tmp_path / "km.bin", tmp_path / "pwned"
     bad.write_bytes(pickle.dumps(_WritesAFile(str(witness))))
-    res = run_fesa("-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--splits", "valid", "--checkpoint", stock_hubert,
-                   "--layer", "1", "--kmeans-model", bad, "--out", tmp_path / "out")
+    res = run_fesa(
+        "-q",
+        "pseudo-labels",
+        "--manifest-dir",
+        demo_folds / "fold1",
+        "--splits",
+        "valid",
+        "--checkpoint",
+        stock_hubert,
+        "--layer",
+        "1",
+        "--kmeans-model",
+        bad,
+        "--out",
+        tmp_path / "out",
+    )
     one_line_error(res, "refusing to load it")
     assert not witness.exists()
 
 
 @pytest.fixture
 def tiny_experiment(demo_folds, tmp_path):
-    cfg = {"corpus": str(demo_folds.parent / "corpus"), "source_checkpoint": "bootstrap", "folds": [1], "cpt_init": "tapt",
-           "configs": {"tapt": "tiny", "finetune": "tiny", "cpt": "tiny"}, "emotion_labels": {"layer": 2}, "device": "cpu"}
+    cfg = {
+        "corpus": str(demo_folds.parent / "corpus"),
+        "source_checkpoint": "bootstrap",
+        "folds": [1],
+        "cpt_init": "tapt",
+        "configs": {"tapt": "tiny", "finetune": "tiny", "cpt": "tiny"},
+        "emotion_labels": {"layer": 2},
+        "device": "cpu",
+    }
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, cfg
@@ -77,7 +98,7 @@ def test_slurm_values_are_quoted_and_line_breaks_refused(tiny_experiment, tmp_pa
     # Run the script with a stand-in fesa: nothing in it may expand the $(...) of a value.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "fesa").write_text("#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args\"\n")
+    (bin_dir / "fesa").write_text('#!/bin/sh\necho "$@" > "$(dirname "$0")/args"\n')
     (bin_dir / "fesa").chmod(0o755)
     subprocess.run(["bash", str(out / "slurm" / "fold1__tapt.sbatch")], check=True, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
     assert (bin_dir / "args").read_text().split()[-2:] == ["--only", "fold1/tapt"] and not witness.exists()
@@ -136,7 +157,7 @@ def test_a_second_run_on_one_folder_fails_naming_the_holder(tiny_experiment, tmp
         res = run_fesa("run", path, "--exp-dir", exp, "--stages", "prepare")
         one_line_error(res, f"is in use by pid {os.getpid()} on {socket.gethostname()}")
     assert not lock.exists()
-    lock.write_text(json.dumps({"pid": 2 ** 22 + 12345, "host": socket.gethostname(), "since": "then", "command": "fesa run"}))
+    lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "since": "then", "command": "fesa run"}))
     res = run_fesa("run", path, "--exp-dir", exp, "--stages", "prepare")  # the holder is gone: taken over
     assert res.returncode == 0, res.stderr[-3000:]
     assert "taking over the lock" in res.stderr and not lock.exists()
@@ -144,8 +165,9 @@ def test_a_second_run_on_one_folder_fails_naming_the_holder(tiny_experiment, tmp
 
 def test_user_errors_are_one_line(tmp_path, demo_folds, finetuned_classifier):
     (tmp_path / "text.pt").write_text("hello")
-    one_line_error(run_fesa("-q", "evaluate", tmp_path / "text.pt", demo_folds / "fold1", "--out", tmp_path / "o"),
-                   "not a PyTorch checkpoint, or damaged")
+    one_line_error(
+        run_fesa("-q", "evaluate", tmp_path / "text.pt", demo_folds / "fold1", "--out", tmp_path / "o"), "not a PyTorch checkpoint, or damaged"
+    )
     (tmp_path / "broken.yaml").write_text("corpus: [a\n")
     one_line_error(run_fesa("run", tmp_path / "broken.yaml"), "cannot read experiment config")
     (tmp_path / "afile").write_text("")

@@ -82,12 +82,20 @@ def train_stock_hubert(work: Path, k: int = 10, updates: int = 3) -> Path:
     save_dir = work / "ckpt"
     cmd = [
         FAIRSEQ_HYDRA_TRAIN,
-        "--config-dir", str(FAIRSEQ_HUBERT_CONFIGS),
-        "--config-name", "hubert_base_librispeech",
-        f"task.data={data}", f"task.label_dir={data}", "task.labels=[km]", "model.label_rate=50",
-        f"hydra.run.dir={work / 'hydra'}", f"checkpoint.save_dir={save_dir}",
-        f"optimization.max_update={updates}", "task.min_sample_size=8000",
-        *CPU_RUN, *TINY_MODEL,
+        "--config-dir",
+        str(FAIRSEQ_HUBERT_CONFIGS),
+        "--config-name",
+        "hubert_base_librispeech",
+        f"task.data={data}",
+        f"task.label_dir={data}",
+        "task.labels=[km]",
+        "model.label_rate=50",
+        f"hydra.run.dir={work / 'hydra'}",
+        f"checkpoint.save_dir={save_dir}",
+        f"optimization.max_update={updates}",
+        "task.min_sample_size=8000",
+        *CPU_RUN,
+        *TINY_MODEL,
     ]
     # CPU_RUN on a GPU machine: fairseq would put the gradient norm on CUDA anyway unless the GPU is hidden
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=work, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
@@ -119,7 +127,10 @@ def to_release_format(stock_ckpt: Path, out: Path, legacy_args: bool) -> Path:
 def run_fesa(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "fesa_fairseq.cli", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -130,8 +141,10 @@ def hydra_train(stage: str, config: str, run_dir: Path, *overrides: str) -> subp
     """fairseq-hydra-train with one of the plugin's yaml files, as a user types it."""
     cmd = [
         FAIRSEQ_HYDRA_TRAIN,
-        "--config-dir", str(PLUGIN / "config" / stage),
-        "--config-name", config,
+        "--config-dir",
+        str(PLUGIN / "config" / stage),
+        "--config-name",
+        config,
         f"common.user_dir={PLUGIN}",
         f"hydra.run.dir={run_dir}",
         *overrides,

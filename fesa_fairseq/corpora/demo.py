@@ -48,6 +48,8 @@ DEMO_MARKER = "fesa_demo.json"  # at the root of a demo corpus: its generator's 
 
 def is_demo_corpus(root: Path) -> bool:
     return (Path(root) / DEMO_MARKER).is_file()
+
+
 PRETRAINING_MARKER = "fesa_pretraining.json"
 VOWELS = {"a": (730, 1090, 2440), "e": (530, 1840, 2480), "i": (270, 2290, 3010), "o": (570, 840, 2410), "u": (300, 870, 2240)}
 BANDWIDTHS = (80.0, 100.0, 140.0, 200.0)
@@ -213,8 +215,10 @@ def synthesize(code: str, spk: Speaker, rng: np.random.Generator) -> Tuple[np.nd
 
 def random_prosody(rng: np.random.Generator) -> Prosody:
     """Each prosodic dimension drawn on its own within the span PROSODY covers: varied speech, no emotion."""
-    spans = {name: (min(getattr(p, name) for p in PROSODY.values()), max(getattr(p, name) for p in PROSODY.values()))
-             for name in Prosody.__dataclass_fields__}
+    spans = {
+        name: (min(getattr(p, name) for p in PROSODY.values()), max(getattr(p, name) for p in PROSODY.values()))
+        for name in Prosody.__dataclass_fields__
+    }
     return Prosody(**{name: float(rng.uniform(low, high)) for name, (low, high) in spans.items()})
 
 
@@ -224,8 +228,15 @@ def synthesize_unlabelled(spk: Speaker, rng: np.random.Generator) -> np.ndarray:
     return _finish(x, spk, rng)
 
 
-def make_pretraining_corpus(out_dir: Path, speakers: int = 12, utterances_per_speaker: int = 40, seed: int = 1000,
-                            valid_fraction: float = 0.1, overwrite: bool = False, progress: bool = True) -> Dict[str, object]:
+def make_pretraining_corpus(
+    out_dir: Path,
+    speakers: int = 12,
+    utterances_per_speaker: int = 40,
+    seed: int = 1000,
+    valid_fraction: float = 0.1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Dict[str, object]:
     """Unlabelled speech of speakers who belong to no session, for pretraining the demo's source model.
 
     It plays the part LibriSpeech plays for hubert_base_ls960: audio from outside every fold, with prosody that
@@ -248,16 +259,29 @@ def make_pretraining_corpus(out_dir: Path, speakers: int = 12, utterances_per_sp
         held = set(np.random.default_rng(seed).permutation(len(rows))[: max(1, int(valid_fraction * len(rows)))].tolist())
         for split, keep in (("train", lambda k: k not in held), ("valid", lambda k: k in held)):
             write_manifest(staging / f"{split}.tsv", out_dir.resolve(), [r for k, r in enumerate(rows) if keep(k)])
-        info = {"generator": "fesa_fairseq.corpora.demo.make_pretraining_corpus", "seed": seed, "speakers": speakers,
-                "utterances": len(rows), "seconds": round(sum(n for _, n in rows) / SR, 1)}
+        info = {
+            "generator": "fesa_fairseq.corpora.demo.make_pretraining_corpus",
+            "seed": seed,
+            "speakers": speakers,
+            "utterances": len(rows),
+            "seconds": round(sum(n for _, n in rows) / SR, 1),
+        }
         (staging / PRETRAINING_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return info
 
 
 def _evaluation_block(utt_id: str, start: float, end: float, code: str) -> List[str]:
     v = VAD[code]
-    word = {"neu": "Neutral", "hap": "Happiness", "exc": "Excited", "ang": "Anger", "sad": "Sadness",
-            "fru": "Frustration", "sur": "Surprise", "xxx": "Other"}[code]
+    word = {
+        "neu": "Neutral",
+        "hap": "Happiness",
+        "exc": "Excited",
+        "ang": "Anger",
+        "sad": "Sadness",
+        "fru": "Frustration",
+        "sur": "Surprise",
+        "xxx": "Other",
+    }[code]
     return [
         f"[{start:.4f} - {end:.4f}]\t{utt_id}\t{code}\t[{v:.4f}, 2.5000, 2.5000]",
         f"C-E1:\t{word};\t()",
@@ -298,7 +322,7 @@ def write_session(root: Path, session: int, per_speaker: int, seed: int, segment
         wav_dir = root / f"Session{session}" / "sentences" / "wav" / dialog
         wav_dir.mkdir(parents=True)
         lines, clock = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""], 1.0
-        turns = {g: codes[g][d::len(DIALOGS)] for g in speakers}
+        turns = {g: codes[g][d :: len(DIALOGS)] for g in speakers}
         order = [g for i in range(max(map(len, turns.values()))) for g in speakers if i < len(turns[g])]
         index = {g: 0 for g in speakers}
         for g in order:
@@ -316,8 +340,9 @@ def write_session(root: Path, session: int, per_speaker: int, seed: int, segment
     return written
 
 
-def make_demo_corpus(out_dir: Path, utterances_per_speaker: int = 30, seed: int = 0, overwrite: bool = False, progress: bool = True,
-                     synth=None) -> Dict[str, object]:
+def make_demo_corpus(
+    out_dir: Path, utterances_per_speaker: int = 30, seed: int = 0, overwrite: bool = False, progress: bool = True, synth=None
+) -> Dict[str, object]:
     """Write the corpus to a staging folder beside `out_dir`, then move it into place whole.
 
     `synth` makes the speakers and utterances (default :class:`SourceFilter`; ``corpora.espeak`` has another).
@@ -332,8 +357,14 @@ def make_demo_corpus(out_dir: Path, utterances_per_speaker: int = 30, seed: int 
         for session in tqdm(SESSIONS, desc="demo corpus", unit="session", disable=not progress):
             total += write_session(staging, session, utterances_per_speaker, seed, segments, synth)
         (staging / SEGMENTS_FILE).write_text("\n".join(segments) + "\n", encoding="utf-8")
-        info = {"generator": "fesa_fairseq.corpora.demo", "synthesizer": synth.name, "seed": seed,
-                "utterances_per_speaker": utterances_per_speaker, "utterances": total, **synth.describe()}
+        info = {
+            "generator": "fesa_fairseq.corpora.demo",
+            "synthesizer": synth.name,
+            "seed": seed,
+            "utterances_per_speaker": utterances_per_speaker,
+            "utterances": total,
+            **synth.describe(),
+        }
         (staging / DEMO_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return info
 
@@ -351,4 +382,3 @@ def read_segments(root: Path) -> Dict[str, List[Tuple[float, float, str]]]:
         utt, a, b, e = line.split("\t")
         out.setdefault(utt, []).append((float(a), float(b), e))
     return out
-

@@ -38,9 +38,7 @@ SPLITS = ("train", "valid", "test")
 KNOWN_LABEL_TOTALS = {"neu": 1708, "hap": 1636, "ang": 1103, "sad": 1084}
 KNOWN_SESSION_TOTALS = {1: 1085, 2: 1023, 3: 1151, 4: 1031, 5: 1241}
 
-_TURN = re.compile(
-    r"^\[\s*(?P<start>\d+(?:\.\d+)?)\s*-\s*(?P<end>\d+(?:\.\d+)?)\s*\]\s+(?P<utt>\S+)\s+(?P<code>\S+)\s+\["
-)
+_TURN = re.compile(r"^\[\s*(?P<start>\d+(?:\.\d+)?)\s*-\s*(?P<end>\d+(?:\.\d+)?)\s*\]\s+(?P<utt>\S+)\s+(?P<code>\S+)\s+\[")
 
 
 @dataclass(frozen=True)
@@ -79,9 +77,7 @@ def parse_evaluation_file(path: Path) -> List[Turn]:
         if m:
             turns.append(Turn(m["utt"], m["code"].lower(), float(m["start"]), float(m["end"])))
     if not turns:
-        raise FesaError(
-            f"evaluation file {path} has no turn lines like '[6.29 - 8.23]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[...]'"
-        )
+        raise FesaError(f"evaluation file {path} has no turn lines like '[6.29 - 8.23]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[...]'")
     return turns
 
 
@@ -115,9 +111,7 @@ def scan_iemocap(root: Path, progress: bool = True) -> Dict[str, object]:
                 wav = Path(f"Session{session}", "sentences", "wav", ev.stem, f"{turn.utt_id}.wav")
                 pending.append((session, turn, wav, ev))
         if len(pending) == kept_before:
-            raise FesaError(
-                f"Session{session} has no neu/hap/exc/ang/sad turn in {root / f'Session{session}/dialog/EmoEvaluation'}"
-            )
+            raise FesaError(f"Session{session} has no neu/hap/exc/ang/sad turn in {root / f'Session{session}/dialog/EmoEvaluation'}")
     seen: Dict[str, Path] = {}
     utterances = []
     for session, turn, wav, ev in tqdm(pending, desc="reading wav headers", unit="wav", disable=not progress):
@@ -125,9 +119,7 @@ def scan_iemocap(root: Path, progress: bool = True) -> Dict[str, object]:
             raise FesaError(f"utterance {turn.utt_id} appears twice: in {seen[turn.utt_id]} and in {ev}")
         seen[turn.utt_id] = ev
         n = check_audio(root / wav, SAMPLE_RATE, where=f"{ev}: ")
-        utterances.append(
-            Utterance(turn.utt_id, session, speaker_of(turn.utt_id), turn.code, LABEL_OF_CODE[turn.code], wav.as_posix(), n)
-        )
+        utterances.append(Utterance(turn.utt_id, session, speaker_of(turn.utt_id), turn.code, LABEL_OF_CODE[turn.code], wav.as_posix(), n))
     return {"utterances": sorted(utterances, key=lambda u: u.utt_id), "dropped": dict(sorted(dropped.items()))}
 
 
@@ -203,11 +195,7 @@ def write_listing(path: Path, utterances: Sequence[Utterance]) -> None:
     header = "utt_id\tsession\tspeaker\tlabel\tcode\tduration\twav"
     atomic_write_lines(
         path,
-        [header]
-        + [
-            f"{u.utt_id}\t{u.session}\t{u.speaker}\t{u.label}\t{u.code}\t{u.duration:.4f}\t{u.wav}"
-            for u in utterances
-        ],
+        [header] + [f"{u.utt_id}\t{u.session}\t{u.speaker}\t{u.label}\t{u.code}\t{u.duration:.4f}\t{u.wav}" for u in utterances],
     )
 
 
@@ -261,4 +249,3 @@ def format_count_table(table: Dict[int, Counter]) -> str:
     rows.append(["all", *(str(t) for t in totals), str(sum(totals))])
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header, *rows])
-

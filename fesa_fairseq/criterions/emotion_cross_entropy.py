@@ -40,9 +40,7 @@ class EmotionCrossEntropyCriterion(FairseqCriterion):
         net_output = model(**sample["net_input"])
         logits = net_output["logits"].float()
         target = sample["target"]
-        loss = F.cross_entropy(
-            logits, target, weight=self.class_weights, label_smoothing=self.label_smoothing, reduction="sum" if reduce else "none"
-        )
+        loss = F.cross_entropy(logits, target, weight=self.class_weights, label_smoothing=self.label_smoothing, reduction="sum" if reduce else "none")
         sample_size = target.numel()
         logging_output = {"loss": loss.data, "ntokens": sample_size, "nsentences": sample_size, "sample_size": sample_size}
         logging_output.update(class_counts(logits.argmax(-1), target, self.labels))
@@ -53,7 +51,7 @@ class EmotionCrossEntropyCriterion(FairseqCriterion):
         loss = sum(float(log.get("loss", 0)) for log in logging_outputs)
         sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
         metrics.log_scalar("loss", loss / max(sample_size, 1), sample_size, round=3)
-        labels = sorted({key[len(CORRECT):] for log in logging_outputs for key in log if key.startswith(CORRECT)})
+        labels = sorted({key[len(CORRECT) :] for log in logging_outputs for key in log if key.startswith(CORRECT)})
         for label in labels:
             for prefix in (CORRECT, TOTAL):
                 metrics.log_scalar_sum(f"_{prefix}{label}", sum(log.get(prefix + label, 0) for log in logging_outputs))

@@ -47,8 +47,9 @@ def _check(path: PathLike, sr: int, channels: int, frames: int, sample_rate: int
     if frames <= 0:
         raise FesaError(f"{where}{path} holds no samples")
     if samples is not None and frames != samples:
-        raise FesaError(f"{where}{path} has {frames} samples but the manifest says {samples}; "
-                        "re-create the manifest (fesa prepare-iemocap) or fix the count")
+        raise FesaError(
+            f"{where}{path} has {frames} samples but the manifest says {samples}; re-create the manifest (fesa prepare-iemocap) or fix the count"
+        )
 
 
 class AudioSource:
@@ -58,8 +59,9 @@ class AudioSource:
 
     MARGIN = 0.25  # seconds read beyond each side of a window, so the resampler's edges fall outside it
 
-    def __init__(self, path: Optional[PathLike] = None, array: Optional[np.ndarray] = None, sample_rate: Optional[int] = None,
-                 rate: int = 16000) -> None:
+    def __init__(
+        self, path: Optional[PathLike] = None, array: Optional[np.ndarray] = None, sample_rate: Optional[int] = None, rate: int = 16000
+    ) -> None:
         self.path, self.rate, self._array = path, rate, None
         if array is not None:
             if sample_rate is None:
@@ -95,7 +97,7 @@ class AudioSource:
         last = min(self._native, -(-(start + length + margin) * self.down // self.up))
         wav = resample_poly(self._native_read(first, last).mean(axis=1), self.up, self.down).astype(np.float32)
         offset = start - first * self.up // self.down
-        return wav[offset:offset + length]
+        return wav[offset : offset + length]
 
     def _native_read(self, first: int, last: int) -> np.ndarray:
         if self._array is not None:

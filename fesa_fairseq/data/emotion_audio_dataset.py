@@ -128,9 +128,7 @@ class EmotionAudioDataset(FairseqDataset):
         return False
 
 
-def length_sorted_order(
-    sizes: np.ndarray, targets: np.ndarray, rng: np.random.Generator, shuffle: bool = True, balance: bool = False
-) -> np.ndarray:
+def length_sorted_order(sizes: np.ndarray, targets: np.ndarray, rng: np.random.Generator, shuffle: bool = True, balance: bool = False) -> np.ndarray:
     """Indices drawn (shuffled, or with inverse class frequency when balancing), longest first.
 
     fairseq's ``batch_by_size`` then cuts this order into batches, so each batch holds utterances of similar

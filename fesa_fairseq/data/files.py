@@ -52,8 +52,10 @@ def staged_dir(dest: PathLike, overwrite: bool = False, marker: Optional[str] = 
         if not overwrite:
             raise FesaError(f"{dest} already exists and is not empty: remove it, pick another folder, or pass --overwrite")
         if marker is not None and not (dest / marker).is_file():
-            raise FesaError(f"{dest} has no {marker}, so it was not written by this command: refusing to replace it "
-                            "with --overwrite; remove it yourself or pick another folder")
+            raise FesaError(
+                f"{dest} has no {marker}, so it was not written by this command: refusing to replace it "
+                "with --overwrite; remove it yourself or pick another folder"
+            )
         logger.info("replacing %s once the new content is complete", dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -102,9 +104,7 @@ def read_manifest(path: PathLike) -> Tuple[str, List[Tuple[str, int]]]:
     for lineno, line in enumerate(lines[1:], start=2):
         parts = line.split("\t")
         if len(parts) != 2 or not parts[1].isdigit():
-            raise FesaError(
-                f"{path}:{lineno}: expected 'relative/path.wav<TAB>num_samples', got {line!r}"
-            )
+            raise FesaError(f"{path}:{lineno}: expected 'relative/path.wav<TAB>num_samples', got {line!r}")
         rows.append((parts[0], int(parts[1])))
     return lines[0], rows
 

@@ -67,8 +67,12 @@ def utterance_eder(hypothesis: Sequence[Span], reference: Sequence[Span], durati
     hyp = merge_adjacent(hypothesis)
     if len(hyp) != 1:
         hyp = distribute_overlap(hyp)
-    agree = sum(max(0.0, min(r_end, h_end) - max(r_start, h_start))
-                for r_start, r_end, r_label in reference for h_start, h_end, h_label in hyp if key(h_label) == key(r_label))
+    agree = sum(
+        max(0.0, min(r_end, h_end) - max(r_start, h_start))
+        for r_start, r_end, r_label in reference
+        for h_start, h_end, h_label in hyp
+        if key(h_label) == key(r_label)
+    )
     return 1.0 - agree / duration
 
 
@@ -77,11 +81,11 @@ def window_spans(predictions: Sequence[str], window: float, stride: float) -> Li
     return [(stride * i, stride * i + window, p) for i, p in enumerate(predictions)]
 
 
-def speechbrain_eder(prediction: Sequence[str], duration: float, emotion: Sequence[Mapping], window_length: float,
-                     stride: float) -> float:
+def speechbrain_eder(prediction: Sequence[str], duration: float, emotion: Sequence[Mapping], window_length: float, stride: float) -> float:
     """SpeechBrain's ``EDER(prediction, id, duration, emotion, window_length, stride)`` (neutral is 'n')."""
-    return utterance_eder(window_spans(prediction, window_length, stride), reference_spans(emotion, float(duration), "n"),
-                          float(duration), first_letter=True)
+    return utterance_eder(
+        window_spans(prediction, window_length, stride), reference_spans(emotion, float(duration), "n"), float(duration), first_letter=True
+    )
 
 
 def read_segments_json(path: Path) -> Dict[str, dict]:
@@ -117,8 +121,12 @@ def eder(reference: Mapping[str, dict], hypothesis: Mapping[str, dict], neutral:
         hyp_spans = [(float(e["start"]), float(e["end"]), str(e["emo"])) for e in hypothesis[utt]["emotion"]]
         per_utt[utt] = utterance_eder(hyp_spans, ref_spans, duration, first_letter)
         _confuse(confusion, ref_spans, distribute_overlap(merge_adjacent(hyp_spans)) if hyp_spans else [])
-    return {"eder": 100.0 * float(np.mean(list(per_utt.values()))) if per_utt else float("nan"), "utterances": len(per_utt),
-            "per_utterance": per_utt, "confusion_seconds": confusion}
+    return {
+        "eder": 100.0 * float(np.mean(list(per_utt.values()))) if per_utt else float("nan"),
+        "utterances": len(per_utt),
+        "per_utterance": per_utt,
+        "confusion_seconds": confusion,
+    }
 
 
 def _confuse(confusion: Dict[str, Dict[str, float]], reference: Sequence[Span], hypothesis: Sequence[Span]) -> None:

@@ -61,8 +61,16 @@ def collect_inputs(items: Sequence[str]) -> List[Input]:
     return inputs
 
 
-def predict_files(recognizer: EmotionRecognizer, inputs: Sequence[Input], out: Path, frames: bool = False, plot: int = 0,
-                  reference: Optional[Mapping[str, dict]] = None, strict: bool = False, progress: bool = True) -> Dict[str, object]:
+def predict_files(
+    recognizer: EmotionRecognizer,
+    inputs: Sequence[Input],
+    out: Path,
+    frames: bool = False,
+    plot: int = 0,
+    reference: Optional[Mapping[str, dict]] = None,
+    strict: bool = False,
+    progress: bool = True,
+) -> Dict[str, object]:
     out.mkdir(parents=True, exist_ok=True)
     labels = recognizer.labels
     rows = ["\t".join(["path", "duration", "label", *(f"p_{label}" for label in labels)])]
@@ -82,8 +90,11 @@ def predict_files(recognizer: EmotionRecognizer, inputs: Sequence[Input], out: P
             continue
         audio_seconds += pred.duration
         rows.append("\t".join([str(item.path), f"{pred.duration:.3f}", pred.label, *(f"{p:.4f}" for p in pred.probabilities)]))
-        segments[item.utt_id] = {"wav": str(item.path), "duration": round(pred.duration, 3),
-                                 "emotion": [{"emo": s.label, "start": s.start, "end": s.end} for s in pred.segments]}
+        segments[item.utt_id] = {
+            "wav": str(item.path),
+            "duration": round(pred.duration, 3),
+            "emotion": [{"emo": s.label, "start": s.start, "end": s.end} for s in pred.segments],
+        }
         if frames:
             _write_frames(out / "frames" / f"{item.utt_id}.npz", pred)
         if i < plot:
@@ -99,14 +110,23 @@ def _say_conversion(source: AudioSource, said: set) -> None:
     key = (source.native_rate, source.channels)
     if source.converted and key not in said:
         said.add(key)
-        logger.info("audio at %d Hz with %d channel(s): averaged to mono and resampled to %d Hz (scipy resample_poly)",
-                    source.native_rate, source.channels, SAMPLE_RATE)
+        logger.info(
+            "audio at %d Hz with %d channel(s): averaged to mono and resampled to %d Hz (scipy resample_poly)",
+            source.native_rate,
+            source.channels,
+            SAMPLE_RATE,
+        )
 
 
 def _write_frames(path: Path, pred: Prediction) -> None:
     buffer = io.BytesIO()
-    np.savez(buffer, posteriors=pred.frame_posteriors.astype(np.float32), pooling_weights=pred.pooling_weights.astype(np.float32),
-             labels=np.array(pred.labels), frame_rate=np.float32(pred.frame_rate))
+    np.savez(
+        buffer,
+        posteriors=pred.frame_posteriors.astype(np.float32),
+        pooling_weights=pred.pooling_weights.astype(np.float32),
+        labels=np.array(pred.labels),
+        frame_rate=np.float32(pred.frame_rate),
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buffer.getvalue())
 
@@ -115,6 +135,14 @@ def _plot(path: Path, item: Input, source: AudioSource, pred: Prediction, truth:
     samples = min(source.samples, int(PLOT_SECONDS * SAMPLE_RATE))
     frames = int(samples / SAMPLE_RATE * pred.frame_rate)
     path.parent.mkdir(parents=True, exist_ok=True)
-    plot_prediction(source.read(0, samples), SAMPLE_RATE, pred.frame_posteriors[:frames], pred.pooling_weights[:frames], pred.labels,
-                    [(s.start, s.end, s.label) for s in pred.segments], [(float(e["start"]), float(e["end"]), str(e["emo"])) for e in truth],
-                    path, f"{item.utt_id}: {pred.label} ({pred.probabilities.max():.2f})")
+    plot_prediction(
+        source.read(0, samples),
+        SAMPLE_RATE,
+        pred.frame_posteriors[:frames],
+        pred.pooling_weights[:frames],
+        pred.labels,
+        [(s.start, s.end, s.label) for s in pred.segments],
+        [(float(e["start"]), float(e["end"]), str(e["emo"])) for e in truth],
+        path,
+        f"{item.utt_id}: {pred.label} ({pred.probabilities.max():.2f})",
+    )

@@ -82,8 +82,17 @@ def plan_windows(samples: int, window: float, hop: float) -> Windows:
 class EmotionRecognizer:
     """``EmotionRecognizer.from_checkpoint(path).predict("speech.wav")``: the checkpoint alone is enough."""
 
-    def __init__(self, model, labels: Sequence[str], device: torch.device, normalize: bool = False, window: float = 20.0,
-                 hop: float = 15.0, median: float = 0.25, min_segment: float = 0.25) -> None:
+    def __init__(
+        self,
+        model,
+        labels: Sequence[str],
+        device: torch.device,
+        normalize: bool = False,
+        window: float = 20.0,
+        hop: float = 15.0,
+        median: float = 0.25,
+        min_segment: float = 0.25,
+    ) -> None:
         self.model, self.labels, self.device, self.normalize = model, list(labels), device, normalize
         self.window, self.hop, self.median, self.min_segment = window, hop, median, min_segment
 
@@ -91,11 +100,13 @@ class EmotionRecognizer:
     def from_checkpoint(cls, path: Union[str, Path], device: str = "auto", **options) -> "EmotionRecognizer":
         info = inspect_checkpoint(str(path))
         if not info.is_classifier:
-            raise FesaError(f"{path} holds a {info.model!r} model, not a fine-tuned hubert_emotion_classifier: "
-                            "give the checkpoint_best.pt of a fine-tuning run")
+            raise FesaError(
+                f"{path} holds a {info.model!r} model, not a fine-tuned hubert_emotion_classifier: give the checkpoint_best.pt of a fine-tuning run"
+            )
         if "labels" not in info.task_state:
-            raise FesaError(f"{path} keeps no class list in its task state (it predates that): score it with fesa evaluate "
-                            "on its fold folder, or fine-tune again")
+            raise FesaError(
+                f"{path} keeps no class list in its task state (it predates that): score it with fesa evaluate on its fold folder, or fine-tune again"
+            )
         dev = resolve_device(device)
         (model,), cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(path)])
         return cls(model.eval().to(dev), task.labels, dev, normalize=bool(cfg.task.normalize), **options)
@@ -109,17 +120,18 @@ class EmotionRecognizer:
     def predict_source(self, source: AudioSource) -> Prediction:
         where = source.path if source.path is not None else "the waveform"
         if source.samples < RECEPTIVE_FIELD:
-            raise FesaError(f"{where} is {source.samples} samples at 16 kHz, shorter than the encoder's receptive field "
-                            f"({RECEPTIVE_FIELD} samples, 25 ms)")
+            raise FesaError(
+                f"{where} is {source.samples} samples at 16 kHz, shorter than the encoder's receptive field ({RECEPTIVE_FIELD} samples, 25 ms)"
+            )
         windows = plan_windows(source.samples, self.window, self.hop)
         logits, log_weights = [], []
         pooled = _RunningPool()
         for start, (a, b) in zip(windows.starts, windows.keep):
             out = self._window(source.read(start, min(windows.length, source.samples - start)))
             first = start // HOP
-            logits.append(out["frame_logits"][a - first:b - first])
-            log_weights.append(out["log_weights"][a - first:b - first])
-            pooled.add(out["frames"][a - first:b - first], log_weights[-1])
+            logits.append(out["frame_logits"][a - first : b - first])
+            log_weights.append(out["log_weights"][a - first : b - first])
+            pooled.add(out["frames"][a - first : b - first], log_weights[-1])
         frame_logits, log_w = torch.cat(logits), torch.cat(log_weights)
         probabilities = torch.softmax(self.model.head(pooled.mean()).float(), dim=-1).cpu().numpy()
         posteriors = torch.softmax(frame_logits.float(), dim=-1).cpu().numpy()
@@ -159,4 +171,3 @@ class _RunningPool:
 
     def mean(self) -> torch.Tensor:
         return self.weighted / self.total.to(self.weighted.dtype)
-

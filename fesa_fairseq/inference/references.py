@@ -23,8 +23,7 @@ from fesa_fairseq.inference.eder import read_segments_json
 FORMATS = ("auto", "zed", "demo", "tsv")
 
 
-def convert_references(source: Path, fmt: str = "auto", manifest: Optional[Path] = None,
-                       audio_root: Optional[Path] = None) -> Dict[str, dict]:
+def convert_references(source: Path, fmt: str = "auto", manifest: Optional[Path] = None, audio_root: Optional[Path] = None) -> Dict[str, dict]:
     source = Path(source)
     if source.is_dir():
         source = source / SEGMENTS_FILE

@@ -15,8 +15,9 @@ class Segment:
     confidence: float  # mean posterior of the label over the segment's frames
 
 
-def frames_to_segments(posteriors: np.ndarray, labels: Sequence[str], frame_rate: float, duration: float,
-                       median: float = 0.25, min_duration: float = 0.25) -> List[Segment]:
+def frames_to_segments(
+    posteriors: np.ndarray, labels: Sequence[str], frame_rate: float, duration: float, median: float = 0.25, min_duration: float = 0.25
+) -> List[Segment]:
     """Each class's posterior is median-filtered over ``median`` seconds (a median of class indices means
     nothing), then every frame takes its argmax; runs shorter than ``min_duration`` join the neighbour whose
     class is more probable over them; equal neighbours merge. Frame t spans [t, t + 1) / frame_rate; the last
@@ -37,8 +38,7 @@ def frames_to_segments(posteriors: np.ndarray, labels: Sequence[str], frame_rate
         runs[i] = (runs[into][0], a, b)
         runs = _merge(runs)
     ends = [b / frame_rate for _, _, b in runs[:-1]] + [max(duration, runs[-1][2] / frame_rate)]
-    return [Segment(round(a / frame_rate, 3), round(end, 3), labels[c], float(posteriors[a:b, c].mean()))
-            for (c, a, b), end in zip(runs, ends)]
+    return [Segment(round(a / frame_rate, 3), round(end, 3), labels[c], float(posteriors[a:b, c].mean())) for (c, a, b), end in zip(runs, ends)]
 
 
 def _runs(classes: np.ndarray) -> List[tuple]:
@@ -55,4 +55,3 @@ def _merge(runs: List[tuple]) -> List[tuple]:
         else:
             out.append((c, a, b))
     return out
-

@@ -71,12 +71,29 @@ def analyze_clusters(
         for k in clusters:
             start = time.perf_counter()
             opts = kmeans.resolved()
-            km = fit_kmeans_model(train[layer], k, opts.backend, seed, opts.max_iter, opts.n_init, opts.batch_size, opts.init,
-                                  opts.tol, opts.reassignment_ratio, opts.max_no_improvement)
+            km = fit_kmeans_model(
+                train[layer],
+                k,
+                opts.backend,
+                seed,
+                opts.max_iter,
+                opts.n_init,
+                opts.batch_size,
+                opts.init,
+                opts.tol,
+                opts.reassignment_ratio,
+                opts.max_no_improvement,
+            )
             assigned = assign(km, valid[layer])
-            cells.append({"layer": layer, "clusters": k, "purity": purity(assigned, valid_labels),
-                          "nmi": float(normalized_mutual_info_score(valid_labels, assigned)),
-                          "seconds": round(time.perf_counter() - start, 2)})
+            cells.append(
+                {
+                    "layer": layer,
+                    "clusters": k,
+                    "purity": purity(assigned, valid_labels),
+                    "nmi": float(normalized_mutual_info_score(valid_labels, assigned)),
+                    "seconds": round(time.perf_counter() - start, 2),
+                }
+            )
             logger.info("layer %d, K=%d: purity %.3f, NMI %.3f", layer, k, cells[-1]["purity"], cells[-1]["nmi"])
     result = {
         "manifest_dir": str(manifest_dir),
@@ -90,8 +107,13 @@ def analyze_clusters(
     }
     out.mkdir(parents=True, exist_ok=True)
     grids = {metric: np.array([[c[metric] for c in cells if c["layer"] == layer] for layer in layers]) for metric in ("purity", "nmi")}
-    plot_grid(grids, layers, list(clusters), out / "clusters.png",
-              title=f"k-means of frames vs utterance emotion (valid, majority share {result['majority_share']:.2f})")
+    plot_grid(
+        grids,
+        layers,
+        list(clusters),
+        out / "clusters.png",
+        title=f"k-means of frames vs utterance emotion (valid, majority share {result['majority_share']:.2f})",
+    )
     atomic_write_text(out / "analysis.md", format_table(result) + "\n")
     atomic_write_text(out / "analysis.json", json.dumps(result, indent=2) + "\n")
     return result
@@ -103,6 +125,8 @@ def format_table(result: Dict[str, object]) -> str:
     for layer in result["layers"]:
         row = [c for c in result["cells"] if c["layer"] == layer]
         lines.append(f"| {layer} | " + " | ".join(f"{c['purity']:.3f} / {c['nmi']:.3f}" for c in row) + " |")
-    lines.append(f"\nframe-level, fitted on {result['train_frames']} training frames, scored on {result['valid_frames']} "
-                 f"validation frames; majority class share {result['majority_share']:.3f}")
+    lines.append(
+        f"\nframe-level, fitted on {result['train_frames']} training frames, scored on {result['valid_frames']} "
+        f"validation frames; majority class share {result['majority_share']:.3f}"
+    )
     return "\n".join(lines)

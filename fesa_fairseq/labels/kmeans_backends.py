@@ -22,9 +22,19 @@ BACKENDS = ("faiss", "sklearn")
 DEFAULTS = {"sklearn": {"max_iter": 100, "n_init": 20}, "faiss": {"max_iter": 25, "n_init": 1}}
 
 
-def fit_kmeans_model(feats: np.ndarray, k: int, backend: str, seed: int, max_iter: Optional[int] = None, n_init: Optional[int] = None,
-                     batch_size: int = 10000, init: str = "k-means++", tol: float = 0.0, reassignment_ratio: float = 0.0,
-                     max_no_improvement: int = 100) -> MiniBatchKMeans:
+def fit_kmeans_model(
+    feats: np.ndarray,
+    k: int,
+    backend: str,
+    seed: int,
+    max_iter: Optional[int] = None,
+    n_init: Optional[int] = None,
+    batch_size: int = 10000,
+    init: str = "k-means++",
+    tol: float = 0.0,
+    reassignment_ratio: float = 0.0,
+    max_no_improvement: int = 100,
+) -> MiniBatchKMeans:
     """Centroids of ``feats`` (frames × dims); ``None`` settings take the backend's defaults (DEFAULTS)."""
     max_iter = DEFAULTS[backend]["max_iter"] if max_iter is None else max_iter
     n_init = DEFAULTS[backend]["n_init"] if n_init is None else n_init
@@ -49,7 +59,7 @@ def assign(model, feats: np.ndarray) -> np.ndarray:
     """Nearest centroid of every frame, as fairseq's ApplyKmeans computes it."""
     c = np.asarray(model.cluster_centers_, dtype=np.float32)
     x = np.asarray(feats, dtype=np.float32)
-    dist = (x ** 2).sum(1, keepdims=True) - 2 * x @ c.T + (c ** 2).sum(1)[None]
+    dist = (x**2).sum(1, keepdims=True) - 2 * x @ c.T + (c**2).sum(1)[None]
     return dist.argmin(1)
 
 
@@ -58,7 +68,7 @@ def inertia(model, feats: np.ndarray, batch: int = 65536) -> float:
     c = np.asarray(model.cluster_centers_, dtype=np.float64)
     total = 0.0
     for start in range(0, len(feats), batch):
-        x = np.asarray(feats[start:start + batch], dtype=np.float64)
-        dist = (x ** 2).sum(1, keepdims=True) - 2 * x @ c.T + (c ** 2).sum(1)[None]
+        x = np.asarray(feats[start : start + batch], dtype=np.float64)
+        dist = (x**2).sum(1, keepdims=True) - 2 * x @ c.T + (c**2).sum(1)[None]
         total += float(np.maximum(dist.min(1), 0).sum())
     return total

@@ -28,8 +28,10 @@ COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x5d\x00\x00", b"ZF", b"\x78\x
 class _KMeansUnpickler(NumpyUnpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in ALLOWED:
-            raise FesaError(f"{self.filename} would build {module}.{name}, which is not part of a scikit-learn k-means "
-                            "model; refusing to load it (a pickle can run code)")
+            raise FesaError(
+                f"{self.filename} would build {module}.{name}, which is not part of a scikit-learn k-means "
+                "model; refusing to load it (a pickle can run code)"
+            )
         return super().find_class(module, name)
 
 
@@ -52,4 +54,3 @@ def load_kmeans(path: str):
     if not isinstance(centers, np.ndarray) or centers.ndim != 2:
         raise FesaError(f"{path} is not a fitted scikit-learn k-means model (no cluster_centers_)")
     return model
-

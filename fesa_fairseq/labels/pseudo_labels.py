@@ -49,8 +49,9 @@ class KMeansOptions:
 
     def resolved(self) -> "KMeansOptions":
         d = DEFAULTS[self.backend]
-        return replace(self, max_iter=d["max_iter"] if self.max_iter is None else self.max_iter,
-                       n_init=d["n_init"] if self.n_init is None else self.n_init)
+        return replace(
+            self, max_iter=d["max_iter"] if self.max_iter is None else self.max_iter, n_init=d["n_init"] if self.n_init is None else self.n_init
+        )
 
 
 @dataclass
@@ -96,9 +97,7 @@ def dump_features(reader, job: PseudoLabelJob, feat_dir: Path, ranks: Sequence[i
 
 
 def _train_frames(feat_dir: Path, job: PseudoLabelJob) -> int:
-    return sum(
-        int(x) for r in range(job.nshard) for x in read_lines(_shard_paths(feat_dir, job.train_split, r, job.nshard)[1])
-    )
+    return sum(int(x) for r in range(job.nshard) for x in read_lines(_shard_paths(feat_dir, job.train_split, r, job.nshard)[1]))
 
 
 def fit_kmeans(job: PseudoLabelJob, feat_dir: Path, km_path: Path) -> None:
@@ -115,8 +114,20 @@ def fit_kmeans(job: PseudoLabelJob, feat_dir: Path, km_path: Path) -> None:
     opts = job.kmeans.resolved()
     if opts.backend == "sklearn":  # fairseq's own function: exact parity with its recipe
         learn_kmeans.learn_kmeans(
-            str(feat_dir), job.train_split, job.nshard, str(tmp), job.clusters, job.seed, job.percent, opts.init,
-            opts.max_iter, opts.batch_size, opts.tol, opts.n_init, opts.reassignment_ratio, opts.max_no_improvement,
+            str(feat_dir),
+            job.train_split,
+            job.nshard,
+            str(tmp),
+            job.clusters,
+            job.seed,
+            job.percent,
+            opts.init,
+            opts.max_iter,
+            opts.batch_size,
+            opts.tol,
+            opts.n_init,
+            opts.reassignment_ratio,
+            opts.max_no_improvement,
         )
     else:
         np.random.seed(job.seed)  # fairseq's load_feature draws the --percent sample with numpy's global state

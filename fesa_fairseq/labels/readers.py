@@ -30,9 +30,7 @@ def conv_frames(num_samples: int, kernels_strides: List[Tuple[int, int]]) -> int
 class HubertFeatureReader:
     """Layer-`layer` features of a HuBERT checkpoint: pretraining (stock or ours), official release, or classifier."""
 
-    def __init__(
-        self, checkpoint: str, layer: int, device: torch.device, max_chunk: int = 1_600_000, data_dir: Optional[str] = None
-    ) -> None:
+    def __init__(self, checkpoint: str, layer: int, device: torch.device, max_chunk: int = 1_600_000, data_dir: Optional[str] = None) -> None:
         info = require_hubert_family(inspect_checkpoint(checkpoint))
         # A classifier's task reads dict.emo.txt at set-up: point it at the folder being labelled, not at the
         # fold it was trained on (which may live elsewhere). Pretraining tasks read nothing at set-up.
@@ -69,12 +67,9 @@ class HubertFeatureReader:
         x = self._source(path, ref_len)
         chunks = []
         for start in range(0, x.size(1), self.max_chunk):
-            feat, _ = self.model.extract_features(
-                source=x[:, start : start + self.max_chunk], padding_mask=None, mask=False, output_layer=self.layer
-            )
+            feat, _ = self.model.extract_features(source=x[:, start : start + self.max_chunk], padding_mask=None, mask=False, output_layer=self.layer)
             chunks.append(feat)
         return torch.cat(chunks, 1).squeeze(0).float().cpu()
-
 
     @torch.no_grad()
     def get_layer_feats(self, path: str, layers: List[int], ref_len: int = None) -> Dict[int, torch.Tensor]:
@@ -89,9 +84,7 @@ class HubertFeatureReader:
             for layer in layers
         ]
         try:
-            final, _ = self.model.extract_features(
-                source=self._source(path, ref_len), padding_mask=None, mask=False, output_layer=max(layers)
-            )
+            final, _ = self.model.extract_features(source=self._source(path, ref_len), padding_mask=None, mask=False, output_layer=max(layers))
         finally:
             for hook in hooks:
                 hook.remove()

@@ -54,8 +54,14 @@ class EmotionHubertModel(HubertModel):
         info = describe_state(state, path)
         weights = encoder_weights(state, info)
         own = self.state_dict()
-        reset, reason = label_reset_decision(str(reset_label_embeddings), dictionaries, info.task_state.get("dictionaries"),
-                                             weights.get("label_embs_concat"), own["label_embs_concat"], path)
+        reset, reason = label_reset_decision(
+            str(reset_label_embeddings),
+            dictionaries,
+            info.task_state.get("dictionaries"),
+            weights.get("label_embs_concat"),
+            own["label_embs_concat"],
+            path,
+        )
         keep = {n for n in LABEL_TENSORS if n in own} if reset else set()
         problems = _mismatches(own, weights, keep)
         if problems:
@@ -70,7 +76,8 @@ class EmotionHubertModel(HubertModel):
         if keep:
             shapes = {n: tuple(weights[n].shape) if n in weights else "absent" for n in keep}
             logger.info(
-                "init_checkpoint: label embeddings reset (%s): re-initialised %s", reason,
+                "init_checkpoint: label embeddings reset (%s): re-initialised %s",
+                reason,
                 ", ".join(f"{n} (checkpoint: {shapes[n]}, here: {tuple(own[n].shape)})" for n in sorted(keep)),
             )
         else:
@@ -88,16 +95,19 @@ def _same_dictionaries(ours: Sequence[Dictionary], theirs: Sequence[Any]) -> Tup
     return True, "the checkpoint's label dictionaries equal this task's (symbols, order and counts)"
 
 
-def label_reset_decision(mode: str, ours: Sequence[Dictionary], theirs: Optional[Sequence[Any]],
-                         their_embs: Optional[torch.Tensor], own_embs: torch.Tensor, path: str) -> Tuple[bool, str]:
+def label_reset_decision(
+    mode: str, ours: Sequence[Dictionary], theirs: Optional[Sequence[Any]], their_embs: Optional[torch.Tensor], own_embs: torch.Tensor, path: str
+) -> Tuple[bool, str]:
     """(reset, why) for the label tensors of a warm start."""
     if mode == "always":
         return True, "reset_label_embeddings=always"
     if mode == "never":
         if their_embs is None or their_embs.shape != own_embs.shape:
             there = "none" if their_embs is None else tuple(their_embs.shape)
-            raise FesaError(f"reset_label_embeddings=never, but the label embeddings of {path} are {there} and this label "
-                            f"set needs {tuple(own_embs.shape)}: use auto or always, or the labels the checkpoint was trained on")
+            raise FesaError(
+                f"reset_label_embeddings=never, but the label embeddings of {path} are {there} and this label "
+                f"set needs {tuple(own_embs.shape)}: use auto or always, or the labels the checkpoint was trained on"
+            )
         return False, "reset_label_embeddings=never"
     if their_embs is None:
         return True, "auto: the checkpoint has no label embeddings"

@@ -27,9 +27,7 @@ class HubertEmotionClassifierConfig(HubertAsrConfig):
         default="attention",
         metadata={"help": "frames -> utterance: 'attention' (learned scores, softmax over real frames) or 'mean'"},
     )
-    projection_dim: int = field(
-        default=0, metadata={"help": "hidden size of a tanh projection between pooling and the output layer; 0 for none"}
-    )
+    projection_dim: int = field(default=0, metadata={"help": "hidden size of a tanh projection between pooling and the output layer; 0 for none"})
     classifier_dropout: float = field(default=0.0, metadata={"help": "dropout on the pooled utterance vector"})
 
 
@@ -91,8 +89,12 @@ class HubertEmotionClassifier(BaseFairseqModel):
         """
         out = self.encoder(source, padding_mask, tbc=False)
         frames, frame_padding = out["encoder_out"], out["padding_mask"]
-        return {"frames": frames, "frame_logits": self.head(frames), "log_weights": self.pooling.log_weights(frames, frame_padding),
-                "padding_mask": frame_padding}
+        return {
+            "frames": frames,
+            "frame_logits": self.head(frames),
+            "log_weights": self.pooling.log_weights(frames, frame_padding),
+            "padding_mask": frame_padding,
+        }
 
     def extract_features(
         self,
@@ -103,9 +105,7 @@ class HubertEmotionClassifier(BaseFairseqModel):
         output_layer: Optional[int] = None,
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Frame features of the (fine-tuned) encoder, exactly like ``HubertModel.extract_features``."""
-        return self.encoder.w2v_model.extract_features(
-            source, padding_mask=padding_mask, mask=mask, ret_conv=ret_conv, output_layer=output_layer
-        )
+        return self.encoder.w2v_model.extract_features(source, padding_mask=padding_mask, mask=mask, ret_conv=ret_conv, output_layer=output_layer)
 
     @property
     def encoder_layers(self) -> int:
@@ -116,4 +116,3 @@ class HubertEmotionClassifier(BaseFairseqModel):
 
     def get_targets(self, sample, net_output) -> torch.Tensor:
         return sample["target"]
-

@@ -82,8 +82,9 @@ def evaluate(
     labels = list(task.labels)
     about: Dict[str, object] = {"checkpoint": str(checkpoint), "data": str(fold_dir), "split": split}
     if reference:
-        about["frame_level"] = frame_figures(EmotionRecognizer(model, labels, dev, normalize=bool(task.cfg.normalize)),
-                                             result["paths"], reference, neutral)
+        about["frame_level"] = frame_figures(
+            EmotionRecognizer(model, labels, dev, normalize=bool(task.cfg.normalize)), result["paths"], reference, neutral
+        )
     if timelines:
         truth = {utt: [(float(e["start"]), float(e["end"]), str(e["emo"])) for e in entry["emotion"]] for utt, entry in (reference or {}).items()}
         plot_timelines(model, task.dataset(split), result, labels, dev, Path(out_dir) / "timelines", timelines, truth)
@@ -110,8 +111,13 @@ def frame_figures(recognizer: EmotionRecognizer, paths: Sequence[str], reference
             focus.append(share)
     if not truth:
         return {}
-    return {"eder": round(eder(truth, hypothesis, neutral=neutral)["eder"], 2), "attention_focus": round(float(np.mean(focus)), 3) if focus else None,
-            "utterances": len(truth), "focus_utterances": len(focus), "neutral": neutral}
+    return {
+        "eder": round(eder(truth, hypothesis, neutral=neutral)["eder"], 2),
+        "attention_focus": round(float(np.mean(focus)), 3) if focus else None,
+        "utterances": len(truth),
+        "focus_utterances": len(focus),
+        "neutral": neutral,
+    }
 
 
 def attention_focus(weights: np.ndarray, frame_rate: float, events: Sequence[Mapping], duration: float, neutral: str) -> Optional[float]:
@@ -126,8 +132,9 @@ def attention_focus(weights: np.ndarray, frame_rate: float, events: Sequence[Map
     return float(weights[inside].sum() / covered) if covered > 0 else None
 
 
-def write_results(out: Path, paths: Sequence[str], targets: Sequence[int], prob: np.ndarray, labels: List[str],
-                  about: Dict[str, object]) -> Dict[str, object]:
+def write_results(
+    out: Path, paths: Sequence[str], targets: Sequence[int], prob: np.ndarray, labels: List[str], about: Dict[str, object]
+) -> Dict[str, object]:
     """predictions.tsv, confusion.png and, last (it marks the scoring complete), metrics.json.
 
     Every scorer (a fine-tuned classifier, the acoustic reference) writes these same files, so the report reads
@@ -156,8 +163,9 @@ def write_results(out: Path, paths: Sequence[str], targets: Sequence[int], prob:
 
 
 @torch.no_grad()
-def plot_timelines(model, dataset, result, labels: List[str], device: torch.device, out: Path, count: int,
-                   segments: Mapping[str, Sequence[Segment]]) -> None:
+def plot_timelines(
+    model, dataset, result, labels: List[str], device: torch.device, out: Path, count: int, segments: Mapping[str, Sequence[Segment]]
+) -> None:
     """One picture per utterance (the first `count` of the split): what the model attends to, frame by frame.
 
     The input is the dataset's (whole, normalised as scored); segments, where given, are marked.
@@ -177,4 +185,3 @@ def format_confusion(matrix: List[List[int]], labels: List[str]) -> str:
     for label, row in zip(labels, matrix):
         lines.append(label.ljust(width + 2) + "".join(str(v).rjust(width) for v in row))
     return "\n".join(lines)
-

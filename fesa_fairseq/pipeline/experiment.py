@@ -109,6 +109,7 @@ def load_experiment(path: Path, dotlist: Optional[List[str]] = None) -> Experime
 
 def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     """Relative paths are relative to where fesa runs; stage commands (and SLURM jobs) need absolute ones."""
+
     def resolve(value: Optional[str]) -> Optional[str]:
         return None if value is None or value == BOOTSTRAP else str(Path(value).resolve())
 
@@ -139,8 +140,9 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
     if cfg.cpt_init not in ("source", "tapt"):
         raise FesaError(f"{path}: 'cpt_init' must be source or tapt, got {cfg.cpt_init!r}")
     if cfg.bootstrap and (cfg.skip_tapt or cfg.cpt_init != "tapt"):
-        raise FesaError(f"{path}: with source_checkpoint: bootstrap the TAPT model is the only pretrained model: "
-                        "set cpt_init: tapt and keep skip_tapt: false")
+        raise FesaError(
+            f"{path}: with source_checkpoint: bootstrap the TAPT model is the only pretrained model: set cpt_init: tapt and keep skip_tapt: false"
+        )
     if cfg.skip_tapt and cfg.cpt_init == "tapt":
         raise FesaError(f"{path}: cpt_init: tapt needs the TAPT stage (skip_tapt is true)")
     if not 0 < cfg.valid_fraction < 1:

@@ -27,6 +27,7 @@ from fesa_fairseq.errors import FesaError
 
 logger = logging.getLogger(__name__)
 
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -49,24 +50,24 @@ def _holder(path: Path) -> Optional[Dict[str, object]]:
 @contextmanager
 def exclusive(path: Path, what: str) -> Iterator[None]:
     """Hold `path` as a lock for `what` (words for the error) while the block runs."""
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-          "command": " ".join(sys.argv)}
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _holder(path)
-            if holder is not None and holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) \
-                    and not _alive(holder["pid"]):
+            if holder is not None and holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
                 logger.warning("taking over the lock %s of process %s, which is gone", path, holder["pid"])
                 path.unlink(missing_ok=True)
                 continue
             if holder is None:
                 continue
-            raise FesaError(f"{what} is in use by pid {holder.get('pid', '?')} on {holder.get('host', '?')} since "
-                            f"{holder.get('since', '?')} ({holder.get('command', '?')}); wait for it to end, or, if that "
-                            f"process is gone, delete {path}")
+            raise FesaError(
+                f"{what} is in use by pid {holder.get('pid', '?')} on {holder.get('host', '?')} since "
+                f"{holder.get('since', '?')} ({holder.get('command', '?')}); wait for it to end, or, if that "
+                f"process is gone, delete {path}"
+            )
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         break

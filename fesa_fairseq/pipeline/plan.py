@@ -96,13 +96,24 @@ class Stage:
 
     def mark_started(self) -> None:
         """Written before the command runs, so that a crash leaves the identity of its partial work behind."""
-        stamp = {"stage": self.key, "state": "started", "fingerprint": self.fingerprint(), "command": self.command,
-                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        stamp = {
+            "stage": self.key,
+            "state": "started",
+            "fingerprint": self.fingerprint(),
+            "command": self.command,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         atomic_write_text(self.stamp, json.dumps(stamp, indent=2) + "\n")
 
     def mark_complete(self, seconds: float) -> None:
-        stamp = {"stage": self.key, "state": "complete", "fingerprint": self.fingerprint(), "command": self.command,
-                 "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        stamp = {
+            "stage": self.key,
+            "state": "complete",
+            "fingerprint": self.fingerprint(),
+            "command": self.command,
+            "seconds": round(seconds, 1),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         atomic_write_text(self.stamp, json.dumps(stamp, indent=2) + "\n")
 
 
@@ -133,8 +144,18 @@ def fesa(*args: object) -> List[str]:
 def _labels_args(labels, source: str) -> List[str]:
     if labels.kmeans_model:
         return ["--checkpoint", source, "--layer", str(labels.layer), "--kmeans-model", labels.kmeans_model]
-    return ["--checkpoint", source, "--layer", str(labels.layer), "--clusters", str(labels.clusters), "--percent", str(labels.percent),
-            "--kmeans-backend", labels.kmeans_backend]
+    return [
+        "--checkpoint",
+        source,
+        "--layer",
+        str(labels.layer),
+        "--clusters",
+        str(labels.clusters),
+        "--percent",
+        str(labels.percent),
+        "--kmeans-backend",
+        labels.kmeans_backend,
+    ]
 
 
 class Plan:
@@ -146,9 +167,16 @@ class Plan:
         self.manifests = Path(cfg.manifests).resolve() if cfg.manifests else self.exp / "manifests"
         prepare = None
         if cfg.corpus:
-            prepare = self._add(Stage("prepare", None, "", self.manifests, fesa("prepare-iemocap", Path(cfg.corpus).resolve(), self.manifests,
-                                                                         "--valid-fraction", cfg.valid_fraction, "--overwrite"),
-                                      self.manifests / "prepare.json"))
+            prepare = self._add(
+                Stage(
+                    "prepare",
+                    None,
+                    "",
+                    self.manifests,
+                    fesa("prepare-iemocap", Path(cfg.corpus).resolve(), self.manifests, "--valid-fraction", cfg.valid_fraction, "--overwrite"),
+                    self.manifests / "prepare.json",
+                )
+            )
         for k in cfg.folds:
             self._plan_fold(k, prepare, cells)
         if cfg.device == "cpu":
@@ -176,18 +204,51 @@ class Plan:
             out = fold_dir / "tapt-labels"
             mfcc = ["--features", "mfcc", "--clusters", str(cfg.tapt_labels.clusters), "--kmeans-backend", cfg.tapt_labels.kmeans_backend]
             how = mfcc if cfg.bootstrap else _labels_args(cfg.tapt_labels, source)
-            labels = self._add(Stage("tapt-labels", k, "", out, fesa("pseudo-labels", "--manifest-dir", data, "--splits", "train,valid",
-                                                                      "--out", out, *how, *device), out / "labels.json", deps))
+            labels = self._add(
+                Stage(
+                    "tapt-labels",
+                    k,
+                    "",
+                    out,
+                    fesa("pseudo-labels", "--manifest-dir", data, "--splits", "train,valid", "--out", out, *how, *device),
+                    out / "labels.json",
+                    deps,
+                )
+            )
             out = fold_dir / "tapt"
             init = ["model.init_checkpoint=null", "model.label_rate=100"] if cfg.bootstrap else [f"model.init_checkpoint={source}"]
-            tapt = self._add(Stage("tapt", k, "", out, hydra_train("tapt", cfg.configs.tapt, out, [
-                f"task.data={data}", f"task.label_dir={labels.out_dir}", *init, *cfg.overrides.tapt]), out / BEST, [labels], True))
+            tapt = self._add(
+                Stage(
+                    "tapt",
+                    k,
+                    "",
+                    out,
+                    hydra_train("tapt", cfg.configs.tapt, out, [f"task.data={data}", f"task.label_dir={labels.out_dir}", *init, *cfg.overrides.tapt]),
+                    out / BEST,
+                    [labels],
+                    True,
+                )
+            )
             pretrained, deps = str(tapt.done), [tapt]
         baseline_pooling = cells[0].get("pooling", cfg.pooling)
         out = fold_dir / "tapt-finetune"
-        baseline = self._add(Stage("tapt-finetune", k, "", out, hydra_train("finetune", cfg.configs.finetune, out, [
-            f"task.data={data}", f"model.w2v_path={pretrained}", f"model.pooling={baseline_pooling}", *cfg.overrides.tapt_finetune]),
-            out / BEST, deps, True))
+        baseline = self._add(
+            Stage(
+                "tapt-finetune",
+                k,
+                "",
+                out,
+                hydra_train(
+                    "finetune",
+                    cfg.configs.finetune,
+                    out,
+                    [f"task.data={data}", f"model.w2v_path={pretrained}", f"model.pooling={baseline_pooling}", *cfg.overrides.tapt_finetune],
+                ),
+                out / BEST,
+                deps,
+                True,
+            )
+        )
         self._evaluate(k, "baseline", baseline, data, device)
         for cell in cells:
             layer, clusters = int(cell.get("layer", cfg.emotion_labels.layer)), int(cell.get("K", cfg.emotion_labels.clusters))
@@ -195,24 +256,80 @@ class Plan:
             labels_cfg = replace(cfg.emotion_labels, layer=layer, clusters=clusters)
             lk = f"L{layer}-K{clusters}"
             out = fold_dir / "emotion-labels" / lk
-            labels = self._add(Stage("emotion-labels", k, lk, out, fesa("pseudo-labels", "--manifest-dir", data, "--splits", "train,valid",
-                                                                         "--out", out, *_labels_args(labels_cfg, str(baseline.done)), *device),
-                                     out / "labels.json", [baseline]))
+            labels = self._add(
+                Stage(
+                    "emotion-labels",
+                    k,
+                    lk,
+                    out,
+                    fesa(
+                        "pseudo-labels",
+                        "--manifest-dir",
+                        data,
+                        "--splits",
+                        "train,valid",
+                        "--out",
+                        out,
+                        *_labels_args(labels_cfg, str(baseline.done)),
+                        *device,
+                    ),
+                    out / "labels.json",
+                    [baseline],
+                )
+            )
             init_from = pretrained if cfg.cpt_init == "tapt" else source
             out = fold_dir / "cpt" / lk
-            cpt = self._add(Stage("cpt", k, lk, out, hydra_train("cpt", cfg.configs.cpt, out, [
-                f"task.data={data}", f"task.label_dir={labels.out_dir}", f"model.init_checkpoint={init_from}", *cfg.overrides.cpt]),
-                out / BEST, [labels] + (deps if cfg.cpt_init == "tapt" else []), True))
+            cpt = self._add(
+                Stage(
+                    "cpt",
+                    k,
+                    lk,
+                    out,
+                    hydra_train(
+                        "cpt",
+                        cfg.configs.cpt,
+                        out,
+                        [f"task.data={data}", f"task.label_dir={labels.out_dir}", f"model.init_checkpoint={init_from}", *cfg.overrides.cpt],
+                    ),
+                    out / BEST,
+                    [labels] + (deps if cfg.cpt_init == "tapt" else []),
+                    True,
+                )
+            )
             variant = f"{lk}-{pooling}"
             out = fold_dir / "finetune" / variant
-            method = self._add(Stage("finetune", k, variant, out, hydra_train("finetune", cfg.configs.finetune, out, [
-                f"task.data={data}", f"model.w2v_path={cpt.done}", f"model.pooling={pooling}", *cfg.overrides.finetune]), out / BEST, [cpt], True))
+            method = self._add(
+                Stage(
+                    "finetune",
+                    k,
+                    variant,
+                    out,
+                    hydra_train(
+                        "finetune",
+                        cfg.configs.finetune,
+                        out,
+                        [f"task.data={data}", f"model.w2v_path={cpt.done}", f"model.pooling={pooling}", *cfg.overrides.finetune],
+                    ),
+                    out / BEST,
+                    [cpt],
+                    True,
+                )
+            )
             self._evaluate(k, variant, method, data, device)
 
     def _evaluate(self, k: int, variant: str, trained: Stage, data: Path, device: List[str]) -> Stage:
         out = self.exp / f"fold{k}" / "evaluate" / variant
-        return self._add(Stage("evaluate", k, variant, out, fesa("-q", "evaluate", trained.done, data, "--split", "test", "--out", out, *device),
-                               out / "metrics.json", [trained]))
+        return self._add(
+            Stage(
+                "evaluate",
+                k,
+                variant,
+                out,
+                fesa("-q", "evaluate", trained.done, data, "--split", "test", "--out", out, *device),
+                out / "metrics.json",
+                [trained],
+            )
+        )
 
     def select(self, stages: Optional[str]) -> List[Stage]:
         """--stages a:b (a range of STAGE_ORDER) or a,b,c; None for all."""
@@ -220,7 +337,7 @@ class Plan:
             return list(self.stages)
         if ":" in stages:
             first, _, last = stages.partition(":")
-            names = STAGE_ORDER[STAGE_ORDER.index(_known(first or STAGE_ORDER[0])): STAGE_ORDER.index(_known(last or STAGE_ORDER[-1])) + 1]
+            names = STAGE_ORDER[STAGE_ORDER.index(_known(first or STAGE_ORDER[0])) : STAGE_ORDER.index(_known(last or STAGE_ORDER[-1])) + 1]
         else:
             names = [_known(s) for s in stages.split(",")]
         return [s for s in self.stages if s.name in names]
@@ -267,8 +384,11 @@ def _run_stage(stage: Stage, log_dir: Path) -> None:
         return
     if status == "stale":
         aside = move_aside(stage)
-        logger.info("%s: its output was made by another command or from other inputs (or its origin is unknown); "
-                    "moved it to %s and starting afresh", stage.key, aside)
+        logger.info(
+            "%s: its output was made by another command or from other inputs (or its origin is unknown); moved it to %s and starting afresh",
+            stage.key,
+            aside,
+        )
     elif status == "partial":
         logger.info("%s: resuming the partial work of an interrupted run of the same command and inputs", stage.key)
     stage.out_dir.mkdir(parents=True, exist_ok=True)
@@ -281,8 +401,7 @@ def _run_stage(stage: Stage, log_dir: Path) -> None:
         returncode = run_child(stage.command, f, _environment(stage))
     if returncode != 0 or not stage.done.exists():
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
-        raise StageFailed(f"stage {stage.key} failed (exit {returncode}): {shlex.join(stage.command)}\n"
-                        f"--- last lines of {log} ---\n{tail}")
+        raise StageFailed(f"stage {stage.key} failed (exit {returncode}): {shlex.join(stage.command)}\n--- last lines of {log} ---\n{tail}")
     stage.mark_complete(time.perf_counter() - start)
     logger.info("%s: done in %.1f s", stage.key, time.perf_counter() - start)
 
@@ -315,4 +434,3 @@ def run_plan(plan: Plan, selected: Sequence[Stage]) -> Dict[str, str]:
             failed[fold] = str(e)
             logger.error("%s", e)
     return failed
-

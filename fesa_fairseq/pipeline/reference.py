@@ -75,6 +75,11 @@ def reference(fold_dir: str, out_dir: str, split: str = "test", seed: int = 0, p
     model = _model(best, seed).fit(np.concatenate([x["train"], x["valid"]]), np.concatenate([y["train"], y["valid"]]))
     prob = np.zeros((len(y[split]), len(labels)))
     prob[:, model.classes_] = model.predict_proba(x[split])
-    about = {"model": "acoustic reference: MFCC statistics + class-balanced logistic regression", "data": str(fold),
-             "split": split, "C": best, "valid_ua_per_C": dict(zip(map(str, C_GRID), valid_ua))}
+    about = {
+        "model": "acoustic reference: MFCC statistics + class-balanced logistic regression",
+        "data": str(fold),
+        "split": split,
+        "C": best,
+        "valid_ua_per_C": dict(zip(map(str, C_GRID), valid_ua)),
+    }
     return write_results(Path(out_dir), data[split].paths, data[split].targets, prob, labels, about)

@@ -28,7 +28,7 @@ def collect(exp_dir: Path) -> Dict[str, Dict[int, dict]]:
     for path in sorted(exp_dir.glob("fold*/evaluate/*/metrics.json")):
         if STALE in path.parent.name:
             continue  # moved aside by fesa run: an old result, not a model of this experiment
-        fold = int(path.parts[-4][len("fold"):])
+        fold = int(path.parts[-4][len("fold") :])
         results.setdefault(path.parent.name, {})[fold] = json.loads(path.read_text())
     if not results:
         raise FesaError(f"no fold*/evaluate/*/metrics.json under {exp_dir}: has fesa run evaluated anything yet?")
@@ -39,15 +39,18 @@ def summarize(folds: Dict[int, dict]) -> dict:
     ua = np.array([m["ua"] for m in folds.values()])
     wa = np.array([m["wa"] for m in folds.values()])
     confusion = np.sum([np.array(m["confusion"]) for m in folds.values()], axis=0)
-    std = (lambda x: float(x.std(ddof=1)) if len(x) > 1 else 0.0)  # noqa: E731
+    std = lambda x: float(x.std(ddof=1)) if len(x) > 1 else 0.0  # noqa: E731
     pooled = counts_of(confusion)
     return {
         "folds": sorted(folds),
         "ua": {f: m["ua"] for f, m in sorted(folds.items())},
         "wa": {f: m["wa"] for f, m in sorted(folds.items())},
-        "ua_mean": round(float(ua.mean()), 2), "ua_std": round(std(ua), 2),
-        "wa_mean": round(float(wa.mean()), 2), "wa_std": round(std(wa), 2),
-        "pooled_ua": round(unweighted_accuracy(pooled), 2), "pooled_wa": round(weighted_accuracy(pooled), 2),
+        "ua_mean": round(float(ua.mean()), 2),
+        "ua_std": round(std(ua), 2),
+        "wa_mean": round(float(wa.mean()), 2),
+        "wa_std": round(std(wa), 2),
+        "pooled_ua": round(unweighted_accuracy(pooled), 2),
+        "pooled_wa": round(weighted_accuracy(pooled), 2),
         "labels": next(iter(folds.values()))["labels"],
         "confusion": confusion.tolist(),
         "frame_level": {f: m["frame_level"] for f, m in sorted(folds.items()) if m.get("frame_level")},
@@ -67,8 +70,7 @@ def _order(variants: List[str]) -> List[str]:
 
 def markdown(summaries: Dict[str, dict]) -> str:
     folds = sorted({f for s in summaries.values() for f in s["folds"]})
-    lines = ["| model | " + " | ".join(f"fold {f} UA / WA" for f in folds) + " | mean UA | mean WA |",
-             "|---|" + "---|" * (len(folds) + 2)]
+    lines = ["| model | " + " | ".join(f"fold {f} UA / WA" for f in folds) + " | mean UA | mean WA |", "|---|" + "---|" * (len(folds) + 2)]
     for name in _order(list(summaries)):
         s = summaries[name]
         cells = [f"{s['ua'][f]:.1f} / {s['wa'][f]:.1f}" if f in s["ua"] else "-" for f in folds]
@@ -79,13 +81,20 @@ def markdown(summaries: Dict[str, dict]) -> str:
     ks = sorted({int(VARIANT.match(v)["K"]) for v in grid})
     if len(layers) > 1 or len(ks) > 1:
         for pooling in sorted({VARIANT.match(v)["pooling"] for v in grid}):
-            lines += ["", f"Mean UA / WA over folds, {pooling} pooling (the paper's Table 1 layout):", "",
-                      "| layer | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+            lines += [
+                "",
+                f"Mean UA / WA over folds, {pooling} pooling (the paper's Table 1 layout):",
+                "",
+                "| layer | " + " | ".join(f"K={k}" for k in ks) + " |",
+                "|---|" + "---|" * len(ks),
+            ]
             for layer in layers:
                 row = [grid.get(f"L{layer}-K{k}-{pooling}") for k in ks]
                 lines.append(f"| {layer} | " + " | ".join(f"{s['ua_mean']:.1f} / {s['wa_mean']:.1f}" if s else "-" for s in row) + " |")
-    lines += ["", f"Mean ± standard deviation over folds. The first row needs no self-supervised model: every model "
-              f"below it should clear it. {PAPER}."]
+    lines += [
+        "",
+        f"Mean ± standard deviation over folds. The first row needs no self-supervised model: every model below it should clear it. {PAPER}.",
+    ]
     return "\n".join(lines + frame_level_table(summaries, folds))
 
 
@@ -94,9 +103,14 @@ def frame_level_table(summaries: Dict[str, dict], folds: List[int]) -> List[str]
     rows = [name for name in _order(list(summaries)) if summaries[name].get("frame_level")]
     if not rows:
         return []
-    lines = ["", "Frame level, against the corpus's true emotion segments: EDER % (lower is better; fesa predict's segments) / "
-             "attention focus (pooling weight share on emotional segments over their share of time; 1 = no focus):", "",
-             "| model | " + " | ".join(f"fold {f}" for f in folds) + " | mean EDER | mean focus |", "|---|" + "---|" * (len(folds) + 2)]
+    lines = [
+        "",
+        "Frame level, against the corpus's true emotion segments: EDER % (lower is better; fesa predict's segments) / "
+        "attention focus (pooling weight share on emotional segments over their share of time; 1 = no focus):",
+        "",
+        "| model | " + " | ".join(f"fold {f}" for f in folds) + " | mean EDER | mean focus |",
+        "|---|" + "---|" * (len(folds) + 2),
+    ]
     for name in rows:
         frame = summaries[name]["frame_level"]
         cells = [f"{frame[f]['eder']:.1f} / {_focus(frame[f]['attention_focus'])}" if f in frame else "-" for f in folds]
@@ -119,7 +133,7 @@ def _mean_std(x: np.ndarray, digits: int) -> str:
 def learning_curves(exp_dir: Path, out: Path) -> List[str]:
     """curves_fold{k}.png per fold; returns the report's lines about runs stopped while still improving."""
     lines = []
-    for fold_dir in sorted(p for p in exp_dir.glob("fold*") if p.is_dir() and p.name[len("fold"):].isdigit()):
+    for fold_dir in sorted(p for p in exp_dir.glob("fold*") if p.is_dir() and p.name[len("fold") :].isdigit()):
         curves = fold_curves(fold_dir)
         if not curves:
             continue
@@ -127,8 +141,10 @@ def learning_curves(exp_dir: Path, out: Path) -> List[str]:
         for run, curve in curves.items():
             if curve.still_improving:
                 update, ua = curve.valid[-1]
-                lines.append(f"- {fold_dir.name}/{run}: stopped while still improving (valid UA {ua:.1f} at update {update}, "
-                             "its last validation and its best): more updates would likely help")
+                lines.append(
+                    f"- {fold_dir.name}/{run}: stopped while still improving (valid UA {ua:.1f} at update {update}, "
+                    "its last validation and its best): more updates would likely help"
+                )
     return lines
 
 
@@ -138,8 +154,12 @@ def make_report(exp_dir: Path) -> Dict[str, object]:
     out = exp_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     for variant, s in summaries.items():
-        plot_confusion(np.array(s["confusion"]), s["labels"], out / f"confusion_{variant}.png",
-                       title=f"{variant}, {len(s['folds'])} folds: UA {s['ua_mean']:.1f}%  WA {s['wa_mean']:.1f}%")
+        plot_confusion(
+            np.array(s["confusion"]),
+            s["labels"],
+            out / f"confusion_{variant}.png",
+            title=f"{variant}, {len(s['folds'])} folds: UA {s['ua_mean']:.1f}%  WA {s['wa_mean']:.1f}%",
+        )
     text = markdown(summaries)
     improving = learning_curves(exp_dir, out)
     text += "\n\nLearning curves: curves_fold*.png (training loss and validation, against updates, every training stage)."

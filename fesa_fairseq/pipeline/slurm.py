@@ -25,8 +25,15 @@ logger = logging.getLogger(__name__)
 def sbatch_script(stage: Stage, cfg: SlurmConfig, exp: Path, job_command: List[str]) -> str:
     """Every value is shell-quoted, and none may hold a line break (checked when the experiment is loaded)."""
     name = "fesa-" + stage.key.replace("/", "-")
-    options = [f"--job-name={name}", f"--output={exp / 'logs' / 'slurm'}/%x-%j.log", f"--cpus-per-task={cfg.cpus_per_task}",
-               f"--mem={cfg.mem}", f"--time={cfg.time_train if stage.training else cfg.time_other}", "--nodes=1", "--ntasks=1"]
+    options = [
+        f"--job-name={name}",
+        f"--output={exp / 'logs' / 'slurm'}/%x-%j.log",
+        f"--cpus-per-task={cfg.cpus_per_task}",
+        f"--mem={cfg.mem}",
+        f"--time={cfg.time_train if stage.training else cfg.time_other}",
+        "--nodes=1",
+        "--ntasks=1",
+    ]
     if stage.training and cfg.gpus > 0:
         options.append(f"--gres=gpu:{cfg.gpus}")
     if not stage.training and stage.name in ("tapt-labels", "emotion-labels", "evaluate") and cfg.gpus > 0:
@@ -37,9 +44,18 @@ def sbatch_script(stage: Stage, cfg: SlurmConfig, exp: Path, job_command: List[s
         if "\n" in value or "\r" in value:
             raise FesaError(f"a SLURM script value holds a line break: {value!r}")
     return "\n".join(
-        ["#!/bin/bash"] + [f"#SBATCH {shlex.quote(o)}" for o in options]
-        + ["", "set -euo pipefail", *cfg.setup, "", f"# stage {stage.key}; its command:", f"#   {shlex.join(stage.command)}",
-           shlex.join(job_command), ""]
+        ["#!/bin/bash"]
+        + [f"#SBATCH {shlex.quote(o)}" for o in options]
+        + [
+            "",
+            "set -euo pipefail",
+            *cfg.setup,
+            "",
+            f"# stage {stage.key}; its command:",
+            f"#   {shlex.join(stage.command)}",
+            shlex.join(job_command),
+            "",
+        ]
     )
 
 
