@@ -21,14 +21,19 @@ def check_audio(path: PathLike, sample_rate: int, samples: Optional[int] = None,
     """Exists, readable, ``sample_rate`` Hz, mono, and (when given) ``samples`` long, from its header alone.
 
     Returns its length in samples."""
-    if not Path(path).is_file():
-        raise FesaError(f"{where}missing wav {path}")
-    try:
-        info = sf.info(str(path))
-    except (RuntimeError, sf.SoundFileError) as e:
-        raise FesaError(f"{where}cannot read wav {path}: {e}") from e
+    info = audio_info(path, where, "wav")
     _check(path, info.samplerate, info.channels, info.frames, sample_rate, samples, where)
     return info.frames
+
+
+def audio_info(path: PathLike, where: str = "", kind: str = "wav") -> "sf._SoundFileInfo":
+    """soundfile's header of ``path``, or an error naming it: missing, or not audio soundfile reads."""
+    if not Path(path).is_file():
+        raise FesaError(f"{where}missing {kind} {path}")
+    try:
+        return sf.info(str(path))
+    except (RuntimeError, sf.SoundFileError) as e:
+        raise FesaError(f"{where}cannot read {kind} {path}: {' '.join(str(e).split())}") from e
 
 
 def read_audio(path: PathLike, sample_rate: int, samples: Optional[int] = None, where: str = "") -> np.ndarray:
@@ -70,12 +75,7 @@ class AudioSource:
             self._array = wav if wav.ndim == 2 else wav[:, None]
             self.native_rate, self.channels, native = int(sample_rate), self._array.shape[1], len(self._array)
         else:
-            if not Path(path).is_file():
-                raise FesaError(f"missing audio file {path}")
-            try:
-                info = sf.info(str(path))
-            except (RuntimeError, sf.SoundFileError) as e:
-                raise FesaError(f"cannot read {path} as audio (wav, flac, ogg): {' '.join(str(e).split())}") from e
+            info = audio_info(path, kind="audio file")
             self.native_rate, self.channels, native = info.samplerate, info.channels, info.frames
         if native <= 0:
             raise FesaError(f"{path if path is not None else 'the waveform'} holds no samples")

@@ -90,11 +90,7 @@ def predict_files(
             continue
         audio_seconds += pred.duration
         rows.append("\t".join([str(item.path), f"{pred.duration:.3f}", pred.label, *(f"{p:.4f}" for p in pred.probabilities)]))
-        segments[item.utt_id] = {
-            "wav": str(item.path),
-            "duration": round(pred.duration, 3),
-            "emotion": [{"emo": s.label, "start": s.start, "end": s.end} for s in pred.segments],
-        }
+        segments[item.utt_id] = pred.diarization(str(item.path))
         if frames:
             _write_frames(out / "frames" / f"{item.utt_id}.npz", pred)
         if i < plot:

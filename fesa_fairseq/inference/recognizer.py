@@ -52,6 +52,10 @@ class Prediction:
     segments: List[Segment] = field(default_factory=list)
     frame_rate: float = FRAME_RATE
 
+    def diarization(self, wav: str = "") -> Dict[str, object]:
+        """This recording's entry of a segments file (the ZED recipe's layout, which fesa eder reads)."""
+        return {"wav": wav, "duration": round(self.duration, 3), "emotion": [{"emo": s.label, "start": s.start, "end": s.end} for s in self.segments]}
+
 
 @dataclass
 class Windows:

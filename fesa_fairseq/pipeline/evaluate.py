@@ -104,7 +104,7 @@ def frame_figures(recognizer: EmotionRecognizer, paths: Sequence[str], reference
         if utt not in reference:
             continue
         pred = recognizer.predict(path)
-        hypothesis[utt] = {"duration": pred.duration, "emotion": [{"emo": s.label, "start": s.start, "end": s.end} for s in pred.segments]}
+        hypothesis[utt] = pred.diarization(str(path))
         truth[utt] = reference[utt]
         share = attention_focus(pred.pooling_weights, pred.frame_rate, truth[utt]["emotion"], pred.duration, neutral)
         if share is not None:
