@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from fesa_fairseq.corpora.iemocap import SAMPLE_RATE, SESSIONS
 from fesa_fairseq.data.files import read_lines, staged_dir, write_manifest
+from fesa_fairseq.data.segments import read_segment_lines
 from fesa_fairseq.errors import FesaError
 
 logger = logging.getLogger(__name__)
@@ -377,8 +378,4 @@ def find_demo_root(manifest: Path) -> Optional[Path]:
 
 def read_segments(root: Path) -> Dict[str, List[Tuple[float, float, str]]]:
     """The demo's per-utterance ground truth of emotional segments."""
-    out: Dict[str, List[Tuple[float, float, str]]] = {}
-    for line in (Path(root) / SEGMENTS_FILE).read_text(encoding="utf-8").splitlines()[1:]:
-        utt, a, b, e = line.split("\t")
-        out.setdefault(utt, []).append((float(a), float(b), e))
-    return out
+    return read_segment_lines(Path(root) / SEGMENTS_FILE)

@@ -10,13 +10,14 @@
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import soundfile as sf
 
 from fesa_fairseq.corpora.demo import SEGMENTS_FILE
 from fesa_fairseq.corpora.iemocap import LABEL_OF_CODE
-from fesa_fairseq.data.files import atomic_write_text, read_lines, read_manifest
+from fesa_fairseq.data.files import atomic_write_text, read_manifest
+from fesa_fairseq.data.segments import read_segment_lines
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.inference.eder import read_segments_json
 
@@ -55,18 +56,10 @@ def _zed(source: Path, audio_root: Optional[Path]) -> Dict[str, dict]:
 
 
 def _from_tsv(source: Path, wavs: Dict[str, Path], labels: Dict[str, str]) -> Dict[str, dict]:
-    events: Dict[str, List[dict]] = {}
-    for line_no, line in enumerate(read_lines(source), start=1):
-        parts = line.split("\t") if "\t" in line else line.split()
-        if line_no == 1 and parts[:3] == ["utt_id", "start", "end"]:
-            continue
-        try:
-            utt, start, end, emotion = parts[0], float(parts[1]), float(parts[2]), parts[3]
-        except (IndexError, ValueError):
-            raise FesaError(f"{source}:{line_no}: expected 'utt_id start end emotion', got {line!r}") from None
-        if end < start:
-            raise FesaError(f"{source}:{line_no}: the event ends ({end}) before it starts ({start})")
-        events.setdefault(utt, []).append({"emo": labels.get(emotion, emotion), "start": start, "end": end})
+    events = {
+        utt: [{"emo": labels.get(emotion, emotion), "start": start, "end": end} for start, end, emotion in spans]
+        for utt, spans in read_segment_lines(source).items()
+    }
     out = {}
     for utt, evs in events.items():
         wav = wavs.get(utt)

@@ -1,0 +1,26 @@
+"""Emotion segment lines, ``utt_id start end emotion`` (tab or space separated, an ``utt_id start end ...`` header
+skipped): the demo corpus's ``fesa_demo_segments.tsv`` and users' own segment files are read here, once."""
+
+from typing import Dict, List, Tuple
+
+from fesa_fairseq.data.files import PathLike, read_lines
+from fesa_fairseq.errors import FesaError
+
+Segment = Tuple[float, float, str]  # start (s), end (s), emotion
+
+
+def read_segment_lines(path: PathLike) -> Dict[str, List[Segment]]:
+    """Per utterance, its events in file order; a malformed line is an error naming its place."""
+    events: Dict[str, List[Segment]] = {}
+    for line_no, line in enumerate(read_lines(path), start=1):
+        parts = line.split("\t") if "\t" in line else line.split()
+        if line_no == 1 and parts[:3] == ["utt_id", "start", "end"]:
+            continue
+        try:
+            utt, start, end, emotion = parts[0], float(parts[1]), float(parts[2]), parts[3]
+        except (IndexError, ValueError):
+            raise FesaError(f"{path}:{line_no}: expected 'utt_id start end emotion', got {line!r}") from None
+        if end < start:
+            raise FesaError(f"{path}:{line_no}: the event ends ({end}) before it starts ({start})")
+        events.setdefault(utt, []).append((start, end, emotion))
+    return events
