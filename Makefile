@@ -8,7 +8,7 @@ STAMP := $(VENV)/.fesa-installed
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo_out
 
-.PHONY: install test test-fast lint format demo demo-source demo-espeak clean
+.PHONY: install test test-fast lint format demo demo-source demo-espeak slurm-deps clean
 
 install: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --disable-pip-version-check setuptools wheel cython numpy
-	$(PY) -m pip install --disable-pip-version-check --no-build-isolation -e ".[test,slurm]"
+	$(PY) -m pip install --disable-pip-version-check --no-build-isolation -e ".[test,slurm,export]"
 	touch $(STAMP)
 
 test: install
@@ -49,6 +49,10 @@ demo-source: install
 demo-espeak: install
 	$(VENV)/bin/fesa make-demo-corpus --overwrite --synthesizer espeak $(DEMO_DIR)/espeak-corpus
 	$(VENV)/bin/fesa run examples/demo/experiment.yaml --exp-dir $(DEMO_DIR)/espeak-exp corpus=$(DEMO_DIR)/espeak-corpus
+
+# Debian's SLURM and munge, for examples/slurm/local_cluster.sh and the SLURM tests (as root; .ci/run calls it).
+slurm-deps:
+	apt-get install -y --no-install-recommends slurm-wlm munge || (apt-get update && apt-get install -y --no-install-recommends slurm-wlm munge)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

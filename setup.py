@@ -34,6 +34,10 @@ setup(
         "kaldi-native-fbank",
         "faiss-cpu",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout", "ruff"], "slurm": ["hydra-submitit-launcher"]},
+    extras_require={
+        "test": ["pytest", "pytest-timeout", "ruff"],
+        "slurm": ["hydra-submitit-launcher"],
+        "export": ["onnx", "onnxruntime", "onnxscript"],  # fesa export --onnx (torch.onnx's dynamo exporter needs onnxscript)
+    },
     entry_points={"console_scripts": ["fesa = fesa_fairseq.cli:main"]},
 )

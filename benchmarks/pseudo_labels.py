@@ -7,6 +7,7 @@ Each figure comes from its own `fesa` process, whose peak resident memory is rea
           k-means sees equal across corpus sizes (1 / scale), so its memory stays flat too
 
     .venv/bin/python benchmarks/pseudo_labels.py [--layer 9] [--clusters 50] [--scales 1,4] [--model base|tiny]
+    .venv/bin/python benchmarks/pseudo_labels.py --before-after    (sklearn + fp32, as before, vs the defaults)
 """
 
 import argparse
@@ -56,12 +57,19 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=50)
     parser.add_argument("--scales", default="1,4")
     parser.add_argument("--model", choices=["base", "tiny"], default="base")
+    parser.add_argument(
+        "--before-after",
+        action="store_true",
+        help="only the whole command at scale 1, twice: as it was (--kmeans-backend sklearn --precision fp32) and with today's defaults",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt = hubert_base_checkpoint(tmp / "hubert.pt", **(TINY if args.model == "tiny" else {}))
         layer = min(args.layer, 2) if args.model == "tiny" else args.layer
         print(f"model {args.model}, layer {layer}, K={args.clusters}, {os.cpu_count()} CPUs")
+        if args.before_after:
+            return before_after(tmp, ckpt, layer, args.clusters)
         for scale in (int(s) for s in args.scales.split(",")):
             corpus, manifests = tmp / f"corpus{scale}", tmp / f"m{scale}"
             subprocess.run([str(c) for c in [*FESA, "make-demo-corpus", corpus, "--utterances-per-speaker", 30 * scale]], check=True)
@@ -96,6 +104,28 @@ def main() -> None:
                 f"{every / info['feature_seconds']:.1f} s of audio per second), "
                 f"k-means + labels {info['total_seconds'] - info['feature_seconds']:.1f} s, peak {full_mb:.0f} MiB"
             )
+
+
+def before_after(tmp: Path, ckpt: Path, layer: int, clusters: int) -> None:
+    corpus, manifests = tmp / "corpus", tmp / "m"
+    subprocess.run([str(c) for c in [*FESA, "make-demo-corpus", corpus]], check=True)
+    subprocess.run([str(c) for c in [*FESA, "prepare-iemocap", corpus, manifests]], check=True, stdout=subprocess.DEVNULL)
+    common = ["pseudo-labels", "--manifest-dir", manifests / "fold1", "--checkpoint", ckpt, "--layer", layer, "--device", "cpu"]
+    common += ["--clusters", clusters]
+    every = sum(audio_seconds(manifests / "fold1", s) for s in ("train", "valid", "test"))
+    print(f"demo corpus fold 1: {every / 60:.1f} min of audio in train, valid and test")
+    runs = {"before (sklearn k-means, fp32 features)": ["--kmeans-backend", "sklearn", "--precision", "fp32"], "after (defaults)": []}
+    times = {}
+    for name, flags in runs.items():
+        out = tmp / name.split()[0]
+        times[name], mb = run([*FESA, *common, "--out", out, *flags])
+        info = json.loads((out / "labels.json").read_text())
+        print(
+            f"  {name}: {times[name]:.1f} s (features {info['feature_seconds']:.1f} s in {info.get('precision', 'fp32')}, "
+            f"k-means {info['kmeans_seconds']:.1f} s, labelling every frame {info['label_seconds']:.1f} s), peak {mb:.0f} MiB"
+        )
+    before, after = times.values()
+    print(f"  whole command: {before / after:.2f}x faster")
 
 
 if __name__ == "__main__":

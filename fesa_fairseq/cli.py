@@ -13,6 +13,12 @@ from fesa_fairseq.errors import FesaError, StageFailed
 
 logger = logging.getLogger("fesa_fairseq.cli")
 
+# Defaults from measurements (README: Precision). Label dumps: bf16 labels agree with fp32's on >= 0.999 of frames
+# and dump 1.75x faster (benchmarks/precision.py), so auto. Scoring: bf16 moved a demo fold's test UA by 2.5 points
+# and gave the tiny model no speed (benchmarks/export.py), so fp32 unless asked.
+LABEL_DUMP_PRECISION = "auto"
+SCORING_PRECISION = "fp32"
+
 
 def _prepare_iemocap(args: argparse.Namespace) -> None:
     from fesa_fairseq.corpora.demo import is_demo_corpus
@@ -174,6 +180,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         timelines=args.timelines,
         reference=reference,
         neutral=args.neutral,
+        precision=args.precision,
     )
     _print_scores(m, args)
 
@@ -230,6 +237,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for predictions.tsv, metrics.json and confusion.png")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--max-tokens", type=int, default=1_600_000, help="audio samples per batch (default 1,600,000 = 100 s)")
+    _add_precision(p, SCORING_PRECISION)
     p.add_argument("--timelines", type=int, default=0, help="also draw N pictures: spectrogram + attention weight of every frame")
     p.add_argument(
         "--reference",
@@ -241,7 +249,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _pseudo_labels(args: argparse.Namespace) -> None:
-    from fesa_fairseq.devices import resolve_device
+    from fesa_fairseq.devices import precision_name, resolve_device, resolve_precision
     from fesa_fairseq.labels.pseudo_labels import KMeansOptions, PseudoLabelJob, make_pseudo_labels
     from fesa_fairseq.labels.readers import HubertFeatureReader, MfccFeatureReader
 
@@ -251,8 +259,15 @@ def _pseudo_labels(args: argparse.Namespace) -> None:
     else:
         if args.checkpoint is None or args.layer is None:
             raise FesaError("--checkpoint and --layer are needed for HuBERT features (or pass --features mfcc)")
-        reader = HubertFeatureReader(args.checkpoint, args.layer, resolve_device(args.device), args.max_chunk, data_dir=args.manifest_dir)
-        describe = {"features": "hubert", "checkpoint": str(Path(args.checkpoint).resolve()), "layer": args.layer}
+        device = resolve_device(args.device)
+        precision = resolve_precision(args.precision, device)
+        reader = HubertFeatureReader(args.checkpoint, args.layer, device, args.max_chunk, data_dir=args.manifest_dir, precision=precision)
+        describe = {
+            "features": "hubert",
+            "checkpoint": str(Path(args.checkpoint).resolve()),
+            "layer": args.layer,
+            "precision": precision_name(precision),
+        }
     job = PseudoLabelJob(
         manifest_dir=args.manifest_dir,
         splits=[s for s in args.splits.split(",") if s],
@@ -301,12 +316,19 @@ def _add_pseudo_labels(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--feature-dir", help="keep features here (reused when complete); default: a temporary folder in --out")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--max-chunk", type=int, default=1_600_000, help="longest piece of audio fed to the model at once, in samples")
+    _add_precision(p, LABEL_DUMP_PRECISION)
     p.add_argument("--seed", type=int, default=0, help="seed of k-means and of its --percent sample")
     _add_kmeans_backend(p)
     p.add_argument("--kmeans-batch-size", type=int, default=10000, help="sklearn: MiniBatchKMeans batch size (default 10,000)")
     p.add_argument("--kmeans-n-init", type=int, help="restarts (sklearn n_init, default 20; faiss nredo, default 1)")
     p.add_argument("--kmeans-max-iter", type=int, help="iterations (sklearn max_iter, default 100; faiss niter, default 25)")
     p.set_defaults(func=_pseudo_labels)
+
+
+def _add_precision(p: argparse.ArgumentParser, default: str) -> None:
+    from fesa_fairseq.devices import PRECISION_HELP, PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default=default, help=f"{PRECISION_HELP} (default {default}; README: Precision)")
 
 
 def _add_kmeans_backend(p: argparse.ArgumentParser) -> None:
@@ -321,13 +343,15 @@ def _add_kmeans_backend(p: argparse.ArgumentParser) -> None:
 
 
 def _analyze_clusters(args: argparse.Namespace) -> None:
-    from fesa_fairseq.devices import resolve_device
+    from fesa_fairseq.devices import resolve_device, resolve_precision
     from fesa_fairseq.labels.analyze_clusters import analyze_clusters, format_table
     from fesa_fairseq.labels.pseudo_labels import KMeansOptions
     from fesa_fairseq.labels.readers import HubertFeatureReader
 
     layers = _ints(args.layers, "--layers")
-    reader = HubertFeatureReader(args.checkpoint, max(layers), resolve_device(args.device), data_dir=args.manifest_dir)
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    reader = HubertFeatureReader(args.checkpoint, max(layers), device, data_dir=args.manifest_dir, precision=precision)
     result = analyze_clusters(
         reader,
         args.manifest_dir,
@@ -364,6 +388,7 @@ def _add_analyze_clusters(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for analysis.md, analysis.json and clusters.png")
     p.add_argument("--max-utterances", type=int, default=300, help="utterances sampled per split (default 300)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    _add_precision(p, LABEL_DUMP_PRECISION)
     p.add_argument("--seed", type=int, default=0, help="seed of the utterance sample and of k-means")
     _add_kmeans_backend(p)
     p.add_argument("--kmeans-n-init", type=int, help="restarts per cell (sklearn: default 3 here; faiss: default 1)")
@@ -471,7 +496,13 @@ def _predict(args: argparse.Namespace) -> None:
     inputs = collect_inputs(args.inputs)
     reference = read_segments_json(Path(args.reference)) if args.reference else None
     recognizer = EmotionRecognizer.from_checkpoint(
-        args.checkpoint, device=args.device, window=args.window, hop=args.hop, median=args.median, min_segment=args.min_segment
+        args.checkpoint,
+        device=args.device,
+        precision=args.precision,
+        window=args.window,
+        hop=args.hop,
+        median=args.median,
+        min_segment=args.min_segment,
     )
     s = predict_files(
         recognizer, inputs, Path(args.out), frames=args.frames, plot=args.plot, reference=reference, strict=args.strict, progress=not args.quiet
@@ -501,6 +532,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", action="store_true", help="also write OUT/frames/<utt>.npz: per-frame posteriors and pooling weights")
     p.add_argument("--plot", type=int, default=0, metavar="N", help="timeline pictures of the first N inputs (first 60 s of each)")
     p.add_argument("--reference", help="true segments (fesa convert-segments output), drawn on the timelines")
+    _add_precision(p, SCORING_PRECISION)
     p.add_argument("--window", type=float, default=20.0, help="seconds of audio per encoder pass (default 20)")
     p.add_argument("--hop", type=float, default=15.0, help="seconds between window starts (default 15: 5 s of overlap)")
     p.add_argument("--median", type=float, default=0.25, help="median smoothing of the posteriors, seconds (default 0.25)")
@@ -560,6 +592,35 @@ def _add_convert_segments(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_convert_segments)
 
 
+def _export(args: argparse.Namespace) -> None:
+    try:
+        from fesa_fairseq.inference.onnx_export import export_onnx
+    except ImportError as e:
+        raise FesaError(f"fesa export needs the [export] extra ({e.name} is missing): pip install 'fesa_fairseq[export]' (make install does)") from e
+    if not args.onnx.endswith(".onnx"):
+        raise FesaError(f"--onnx {args.onnx}: give a file name ending in .onnx")
+    r = export_onnx(args.checkpoint, Path(args.onnx), int8=args.int8)
+    print(f"classes {r['labels']}; checked on {len(r['lengths'])} lengths ({', '.join(str(n) for n in r['lengths'])} samples):")
+    print(f"  fp32: max |logit difference| vs PyTorch {r['max_logit_difference']:.2g}, same label {r['same_label']}")
+    if "int8" in r:
+        print(f"  int8: max |logit difference| vs PyTorch {r['int8']['max_logit_difference']:.2g}, same label {r['int8']['same_label']}")
+    print(f"wrote {', '.join(r['files'].values())}")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="a fine-tuned classifier as an ONNX file (dynamic length): logits, frame posteriors, pooling weights",
+        description="Exports the classifier (encoder, pooling, output layer) with torch.onnx (dynamo), checks the file "
+        "with onnxruntime against PyTorch on inputs of several lengths (max |logit difference| <= 1e-3, else nothing "
+        "is written) and stores the class names in its metadata. Needs the [export] extra (onnx, onnxruntime, onnxscript).",
+    )
+    p.add_argument("checkpoint", help="a hubert_emotion_classifier checkpoint (checkpoint_best.pt of a fine-tuning)")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the file to write")
+    p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx: onnxruntime's dynamic int8 quantisation")
+    p.set_defaults(func=_export)
+
+
 SUBCOMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [
     _add_prepare_iemocap,
     _add_make_demo_corpus,
@@ -573,6 +634,7 @@ SUBCOMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [
     _add_predict,
     _add_eder,
     _add_convert_segments,
+    _add_export,
 ]
 
 

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,3 +258,15 @@ def test_evaluate_measures_the_alignment_on_the_demo(checkpoint, demo_folds, tmp
     n = len((demo_folds / "fold1" / "test.emo").read_text().split())
     assert frame["utterances"] == n and 0 <= frame["eder"] <= 100 and frame["attention_focus"] > 0
     assert "frame level" in res.stdout and "EDER" in res.stdout
+
+
+def test_evaluate_scores_each_utterance_as_predict_does(checkpoint, demo_folds, recognizer, tmp_path):
+    """HuBERT's group-normalised front end sees padding: batched, an utterance would score differently than alone."""
+    res = run_fesa("-q", "evaluate", checkpoint, demo_folds / "fold1", "--out", tmp_path / "ev", "--device", "cpu", "--precision", "fp32")
+    assert res.returncode == 0, res.stderr[-3000:]
+    root, *rows = (demo_folds / "fold1" / "test.tsv").read_text().splitlines()
+    paths = {Path(row.split("\t")[0]).stem: row.split("\t")[0] for row in rows}
+    for line in (tmp_path / "ev" / "predictions.tsv").read_text().splitlines()[1:]:
+        utt, _, _, *probs = line.split("\t")
+        alone = recognizer.predict(f"{root}/{paths[utt]}").probabilities
+        np.testing.assert_allclose(np.array(probs, dtype=float), alone, atol=2e-4)  # predictions.tsv keeps 4 decimals

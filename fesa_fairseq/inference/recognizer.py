@@ -23,7 +23,7 @@ from fairseq import checkpoint_utils
 
 from fesa_fairseq.checkpoints import inspect_checkpoint
 from fesa_fairseq.data.audio import AudioSource
-from fesa_fairseq.devices import resolve_device
+from fesa_fairseq.devices import autocast, resolve_device, resolve_precision
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.inference.segments import Segment, frames_to_segments
 
@@ -96,12 +96,15 @@ class EmotionRecognizer:
         hop: float = 15.0,
         median: float = 0.25,
         min_segment: float = 0.25,
+        precision: Optional[torch.dtype] = None,
     ) -> None:
         self.model, self.labels, self.device, self.normalize = model, list(labels), device, normalize
+        self.precision = precision
         self.window, self.hop, self.median, self.min_segment = window, hop, median, min_segment
 
     @classmethod
-    def from_checkpoint(cls, path: Union[str, Path], device: str = "auto", **options) -> "EmotionRecognizer":
+    def from_checkpoint(cls, path: Union[str, Path], device: str = "auto", precision: str = "fp32", **options) -> "EmotionRecognizer":
+        """``precision``: fp32, bf16, fp16 or auto (:func:`fesa_fairseq.devices.resolve_precision`)."""
         info = inspect_checkpoint(str(path))
         if not info.is_classifier:
             raise FesaError(
@@ -112,8 +115,9 @@ class EmotionRecognizer:
                 f"{path} keeps no class list in its task state (it predates that): score it with fesa evaluate on its fold folder, or fine-tune again"
             )
         dev = resolve_device(device)
+        dtype = resolve_precision(precision, dev)
         (model,), cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(path)])
-        return cls(model.eval().to(dev), task.labels, dev, normalize=bool(cfg.task.normalize), **options)
+        return cls(model.eval().to(dev), task.labels, dev, normalize=bool(cfg.task.normalize), precision=dtype, **options)
 
     def predict(self, audio: Union[str, Path, np.ndarray], sample_rate: Optional[int] = None) -> Prediction:
         """A path (wav, flac, ogg) or a waveform (samples, or samples × channels) at ``sample_rate``."""
@@ -153,8 +157,9 @@ class EmotionRecognizer:
         x = torch.from_numpy(wav).to(self.device)
         if self.normalize:
             x = torch.nn.functional.layer_norm(x, x.shape)
-        out = self.model.frame_outputs(x[None])
-        return {k: v[0] for k, v in out.items() if k != "padding_mask"}
+        with autocast(self.device, self.precision):
+            out = self.model.frame_outputs(x[None])
+        return {k: v[0].float() for k, v in out.items() if k != "padding_mask"}
 
 
 class _RunningPool:

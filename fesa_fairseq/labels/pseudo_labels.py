@@ -199,6 +199,7 @@ def make_pseudo_labels(reader, job: PseudoLabelJob) -> Dict[str, object]:
     km_path = out / KMEANS_MODEL
     out.mkdir(parents=True, exist_ok=True)
     (adopt_kmeans if job.kmeans_model else fit_kmeans)(job, feat_dir, km_path)
+    kmeans_seconds = time.perf_counter() - start - dump_seconds
     lab_dir = feat_dir / "labels"
     counts = np.zeros(job.clusters, dtype=np.int64)
     merged = {}
@@ -224,6 +225,8 @@ def make_pseudo_labels(reader, job: PseudoLabelJob) -> Dict[str, object]:
         "seed": job.seed,
         "kmeans": asdict(job.kmeans.resolved()) if not job.kmeans_model else None,
         "feature_seconds": round(dump_seconds, 2),
+        "kmeans_seconds": round(kmeans_seconds, 2),
+        "label_seconds": round(time.perf_counter() - start - dump_seconds - kmeans_seconds, 2),
         "total_seconds": round(time.perf_counter() - start, 2),
     }
     atomic_write_text(out / LABELS_INFO, json.dumps(summary, indent=2) + "\n")

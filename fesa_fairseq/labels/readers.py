@@ -1,8 +1,9 @@
 """Frame-feature readers with fairseq ``simple_kmeans``'s interface (``get_feats(path, ref_len)``).
 
-Unlike fairseq's own readers they run on CPU or CUDA, read audio with soundfile (torchaudio does not load
-beside torch 2.13), accept every HuBERT-family checkpoint this project meets, and refuse audio whose sample
-count differs from its manifest instead of warning.
+Unlike fairseq's own readers they run on CPU or CUDA, in fp32 or under bf16/fp16 autocast (the features come
+out in fp32 either way), read audio with soundfile (torchaudio does not load beside torch 2.13), accept every
+HuBERT-family checkpoint this project meets, and refuse audio whose sample count differs from its manifest
+instead of warning.
 """
 
 import logging
@@ -15,6 +16,7 @@ from fairseq import checkpoint_utils
 
 from fesa_fairseq.checkpoints import inspect_checkpoint, require_hubert_family
 from fesa_fairseq.data.audio import read_audio
+from fesa_fairseq.devices import autocast, precision_name
 from fesa_fairseq.errors import FesaError
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,15 @@ def conv_frames(num_samples: int, kernels_strides: List[Tuple[int, int]]) -> int
 class HubertFeatureReader:
     """Layer-`layer` features of a HuBERT checkpoint: pretraining (stock or ours), official release, or classifier."""
 
-    def __init__(self, checkpoint: str, layer: int, device: torch.device, max_chunk: int = 1_600_000, data_dir: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        checkpoint: str,
+        layer: int,
+        device: torch.device,
+        max_chunk: int = 1_600_000,
+        data_dir: Optional[str] = None,
+        precision: Optional[torch.dtype] = None,
+    ) -> None:
         info = require_hubert_family(inspect_checkpoint(checkpoint))
         # A classifier's task reads dict.emo.txt at set-up: point it at the folder being labelled, not at the
         # fold it was trained on (which may live elsewhere). Pretraining tasks read nothing at set-up.
@@ -42,12 +52,15 @@ class HubertFeatureReader:
         self.checkpoint = checkpoint
         self.layer = self._check_layer(layer)
         self.device = device
+        self.precision = precision
         self.max_chunk = max_chunk
         self.sample_rate = task.cfg.sample_rate
         self.normalize = task.cfg.normalize
         self.kernels_strides = [(m[0].kernel_size[0], m[0].stride[0]) for m in self.hubert.feature_extractor.conv_layers]
         self.label_rate = self.sample_rate / int(np.prod([s for _, s in self.kernels_strides]))
-        logger.info("features of layer %d/%d of %s (%s) on %s", layer, self.num_layers, checkpoint, info.model, device)
+        logger.info(
+            "features of layer %d/%d of %s (%s) on %s in %s", layer, self.num_layers, checkpoint, info.model, device, precision_name(precision)
+        )
 
     def frames(self, num_samples: int) -> int:
         return conv_frames(num_samples, self.kernels_strides)
@@ -62,16 +75,18 @@ class HubertFeatureReader:
         x = torch.from_numpy(read_audio(path, self.sample_rate, ref_len)).to(self.device)
         return (F.layer_norm(x, x.shape) if self.normalize else x).view(1, -1)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def get_feats(self, path: str, ref_len: int = None) -> torch.Tensor:
         x = self._source(path, ref_len)
         chunks = []
         for start in range(0, x.size(1), self.max_chunk):
-            feat, _ = self.model.extract_features(source=x[:, start : start + self.max_chunk], padding_mask=None, mask=False, output_layer=self.layer)
+            piece = x[:, start : start + self.max_chunk]
+            with autocast(self.device, self.precision):
+                feat, _ = self.model.extract_features(source=piece, padding_mask=None, mask=False, output_layer=self.layer)
             chunks.append(feat)
         return torch.cat(chunks, 1).squeeze(0).float().cpu()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def get_layer_feats(self, path: str, layers: List[int], ref_len: int = None) -> Dict[int, torch.Tensor]:
         """Several layers from one forward pass (hooks), each equal to extract_features(output_layer=layer)."""
         for layer in layers:
@@ -84,7 +99,8 @@ class HubertFeatureReader:
             for layer in layers
         ]
         try:
-            final, _ = self.model.extract_features(source=self._source(path, ref_len), padding_mask=None, mask=False, output_layer=max(layers))
+            with autocast(self.device, self.precision):
+                final, _ = self.model.extract_features(source=self._source(path, ref_len), padding_mask=None, mask=False, output_layer=max(layers))
         finally:
             for hook in hooks:
                 hook.remove()

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from fesa_fairseq.checkpoints import inspect_checkpoint
 from fesa_fairseq.data.files import atomic_write_lines, atomic_write_text
 from fesa_fairseq.data.labels import read_label_dictionary
-from fesa_fairseq.devices import resolve_device
+from fesa_fairseq.devices import autocast, precision_name, resolve_device, resolve_precision
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.inference.eder import eder
 from fesa_fairseq.inference.recognizer import EmotionRecognizer
@@ -40,22 +40,36 @@ def load_classifier(checkpoint: str, fold_dir: str, device: torch.device):
 
 
 @torch.no_grad()
-def predict(model, task, split: str, device: torch.device, max_tokens: int, progress: bool = True) -> Dict[str, np.ndarray]:
+def predict(
+    model, task, split: str, device: torch.device, max_tokens: int, progress: bool = True, precision: Optional[torch.dtype] = None
+) -> Dict[str, np.ndarray]:
     task.load_dataset(split)
     dataset = task.dataset(split)
+    # A group-normalised front end (HuBERT base's) normalises each channel over the whole input, padding included:
+    # padded in a batch, an utterance would score differently than alone. One at a time, it scores as in fesa predict.
+    one_by_one = padding_changes_frames(model)
     batches = task.get_batch_iterator(
-        dataset=dataset, max_tokens=max_tokens, ignore_invalid_inputs=False, required_batch_size_multiple=1
+        dataset=dataset,
+        max_tokens=max_tokens,
+        max_sentences=1 if one_by_one else None,
+        ignore_invalid_inputs=False,
+        required_batch_size_multiple=1,
     ).next_epoch_itr(shuffle=False)
     ids: List[np.ndarray] = []
     probs: List[np.ndarray] = []
     for sample in tqdm(batches, desc=f"scoring {split}", unit="batch", disable=not progress):
         sample = utils.apply_to_sample(lambda t: t.to(device), sample)
-        logits = model(**sample["net_input"])["logits"].float()
+        with autocast(device, precision):
+            logits = model(**sample["net_input"])["logits"].float()
         ids.append(sample["id"].cpu().numpy())
         probs.append(torch.softmax(logits, dim=-1).cpu().numpy())
     order = np.argsort(np.concatenate(ids))
     prob = np.concatenate(probs)[order]
     return {"prob": prob, "prediction": prob.argmax(-1), "target": dataset.targets, "paths": dataset.paths}
+
+
+def padding_changes_frames(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.GroupNorm) for m in model.encoder.w2v_model.feature_extractor.modules())
 
 
 def evaluate(
@@ -69,6 +83,7 @@ def evaluate(
     timelines: int = 0,
     reference: Optional[Mapping[str, dict]] = None,
     neutral: str = "neu",
+    precision: str = "fp32",
 ) -> Dict[str, object]:
     """Write predictions.tsv, metrics.json and confusion.png (and timelines) under out_dir; return the metrics.
 
@@ -77,14 +92,14 @@ def evaluate(
     true segments are marked on the timelines.
     """
     dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
     model, task = load_classifier(checkpoint, fold_dir, dev)
-    result = predict(model, task, split, dev, max_tokens, progress)
+    result = predict(model, task, split, dev, max_tokens, progress, dtype)
     labels = list(task.labels)
-    about: Dict[str, object] = {"checkpoint": str(checkpoint), "data": str(fold_dir), "split": split}
+    about: Dict[str, object] = {"checkpoint": str(checkpoint), "data": str(fold_dir), "split": split, "precision": precision_name(dtype)}
     if reference:
-        about["frame_level"] = frame_figures(
-            EmotionRecognizer(model, labels, dev, normalize=bool(task.cfg.normalize)), result["paths"], reference, neutral
-        )
+        recognizer = EmotionRecognizer(model, labels, dev, normalize=bool(task.cfg.normalize), precision=dtype)
+        about["frame_level"] = frame_figures(recognizer, result["paths"], reference, neutral)
     if timelines:
         truth = {utt: [(float(e["start"]), float(e["end"]), str(e["emo"])) for e in entry["emotion"]] for utt, entry in (reference or {}).items()}
         plot_timelines(model, task.dataset(split), result, labels, dev, Path(out_dir) / "timelines", timelines, truth)
