@@ -478,6 +478,39 @@ def _report(args: argparse.Namespace) -> None:
     print(f"wrote {report['dir']}/report.md, report.json, confusion_*.png")
 
 
+def _status(args: argparse.Namespace) -> None:
+    from fesa_fairseq.pipeline.experiment import load_experiment, parse_grid
+    from fesa_fairseq.pipeline.plan import Plan
+    from fesa_fairseq.pipeline.status import BROKEN, format_status, stage_states, wait_for
+
+    exp = Path(args.exp_dir).resolve()
+    saved = exp / "experiment.yaml"
+    if not saved.is_file():
+        raise FesaError(f"{exp} holds no experiment.yaml: give the --exp-dir of a fesa run")
+    plan = Plan(load_experiment(saved, []), exp, parse_grid(args.grid))
+    states = wait_for(plan, args.interval) if args.wait else stage_states(plan)
+    print(format_status(states))
+    broken = [s for s in states if s.state in BROKEN]
+    if args.wait and broken:
+        keys = ", ".join(s.key for s in broken)
+        raise StageFailed(f"{len(broken)} stage(s) failed or were cancelled ({keys}); run fesa run again to resubmit them")
+
+
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "status",
+        help="where an experiment stands: every fold and stage complete, running, pending, failed, cancelled or to do",
+        description="Reads the stage stamps and locks of EXP_DIR and, for fesa run --slurm, its jobs (EXP_DIR/slurm/jobs.json) "
+        "through squeue and sacct (or scontrol). A failed or cancelled stage names its job and log; fesa run again "
+        "resubmits exactly the stages that are neither complete nor queued.",
+    )
+    p.add_argument("exp_dir", help="an experiment folder of fesa run")
+    p.add_argument("--grid", nargs="+", metavar="NAME=V1,V2", help="the grid the run was given (fesa run --grid), if any")
+    p.add_argument("--wait", action="store_true", help="wait until nothing is pending or running; exit 1 if a stage failed or was cancelled")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between polls with --wait (default 10)")
+    p.set_defaults(func=_status)
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
@@ -631,6 +664,7 @@ SUBCOMMANDS: List[Callable[[argparse._SubParsersAction], None]] = [
     _add_analyze_clusters,
     _add_run,
     _add_report,
+    _add_status,
     _add_predict,
     _add_eder,
     _add_convert_segments,

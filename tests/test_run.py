@@ -201,3 +201,15 @@ def test_failed_stage_names_command_and_log(experiment, tmp_path):
     assert "stage fold1/tapt failed (exit 1): fairseq-hydra-train" in res.stderr
     assert f"last lines of {tmp_path / 'exp' / 'logs' / 'fold1__tapt.log'}" in res.stderr
     assert (tmp_path / "exp" / "fold1" / "tapt-labels" / ".fesa-stage.json").is_file()  # earlier work kept
+
+
+def test_status_of_a_run_not_started(experiment):
+    config, exp = experiment
+    out = exp.parent / "status"
+    assert run_fesa("run", config, "--exp-dir", out, "--slurm", "--dry-run").returncode == 0  # writes experiment.yaml and scripts
+    res = run_fesa("status", out)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [line.split()[:3] for line in res.stdout.splitlines() if "/" in line.split()[0]]
+    assert len(rows) == 10 and all(row[1:] == ["to", "do"] for row in rows) and res.stdout.strip().endswith("10 to do")
+    res = run_fesa("status", exp.parent / "nowhere")
+    assert res.returncode == 2 and "holds no experiment.yaml" in res.stderr

@@ -47,6 +47,14 @@ def _holder(path: Path) -> Optional[Dict[str, object]]:
         return {}  # being written, or not ours: treat as held
 
 
+def lock_holder(path: Path) -> Optional[Dict[str, object]]:
+    """Who holds the lock at `path`, if a live process does (one on another host is taken as live)."""
+    holder = _holder(path)
+    if holder and holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
+        return None
+    return holder
+
+
 @contextmanager
 def exclusive(path: Path, what: str) -> Iterator[None]:
     """Hold `path` as a lock for `what` (words for the error) while the block runs."""

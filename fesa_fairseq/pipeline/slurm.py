@@ -4,6 +4,11 @@ Each job runs ``fesa run EXP/experiment.yaml --only <stage>``, which runs the st
 script) and stamps it, exactly as a local run does; folds run in parallel, stages of a fold in order.
 Training jobs get the configured GPUs; fairseq's own distributed training uses them (set
 ``distributed_training.distributed_world_size`` in the experiment's overrides to match).
+
+A job whose input job failed or was cancelled is cancelled too (``--kill-on-invalid-dep=yes``), never left
+pending. Submitting again skips the stages that are complete or whose job (EXP/slurm/jobs.json) is still pending
+or running, and chains new jobs after those. Training jobs are ``--requeue``-able: a requeued or preempted job
+finds its stage started under the same fingerprint and resumes in place, fairseq from ``checkpoint_last.pt``.
 """
 
 import json
@@ -12,7 +17,7 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 from fesa_fairseq.data.files import atomic_write_text
 from fesa_fairseq.errors import FesaError
@@ -34,6 +39,8 @@ def sbatch_script(stage: Stage, cfg: SlurmConfig, exp: Path, job_command: List[s
         "--nodes=1",
         "--ntasks=1",
     ]
+    if stage.training:  # requeued (preempted, or scontrol requeue) it resumes from checkpoint_last.pt; one log
+        options += ["--requeue", "--open-mode=append"]
     if stage.training and cfg.gpus > 0:
         options.append(f"--gres=gpu:{cfg.gpus}")
     if not stage.training and stage.name in ("tapt-labels", "emotion-labels", "evaluate") and cfg.gpus > 0:
@@ -62,30 +69,74 @@ def sbatch_script(stage: Stage, cfg: SlurmConfig, exp: Path, job_command: List[s
 def write_and_submit(stages: Sequence[Stage], cfg: SlurmConfig, exp: Path, job_command, submit: bool) -> List[str]:
     """Scripts under EXP/slurm/; with submit, sbatch each with afterok on the jobs of its unfinished inputs.
 
+    Stages that are complete, or whose recorded job is still queued or running, get no new job.
     Returns the sbatch command lines (job ids of earlier stages as <stage> placeholders when not submitting).
     """
     if submit and shutil.which("sbatch") is None:
         raise FesaError("sbatch is not on PATH: run on a SLURM login node, or add --dry-run to only write the scripts")
     folder = exp / "slurm"
     (exp / "logs" / "slurm").mkdir(parents=True, exist_ok=True)
+    recorded = read_jobs(exp) if submit else {}
+    states = job_states(list(recorded.values())) if recorded else {}
     jobs: Dict[str, str] = {}
     lines: List[str] = []
     for stage in stages:
         if stage.status() == "complete":
             continue
+        queued = recorded.get(stage.key)
+        if queued and states.get(queued, ("", ""))[0] in ACTIVE:
+            logger.info("%s: job %s is %s, not submitted again", stage.key, queued, states[queued][0].lower())
+            jobs[stage.key] = queued
+            continue
         script = folder / f"{stage.key.replace('/', '__')}.sbatch"
         atomic_write_text(script, sbatch_script(stage, cfg, exp, job_command(stage)))
         after = [jobs[d.key] for d in stage.deps if d.key in jobs]
-        cmd = ["sbatch", "--parsable"] + ([f"--dependency=afterok:{':'.join(after)}"] if after else []) + [str(script)]
+        dependency = [f"--dependency=afterok:{':'.join(after)}", "--kill-on-invalid-dep=yes"] if after else []
+        cmd = ["sbatch", "--parsable", *dependency, str(script)]
         lines.append(shlex.join(cmd))
         if submit:
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0:
                 raise FesaError(f"{shlex.join(cmd)} failed: {res.stderr.strip()}")
             jobs[stage.key] = res.stdout.strip().split(";")[0]
+            recorded[stage.key] = jobs[stage.key]
+            atomic_write_text(folder / JOBS, json.dumps(recorded, indent=2) + "\n")  # after each: a crash loses none
             logger.info("submitted %s as job %s", stage.key, jobs[stage.key])
         else:
             jobs[stage.key] = f"<{stage.key}>"
-    if submit:
-        atomic_write_text(folder / "jobs.json", json.dumps(jobs, indent=2) + "\n")
     return lines
+
+
+JOBS = "jobs.json"  # EXP/slurm/jobs.json: the latest job id of every submitted stage
+ACTIVE = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED")
+
+
+def read_jobs(exp: Path) -> Dict[str, str]:
+    path = exp / "slurm" / JOBS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def job_states(ids: Sequence[str]) -> Dict[str, Tuple[str, str]]:
+    """Job id -> (state, reason) from squeue (queued and running jobs), then sacct or, where accounting is off,
+    scontrol (finished jobs the controller still remembers). Ids SLURM no longer knows are left out."""
+    ids = [i for i in ids if i]
+    states: Dict[str, Tuple[str, str]] = {}
+    if not ids or shutil.which("squeue") is None:
+        return states
+    res = subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i|%T|%r"], capture_output=True, text=True)
+    for line in res.stdout.splitlines():
+        job, state, reason = (line.split("|") + ["", ""])[:3]
+        states[job] = (state, reason)
+    rest = [i for i in ids if i not in states]
+    if rest and shutil.which("sacct"):
+        res = subprocess.run(["sacct", "-X", "-n", "-P", "-j", ",".join(rest), "-o", "JobID,State"], capture_output=True, text=True)
+        if res.returncode == 0:
+            for line in res.stdout.splitlines():
+                job, state = (line.split("|") + [""])[:2]
+                states[job] = (state.split()[0] if state else "", "")
+    for job in [i for i in rest if i not in states]:
+        res = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True)
+        found = dict(field.split("=", 1) for field in res.stdout.split() if "=" in field)
+        if res.returncode == 0 and "JobState" in found:
+            states[job] = (found["JobState"], found.get("Reason", ""))
+    return states
