@@ -72,13 +72,17 @@ def test_frame_logits_decompose_the_utterance_logits(recognizer):
     source = torch.randn(2, 24000)
     padding = torch.zeros(2, 24000, dtype=torch.bool)
     padding[1, 15000:] = True
-    for pooling in (model.pooling, MeanPooling(64)):
-        model.pooling = pooling
-        with torch.no_grad():
-            logits = model(source, padding)["logits"]
-            out = model.frame_outputs(source, padding)
-        weights = torch.softmax(out["log_weights"], dim=-1)
-        torch.testing.assert_close((weights.unsqueeze(-1) * out["frame_logits"]).sum(1), logits, atol=1e-5, rtol=0)
+    trained = model.pooling
+    try:
+        for pooling in (trained, MeanPooling(64)):
+            model.pooling = pooling
+            with torch.no_grad():
+                logits = model(source, padding)["logits"]
+                out = model.frame_outputs(source, padding)
+            weights = torch.softmax(out["log_weights"], dim=-1)
+            torch.testing.assert_close((weights.unsqueeze(-1) * out["frame_logits"]).sum(1), logits, atol=1e-5, rtol=0)
+    finally:
+        model.pooling = trained  # the recognizer is shared by the module's tests
 
 
 def test_predict_on_one_window_is_the_models_forward(recognizer, demo_folds):
@@ -260,8 +264,9 @@ def test_evaluate_measures_the_alignment_on_the_demo(checkpoint, demo_folds, tmp
     assert "frame level" in res.stdout and "EDER" in res.stdout
 
 
-def test_evaluate_scores_each_utterance_as_predict_does(checkpoint, demo_folds, recognizer, tmp_path):
+def test_evaluate_scores_each_utterance_as_predict_does(checkpoint, demo_folds, tmp_path):
     """HuBERT's group-normalised front end sees padding: batched, an utterance would score differently than alone."""
+    recognizer = EmotionRecognizer.from_checkpoint(checkpoint, device="cpu")
     res = run_fesa("-q", "evaluate", checkpoint, demo_folds / "fold1", "--out", tmp_path / "ev", "--device", "cpu", "--precision", "fp32")
     assert res.returncode == 0, res.stderr[-3000:]
     root, *rows = (demo_folds / "fold1" / "test.tsv").read_text().splitlines()
