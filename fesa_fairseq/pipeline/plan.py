@@ -67,6 +67,11 @@ class Stage:
         return "/".join(parts)
 
     @property
+    def file_stem(self) -> str:
+        """The key as one file name: its local log (EXP/logs/<stem>.log) and its SLURM script."""
+        return self.key.replace("/", "__")
+
+    @property
     def stamp(self) -> Path:
         return self.out_dir / STAMP
 
@@ -393,7 +398,7 @@ def _run_stage(stage: Stage, log_dir: Path) -> None:
         logger.info("%s: resuming the partial work of an interrupted run of the same command and inputs", stage.key)
     stage.out_dir.mkdir(parents=True, exist_ok=True)
     stage.mark_started()
-    log = log_dir / f"{stage.key.replace('/', '__')}.log"
+    log = log_dir / f"{stage.file_stem}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     logger.info("%s: %s", stage.key, shlex.join(stage.command))
     start = time.perf_counter()

@@ -29,10 +29,9 @@ logger = logging.getLogger(__name__)
 
 def sbatch_script(stage: Stage, cfg: SlurmConfig, exp: Path, job_command: List[str]) -> str:
     """Every value is shell-quoted, and none may hold a line break (checked when the experiment is loaded)."""
-    name = "fesa-" + stage.key.replace("/", "-")
     options = [
-        f"--job-name={name}",
-        f"--output={exp / 'logs' / 'slurm'}/%x-%j.log",
+        f"--job-name={job_name(stage.key)}",
+        f"--output={exp / 'logs' / 'slurm'}/%x-%j.log",  # job_log()
         f"--cpus-per-task={cfg.cpus_per_task}",
         f"--mem={cfg.mem}",
         f"--time={cfg.time_train if stage.training else cfg.time_other}",
@@ -88,7 +87,7 @@ def write_and_submit(stages: Sequence[Stage], cfg: SlurmConfig, exp: Path, job_c
             logger.info("%s: job %s is %s, not submitted again", stage.key, queued, states[queued][0].lower())
             jobs[stage.key] = queued
             continue
-        script = folder / f"{stage.key.replace('/', '__')}.sbatch"
+        script = folder / f"{stage.file_stem}.sbatch"
         atomic_write_text(script, sbatch_script(stage, cfg, exp, job_command(stage)))
         after = [jobs[d.key] for d in stage.deps if d.key in jobs]
         dependency = [f"--dependency=afterok:{':'.join(after)}", "--kill-on-invalid-dep=yes"] if after else []
@@ -109,6 +108,15 @@ def write_and_submit(stages: Sequence[Stage], cfg: SlurmConfig, exp: Path, job_c
 
 JOBS = "jobs.json"  # EXP/slurm/jobs.json: the latest job id of every submitted stage
 ACTIVE = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED")
+
+
+def job_name(key: str) -> str:
+    return "fesa-" + key.replace("/", "-")
+
+
+def job_log(exp: Path, key: str, job: str) -> Path:
+    """Where sbatch_script's --output puts job `job` of stage `key`."""
+    return exp / "logs" / "slurm" / f"{job_name(key)}-{job}.log"
 
 
 def read_jobs(exp: Path) -> Dict[str, str]:

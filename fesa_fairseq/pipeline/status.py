@@ -11,7 +11,7 @@ from typing import Dict, List, Sequence
 
 from fesa_fairseq.pipeline.lock import lock_holder
 from fesa_fairseq.pipeline.plan import Plan, Stage
-from fesa_fairseq.pipeline.slurm import ACTIVE, job_states, read_jobs
+from fesa_fairseq.pipeline.slurm import ACTIVE, job_log, job_states, read_jobs
 
 FAILED = {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
 WAITING = ("pending", "running")
@@ -45,14 +45,14 @@ def _state(stage: Stage, job: str, slurm: Dict[str, tuple], exp: Path) -> StageS
     if holder:
         return StageState(stage.key, "running", f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}")
     if state:
-        log = exp / "logs" / "slurm" / f"fesa-{stage.key.replace('/', '-')}-{job}.log"
+        log = job_log(exp, stage.key, job)
         if state in FAILED:
             return StageState(stage.key, "failed", f"job {job} {state.lower()}; log {log}")
         if state.startswith("CANCELLED"):
             why = "its input job failed or was cancelled" if reason == "DependencyNeverSatisfied" else "cancelled"
             return StageState(stage.key, "cancelled", f"job {job}: {why}" + (f"; log {log}" if log.exists() else ""))
     if status == "partial":
-        log = exp / "logs" / f"{stage.key.replace('/', '__')}.log"
+        log = exp / "logs" / f"{stage.file_stem}.log"
         return StageState(stage.key, "interrupted", f"started, not finished (stopped or failed): the next run resumes it; log {log}")
     if status == "stale":
         return StageState(stage.key, "stale", "output of another command or of other inputs: the next run moves it aside")
