@@ -122,9 +122,10 @@ def swap_refine(x: np.ndarray, centres: np.ndarray, rng: np.random.Generator, ni
         moved = centres.copy()
         for removed, split in moves:
             moved[split], moved[removed] = halves[split]
+        before = float(dist[:, 0].sum())
         moved, objective = _lloyd(x, moved, niter)
-        logger.debug("k-means swaps: %d, objective %.5g -> %.5g", len(moves), dist[:, 0].sum(), objective)
-        if objective >= dist[:, 0].sum():
+        logger.debug("k-means swaps: %d, objective %.5g -> %.5g", len(moves), before, objective)
+        if objective >= before:
             break
         centres = moved
     return centres
