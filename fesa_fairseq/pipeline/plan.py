@@ -68,8 +68,13 @@ class Stage:
 
     @property
     def file_stem(self) -> str:
-        """The key as one file name: its local log (EXP/logs/<stem>.log) and its SLURM script."""
+        """The key as one file name: its local log (local_log) and its SLURM script."""
         return self.key.replace("/", "__")
+
+    @property
+    def lock(self) -> Path:
+        """Held by whoever runs the stage: a local fesa run or its SLURM job."""
+        return self.out_dir.with_name(f".{self.out_dir.name}.lock")
 
     @property
     def stamp(self) -> Path:
@@ -376,13 +381,18 @@ def move_aside(stage: Stage) -> Path:
     return aside
 
 
-def run_stage(stage: Stage, log_dir: Path) -> None:
+def local_log(exp: Path, stage: Stage) -> Path:
+    """The log of the stage's command when fesa run runs it here (SLURM jobs log to slurm.job_log)."""
+    return exp / "logs" / f"{stage.file_stem}.log"
+
+
+def run_stage(stage: Stage, exp: Path) -> None:
     """Run one stage under its lock (a SLURM job of the same stage, or another fesa run, holds it otherwise)."""
-    with exclusive(stage.out_dir.with_name(f".{stage.out_dir.name}.lock"), f"stage {stage.key}"):
-        _run_stage(stage, log_dir)
+    with exclusive(stage.lock, f"stage {stage.key}"):
+        _run_stage(stage, exp)
 
 
-def _run_stage(stage: Stage, log_dir: Path) -> None:
+def _run_stage(stage: Stage, exp: Path) -> None:
     status = stage.status()
     if status == "complete":
         logger.info("%s: completed meanwhile by another run", stage.key)
@@ -398,7 +408,7 @@ def _run_stage(stage: Stage, log_dir: Path) -> None:
         logger.info("%s: resuming the partial work of an interrupted run of the same command and inputs", stage.key)
     stage.out_dir.mkdir(parents=True, exist_ok=True)
     stage.mark_started()
-    log = log_dir / f"{stage.file_stem}.log"
+    log = local_log(exp, stage)
     log.parent.mkdir(parents=True, exist_ok=True)
     logger.info("%s: %s", stage.key, shlex.join(stage.command))
     start = time.perf_counter()
@@ -417,7 +427,6 @@ def run_plan(plan: Plan, selected: Sequence[Stage]) -> Dict[str, str]:
     Returns the failure message per fold key ("all" for shared stages).
     """
     failed: Dict[str, str] = {}
-    log_dir = plan.exp / "logs"
     todo = [s for s in selected if s.status() != "complete"]
     logger.info("%d stages selected, %d already complete, %d to run", len(selected), len(selected) - len(todo), len(todo))
     for i, stage in enumerate(selected, start=1):
@@ -434,7 +443,7 @@ def run_plan(plan: Plan, selected: Sequence[Stage]) -> Dict[str, str]:
             continue
         logger.info("[%d/%d] %s", i, len(selected), stage.key)
         try:
-            run_stage(stage, log_dir)
+            run_stage(stage, plan.exp)
         except FesaError as e:
             failed[fold] = str(e)
             logger.error("%s", e)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from fesa_fairseq.pipeline.lock import lock_holder
-from fesa_fairseq.pipeline.plan import Plan, Stage
+from fesa_fairseq.pipeline.plan import Plan, Stage, local_log
 from fesa_fairseq.pipeline.slurm import ACTIVE, job_log, job_states, read_jobs
 
 FAILED = {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
@@ -41,7 +41,7 @@ def _state(stage: Stage, job: str, slurm: Dict[str, tuple], exp: Path) -> StageS
         waiting = f" ({reason})" if reason and reason != "None" else ""
         running = state in ("RUNNING", "COMPLETING", "CONFIGURING")
         return StageState(stage.key, "running" if running else "pending", f"job {job}{waiting}")
-    holder = lock_holder(stage.out_dir.with_name(f".{stage.out_dir.name}.lock"))
+    holder = lock_holder(stage.lock)
     if holder:
         return StageState(stage.key, "running", f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}")
     if state:
@@ -52,7 +52,7 @@ def _state(stage: Stage, job: str, slurm: Dict[str, tuple], exp: Path) -> StageS
             why = "its input job failed or was cancelled" if reason == "DependencyNeverSatisfied" else "cancelled"
             return StageState(stage.key, "cancelled", f"job {job}: {why}" + (f"; log {log}" if log.exists() else ""))
     if status == "partial":
-        log = exp / "logs" / f"{stage.file_stem}.log"
+        log = local_log(exp, stage)
         return StageState(stage.key, "interrupted", f"started, not finished (stopped or failed): the next run resumes it; log {log}")
     if status == "stale":
         return StageState(stage.key, "stale", "output of another command or of other inputs: the next run moves it aside")
