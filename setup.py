@@ -22,7 +22,9 @@ setup(
     include_package_data=True,
     install_requires=FAIRSEQ
     + [
-        "torch>=1.13",
+        # >= 2.6: torch.load reads with weights_only=True by default, which fairseq's own loader relies on to
+        # refuse a crafted checkpoint (a pickle could otherwise run code).
+        "torch>=2.6",
         "numpy",
         "scipy",
         "soundfile",

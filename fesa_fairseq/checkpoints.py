@@ -2,6 +2,8 @@
 
 import logging
 import pickle
+import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -11,6 +13,22 @@ import torch
 from fesa_fairseq.errors import FesaError
 
 logger = logging.getLogger(__name__)
+
+# What torch.load raises on a file that is not a checkpoint (random bytes, text, a cut-off zip).
+UNREADABLE = (
+    pickle.UnpicklingError,
+    RuntimeError,
+    EOFError,
+    OSError,
+    KeyError,
+    ValueError,
+    AttributeError,
+    ImportError,
+    IndexError,
+    struct.error,
+    TypeError,
+    MemoryError,
+)
 
 # Registered model names whose checkpoints are pretrained HuBERTs (stock fairseq's and this plugin's).
 PRETRAINED_HUBERT_MODELS = ("hubert", "emotion_hubert")
@@ -24,6 +42,7 @@ class CheckpointInfo:
     task: Optional[str]
     task_state: Dict[str, Any] = field(default_factory=dict)
     encoder_layers: Optional[int] = None  # transformer layers, from the config (None where it does not say)
+    head_outputs: Optional[int] = None  # a classifier's output layer size (None for other models)
 
     @property
     def is_pretrained_hubert(self) -> bool:
@@ -37,11 +56,11 @@ class CheckpointInfo:
 def _load_lazily(path: Path) -> Dict[str, Any]:
     """mmap keeps tensors on disk; checkpoints in torch's old (non-zip) format cannot be mapped."""
     try:
-        return torch.load(str(path), map_location="cpu", mmap=True)
+        return torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
     except RuntimeError as e:
         if "mmap" not in str(e):
             raise
-        return torch.load(str(path), map_location="cpu")
+        return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
 def inspect_checkpoint(path: str) -> CheckpointInfo:
@@ -49,8 +68,10 @@ def inspect_checkpoint(path: str) -> CheckpointInfo:
     if not p.is_file():
         raise FesaError(f"checkpoint {path} does not exist")
     try:
-        state = _load_lazily(p)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, ValueError, AttributeError, ImportError) as e:
+        with warnings.catch_warnings():  # a damaged file's "pickle protocol 138" warning says nothing the error does not
+            warnings.simplefilter("ignore", UserWarning)
+            state = _load_lazily(p)
+    except UNREADABLE as e:
         detail = (str(e).splitlines() or [""])[0]
         raise FesaError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or damaged ({type(e).__name__}: {detail})") from e
     return describe_state(state, path)
@@ -68,7 +89,14 @@ def describe_state(state: Dict[str, Any], path: str) -> CheckpointInfo:
     else:
         raise FesaError(f"{path} has neither 'cfg' nor 'args': not a fairseq training checkpoint")
     task_state = state.get("task_state") or {}
-    return CheckpointInfo(str(path), model, task, task_state, _encoder_layers(cfg, args, model, task_state))
+    head = _head_outputs(state["model"]) if model == CLASSIFIER_MODEL else None
+    return CheckpointInfo(str(path), model, task, task_state, _encoder_layers(cfg, args, model, task_state), head)
+
+
+def _head_outputs(weights: Dict[str, Any]) -> Optional[int]:
+    """Rows of the last linear layer of the classifier's head (head.<i>.weight with the largest i)."""
+    linear = [(int(k.split(".")[1]), v) for k, v in weights.items() if k.startswith("head.") and k.endswith(".weight") and k.split(".")[1].isdigit()]
+    return int(max(linear, key=lambda kv: kv[0])[1].shape[0]) if linear else None
 
 
 def _encoder_layers(cfg: Any, args: Any, model: Optional[str], task_state: Dict[str, Any]) -> Optional[int]:
@@ -112,3 +140,35 @@ def require_pretrained_hubert(path: str, option: str) -> CheckpointInfo:
     if "dictionaries" not in info.task_state:
         raise FesaError(f"{option}={path} has no label dictionaries in its task_state: not a HuBERT pretraining checkpoint")
     return info
+
+
+def require_classifier(path: str, needs_labels: bool = True) -> CheckpointInfo:
+    """A fine-tuned hubert_emotion_classifier whose output layer has one output per class it lists."""
+    info = inspect_checkpoint(path)
+    if not info.is_classifier:
+        raise FesaError(
+            f"{path} holds a {info.model!r} model, not a fine-tuned hubert_emotion_classifier: give the checkpoint_best.pt of a fine-tuning run"
+        )
+    labels = info.task_state.get("labels")
+    if labels is None and needs_labels:
+        raise FesaError(
+            f"{path} keeps no class list in its task state (it predates that): score it with fesa evaluate on its fold folder, or fine-tune again"
+        )
+    if labels is not None and info.head_outputs is not None and info.head_outputs != len(labels):
+        raise FesaError(
+            f"{path}: its output layer has {info.head_outputs} outputs but it lists {len(labels)} classes ({', '.join(map(str, labels))}); "
+            "the checkpoint is damaged or was edited: use the checkpoint_best.pt of its fine-tuning run"
+        )
+    return info
+
+
+def load_model(path: str, arg_overrides: Optional[Dict[str, Any]] = None):
+    """fairseq's own loader (model, cfg, task); a checkpoint whose weights do not fit its config is an error naming it."""
+    from fairseq import checkpoint_utils
+
+    try:
+        (model,), cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(path)], arg_overrides=arg_overrides)
+    except (RuntimeError, KeyError) as e:
+        detail = " ".join(str(e).split())[:300]
+        raise FesaError(f"cannot load {path}: its weights do not fit its own configuration ({type(e).__name__}: {detail})") from e
+    return model, cfg, task

@@ -1,7 +1,6 @@
 """The `fesa` command: one subcommand per pipeline stage that is not a `fairseq-hydra-train` run."""
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -9,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from fesa_fairseq.devices import DEVICE_HELP
 from fesa_fairseq.errors import FesaError, StageFailed
 
 logger = logging.getLogger("fesa_fairseq.cli")
@@ -94,7 +94,7 @@ def _add_make_pretraining_corpus(sub: argparse._SubParsersAction) -> None:
         "and a prosody drawn at random for every phrase, so it varies as speech does but carries no emotion label. "
         "Writes OUT_DIR/{train,valid}.tsv (fairseq manifests) and the wavs.",
     )
-    p.add_argument("out_dir", help="folder to create (it must not exist or be empty, unless --overwrite)")
+    p.add_argument("out_dir", type=_path, help="folder to create (it must not exist or be empty, unless --overwrite)")
     p.add_argument("--speakers", type=int, default=12, help="speakers, alternately female and male (default 12)")
     p.add_argument("--utterances-per-speaker", type=int, default=40, help="utterances per speaker (default 40)")
     p.add_argument("--seed", type=int, default=1000, help="the same seed gives byte-identical files (default 1000)")
@@ -115,7 +115,7 @@ def _add_prepare_iemocap(sub: argparse._SubParsersAction) -> None:
         "Fold k tests on Session k; valid is a label-stratified holdout of the other four sessions.",
     )
     p.add_argument("iemocap_root", help="folder holding Session1 .. Session5 (IEMOCAP_full_release)")
-    p.add_argument("out_dir", help="where the fold folders go")
+    p.add_argument("out_dir", type=_path, help="where the fold folders go")
     p.add_argument(
         "--valid-fraction", type=float, default=0.1, help="share of each label held out of the training sessions for validation (default 0.1)"
     )
@@ -140,7 +140,7 @@ def _add_make_demo_corpus(sub: argparse._SubParsersAction) -> None:
         description="5 sessions x 2 speakers of source-filter synthesised speech whose prosody depends on "
         "speaker and emotion; only some phrases of an emotional utterance carry its emotion.",
     )
-    p.add_argument("out_dir", help="folder to create (it must not exist or be empty, unless --overwrite)")
+    p.add_argument("out_dir", type=_path, help="folder to create (it must not exist or be empty, unless --overwrite)")
     p.add_argument("--utterances-per-speaker", type=int, default=30, help="turns per speaker, all codes together (default 30: 300 turns, ~255 kept)")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives byte-identical files (default 0)")
     p.add_argument(
@@ -165,7 +165,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from fesa_fairseq.pipeline.evaluate import evaluate
 
     if args.reference:
-        reference = read_segments_json(Path(args.reference))
+        reference = read_segments_json(Path(args.reference), reference=True)
     else:  # the demo corpus carries its segment truth
         root = find_demo_root(Path(args.fold_dir) / f"{args.split}.tsv")
         reference = convert_references(root, "demo") if root else None
@@ -220,7 +220,7 @@ def _add_reference(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("fold_dir", help="fold folder with {train,valid,SPLIT}.{tsv,emo} and dict.emo.txt")
     p.add_argument("--split", default="test", help="which split to score (default test)")
-    p.add_argument("--out", required=True, help="folder for predictions.tsv, metrics.json and confusion.png")
+    p.add_argument("--out", type=_path, required=True, help="folder for predictions.tsv, metrics.json and confusion.png")
     p.add_argument("--seed", type=int, default=0, help="seed of the logistic regression")
     p.set_defaults(func=_reference)
 
@@ -234,8 +234,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="a hubert_emotion_classifier checkpoint (e.g. checkpoints/checkpoint_best.pt)")
     p.add_argument("fold_dir", help="fold folder with {split}.tsv, {split}.emo and dict.emo.txt")
     p.add_argument("--split", default="test", help="which split to score (default test)")
-    p.add_argument("--out", required=True, help="folder for predictions.tsv, metrics.json and confusion.png")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--out", type=_path, required=True, help="folder for predictions.tsv, metrics.json and confusion.png")
+    p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
     p.add_argument("--max-tokens", type=int, default=1_600_000, help="audio samples per batch (default 1,600,000 = 100 s)")
     _add_precision(p, SCORING_PRECISION)
     p.add_argument("--timelines", type=int, default=0, help="also draw N pictures: spectrogram + attention weight of every frame")
@@ -303,7 +303,7 @@ def _add_pseudo_labels(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--manifest-dir", required=True, help="folder with {split}.tsv (a fold folder)")
     p.add_argument("--splits", default="train,valid,test", help="comma-separated splits to label (default train,valid,test)")
-    p.add_argument("--out", required=True, help="folder for {split}.km, dict.km.txt, kmeans.bin, labels.json")
+    p.add_argument("--out", type=_path, required=True, help="folder for {split}.km, dict.km.txt, kmeans.bin, labels.json")
     p.add_argument("--features", choices=["hubert", "mfcc"], default="hubert", help="hubert (a checkpoint's layer) or mfcc (bootstrap, 100 Hz)")
     p.add_argument("--checkpoint", help="HuBERT-family checkpoint: pretraining, official release, or fine-tuned classifier")
     p.add_argument("--layer", type=int, help="transformer layer whose output is clustered (1 = first; 9 is the paper's best)")
@@ -314,7 +314,7 @@ def _add_pseudo_labels(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nshard", type=int, default=1, help="split each manifest into this many feature shards")
     p.add_argument("--rank", type=int, help="only dump the features of this shard, then stop (for parallel jobs; needs --feature-dir)")
     p.add_argument("--feature-dir", help="keep features here (reused when complete); default: a temporary folder in --out")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
     p.add_argument("--max-chunk", type=int, default=1_600_000, help="longest piece of audio fed to the model at once, in samples")
     _add_precision(p, LABEL_DUMP_PRECISION)
     p.add_argument("--seed", type=int, default=0, help="seed of k-means and of its --percent sample")
@@ -367,6 +367,22 @@ def _analyze_clusters(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}/analysis.md, analysis.json, clusters.png")
 
 
+def _path(text: str) -> str:
+    """An output path: an empty one would be the working folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: give a file or folder name")
+    return text
+
+
+def _device(text: str) -> str:
+    from fesa_fairseq.devices import check_device_name
+
+    try:
+        return check_device_name(text, "")
+    except FesaError as e:
+        raise argparse.ArgumentTypeError(str(e).strip()) from None
+
+
 def _ints(text: str, option: str) -> List[int]:
     try:
         return [int(x) for x in text.split(",") if x]
@@ -385,9 +401,9 @@ def _add_analyze_clusters(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="HuBERT-family checkpoint (e.g. the fold's fine-tuned TAPT model)")
     p.add_argument("--layers", default="6,9,11", help="comma-separated layers (default 6,9,11)")
     p.add_argument("--clusters", default="50,100,150", help="comma-separated K (default 50,100,150)")
-    p.add_argument("--out", required=True, help="folder for analysis.md, analysis.json and clusters.png")
+    p.add_argument("--out", type=_path, required=True, help="folder for analysis.md, analysis.json and clusters.png")
     p.add_argument("--max-utterances", type=int, default=300, help="utterances sampled per split (default 300)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
     _add_precision(p, LABEL_DUMP_PRECISION)
     p.add_argument("--seed", type=int, default=0, help="seed of the utterance sample and of k-means")
     _add_kmeans_backend(p)
@@ -401,9 +417,8 @@ def _run(args: argparse.Namespace) -> None:
     from fesa_fairseq.pipeline.lock import exclusive
     from fesa_fairseq.pipeline.plan import Plan, shell_script
 
-    cfg = load_experiment(Path(args.config), args.overrides)
-    if args.folds:
-        cfg.folds = _ints(args.folds, "--folds")
+    folds = [] if args.folds is None else [f"folds=[{','.join(map(str, _ints(args.folds, '--folds')))}]"]
+    cfg = load_experiment(Path(args.config), [*args.overrides, *folds])
     exp = Path(args.exp_dir or Path("exp") / Path(args.config).stem).resolve()
     cells = parse_grid(args.grid)
     check_values(cfg, cells, Path(args.config))
@@ -425,7 +440,7 @@ def _run(args: argparse.Namespace) -> None:
 def _run_locked(args: argparse.Namespace, cfg, exp: Path, plan, selected) -> None:
     from fesa_fairseq.data.files import atomic_write_text
     from fesa_fairseq.pipeline.experiment import experiment_yaml
-    from fesa_fairseq.pipeline.plan import run_plan
+    from fesa_fairseq.pipeline.plan import fesa_executable, run_plan
     from fesa_fairseq.pipeline.report import make_report
 
     saved = exp / "experiment.yaml"
@@ -435,7 +450,7 @@ def _run_locked(args: argparse.Namespace, cfg, exp: Path, plan, selected) -> Non
         from fesa_fairseq.pipeline.slurm import write_and_submit
 
         grid = [a for item in (args.grid or []) for a in ("--grid", item)]
-        job = lambda stage: ["fesa", "run", str(saved), "--exp-dir", str(exp), "--only", stage.key, *grid]  # noqa: E731
+        job = lambda stage: [*fesa_executable(), "run", str(saved), "--exp-dir", str(exp), "--only", stage.key, *grid]  # noqa: E731
         sbatch_lines = write_and_submit(selected, cfg.slurm, exp, job, submit=not args.dry_run)
         print("\n".join(sbatch_lines))
         print(f"{'wrote' if args.dry_run else 'submitted'} {len(sbatch_lines)} job scripts under {exp / 'slurm'}")
@@ -460,7 +475,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", help="experiment yaml (see examples/iemocap/experiment.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value changes to the experiment config, e.g. emotion_labels.layer=6")
-    p.add_argument("--exp-dir", help="experiment folder (default exp/<config name>)")
+    p.add_argument("--exp-dir", type=_path, help="experiment folder (default exp/<config name>)")
     p.add_argument("--folds", help="comma-separated folds (default: the config's)")
     p.add_argument("--stages", help="a range FIRST:LAST of the stages, or a comma-separated list (default all)")
     p.add_argument("--grid", nargs="+", metavar="NAME=V1,V2", help="the Table 1 grid: layer=6,9,11 K=50,100,150 pooling=attention,mean")
@@ -487,7 +502,7 @@ def _status(args: argparse.Namespace) -> None:
     saved = exp / "experiment.yaml"
     if not saved.is_file():
         raise FesaError(f"{exp} holds no experiment.yaml: give the --exp-dir of a fesa run")
-    plan = Plan(load_experiment(saved, []), exp, parse_grid(args.grid))
+    plan = Plan(load_experiment(saved, [], check=False), exp, parse_grid(args.grid))
     states = wait_for(plan, args.interval) if args.wait else stage_states(plan)
     print(format_status(states))
     broken = [s for s in states if s.state in BROKEN]
@@ -524,10 +539,11 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from fesa_fairseq.inference.eder import read_segments_json
     from fesa_fairseq.inference.predict import collect_inputs, predict_files
-    from fesa_fairseq.inference.recognizer import EmotionRecognizer
+    from fesa_fairseq.inference.recognizer import EmotionRecognizer, check_options
 
+    check_options(args.window, args.hop, args.median, args.min_segment)
     inputs = collect_inputs(args.inputs)
-    reference = read_segments_json(Path(args.reference)) if args.reference else None
+    reference = read_segments_json(Path(args.reference), reference=True) if args.reference else None
     recognizer = EmotionRecognizer.from_checkpoint(
         args.checkpoint,
         device=args.device,
@@ -561,7 +577,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", help="a hubert_emotion_classifier checkpoint (checkpoint_best.pt of a fine-tuning)")
     p.add_argument("inputs", nargs="+", help="audio files, folders, or .tsv manifests")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", type=_path, required=True, help="output folder")
     p.add_argument("--frames", action="store_true", help="also write OUT/frames/<utt>.npz: per-frame posteriors and pooling weights")
     p.add_argument("--plot", type=int, default=0, metavar="N", help="timeline pictures of the first N inputs (first 60 s of each)")
     p.add_argument("--reference", help="true segments (fesa convert-segments output), drawn on the timelines")
@@ -570,22 +586,25 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hop", type=float, default=15.0, help="seconds between window starts (default 15: 5 s of overlap)")
     p.add_argument("--median", type=float, default=0.25, help="median smoothing of the posteriors, seconds (default 0.25)")
     p.add_argument("--min-segment", type=float, default=0.25, help="shortest segment kept, seconds (default 0.25)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable input instead of skipping it")
     p.set_defaults(func=_predict)
 
 
 def _eder(args: argparse.Namespace) -> None:
-    from fesa_fairseq.data.files import atomic_write_text
+    from fesa_fairseq.data.files import atomic_write_json
     from fesa_fairseq.inference.eder import eder, format_confusion_seconds, read_segments_json
 
     m = eder(
-        read_segments_json(Path(args.reference)), read_segments_json(Path(args.hypothesis)), neutral=args.neutral, first_letter=args.first_letter
+        read_segments_json(Path(args.reference), reference=True),
+        read_segments_json(Path(args.hypothesis)),
+        neutral=args.neutral,
+        first_letter=args.first_letter,
     )
     print(f"EDER {m['eder']:.2f}% over {m['utterances']} utterances (neutral: {args.neutral})")
     print(format_confusion_seconds(m["confusion_seconds"]))
     if args.out:
-        atomic_write_text(Path(args.out), json.dumps(m, indent=1) + "\n")
+        atomic_write_json(Path(args.out), m, indent=1)
 
 
 def _add_eder(sub: argparse._SubParsersAction) -> None:
@@ -599,7 +618,7 @@ def _add_eder(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hypothesis", required=True, help="predicted segments in the same layout (fesa predict's segments.json)")
     p.add_argument("--neutral", default="neu", help="the label of time no reference event covers (default neu)")
     p.add_argument("--first-letter", action="store_true", help="compare labels by first letter, as SpeechBrain's ZED recipe does")
-    p.add_argument("--out", help="also write the figures (per utterance too) to this json")
+    p.add_argument("--out", type=_path, help="also write the figures (per utterance too) to this json")
     p.set_defaults(func=_eder)
 
 
@@ -618,7 +637,7 @@ def _add_convert_segments(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("convert-segments", help="true emotion segments (ZED json, the demo corpus, a plain tsv) -> fesa eder's layout")
     p.add_argument("source", help="ZED's annotation json, a demo corpus (or its fesa_demo_segments.tsv), or a tsv of utt_id start end emotion")
-    p.add_argument("--out", required=True, help="the reference json to write")
+    p.add_argument("--out", type=_path, required=True, help="the reference json to write")
     p.add_argument("--format", choices=FORMATS, default="auto", help="default: from the file's name")
     p.add_argument("--manifest", help="tsv format: a fairseq manifest giving each utterance's wav and duration")
     p.add_argument("--audio-root", help="tsv format: wavs found under this folder by name; zed: replaces {data_root}")

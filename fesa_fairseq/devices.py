@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import re
 from typing import ContextManager, Optional
 
 import torch
@@ -18,12 +19,26 @@ PRECISION_HELP = (
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device_name(device: str, where: str = "--device") -> str:
+    """One of DEVICE_HELP's spellings, checked before anything runs (whether the machine has it: resolve_device)."""
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise FesaError(f"{where} {device!r} is not a device: give {DEVICE_HELP}")
+    return device
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' is CUDA when torch sees a GPU, else the CPU; an explicit CUDA device must exist."""
+    check_device_name(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise FesaError(f"--device {device} asked for, but torch sees no CUDA device")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise FesaError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s), numbered from 0")
     return torch.device(device)
 
 

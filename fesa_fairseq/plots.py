@@ -79,7 +79,7 @@ def plot_timeline(
     """Spectrogram, the classifier's attention weight of every frame, and (when known) the true emotional segments."""
     plt = _pyplot()
     fig, (spec, att) = plt.subplots(2, 1, figsize=(10, 4.2), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    spec.specgram(wav, NFFT=512, Fs=sample_rate, noverlap=384, cmap="magma", vmin=-120)
+    spectrogram(spec, wav, sample_rate)
     spec.set_ylim(0, 8000)
     spec.set_ylabel("Hz")
     for start, end, emotion in segments:
@@ -93,6 +93,12 @@ def plot_timeline(
     spec.set_title(title, fontsize=10)
     fig.tight_layout()
     _save(fig, plt, path)
+
+
+def spectrogram(ax, wav: np.ndarray, sample_rate: int) -> None:
+    """dB spectrogram; digital silence is drawn at the floor (-120 dB), its log of zero is not an error."""
+    with np.errstate(divide="ignore"):
+        ax.specgram(wav, NFFT=512, Fs=sample_rate, noverlap=384, cmap="magma", vmin=-120)
 
 
 def plot_prediction(
@@ -114,7 +120,7 @@ def plot_prediction(
         rows, 1, figsize=(11, 1.4 * rows + 1.2), sharex=True, gridspec_kw={"height_ratios": [2.2, 1.2, 1, 0.5] + [0.5] * bool(truth)}
     )
     seconds = len(wav) / sample_rate
-    axes[0].specgram(wav, NFFT=512, Fs=sample_rate, noverlap=384, cmap="magma", vmin=-120)
+    spectrogram(axes[0], wav, sample_rate)
     axes[0].set_ylim(0, 8000)
     axes[0].set_ylabel("Hz")
     axes[0].set_title(title, fontsize=10)

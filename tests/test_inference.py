@@ -201,9 +201,9 @@ def test_predict_cli_on_mixed_inputs(checkpoint, demo_folds, tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     lines = (out / "utterances.tsv").read_text().splitlines()
-    assert lines[0].split("\t") == ["path", "duration", "label", "p_neu", "p_hap", "p_ang", "p_sad"] and len(lines) == 6
-    assert float(lines[1].split("\t")[1]) == pytest.approx(len(x) / 16000, abs=1e-3)
-    assert all(abs(sum(map(float, line.split("\t")[3:])) - 1) < 1e-3 for line in lines[1:])
+    assert lines[0].split("\t") == ["utt_id", "path", "duration", "label", "p_neu", "p_hap", "p_ang", "p_sad"] and len(lines) == 6
+    assert float(lines[1].split("\t")[2]) == pytest.approx(len(x) / 16000, abs=1e-3)
+    assert all(abs(sum(map(float, line.split("\t")[4:])) - 1) < 1e-3 for line in lines[1:])
     assert res.stderr.count("resampled to 16000 Hz") == 2  # 8 kHz stereo and 44.1 kHz mono: each said once
     assert "5 files" in res.stdout and "s of audio per second" in res.stdout
     segments = read_segments_json(out / "segments.json")

@@ -4,8 +4,11 @@ manifests replaced half-way, a second fesa run on one folder, OS errors: each a 
 import json
 import os
 import pickle
+import shlex
 import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -95,13 +98,17 @@ def test_slurm_values_are_quoted_and_line_breaks_refused(tiny_experiment, tmp_pa
     assert res.returncode == 0, res.stderr[-3000:]
     script = (out / "slurm" / "fold1__tapt.sbatch").read_text()
     assert f"#SBATCH '--partition=gpu$(touch {witness})'" in script
-    # Run the script with a stand-in fesa: nothing in it may expand the $(...) of a value.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "fesa").write_text('#!/bin/sh\necho "$@" > "$(dirname "$0")/args"\n')
-    (bin_dir / "fesa").chmod(0o755)
-    subprocess.run(["bash", str(out / "slurm" / "fold1__tapt.sbatch")], check=True, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
-    assert (bin_dir / "args").read_text().split()[-2:] == ["--only", "fold1/tapt"] and not witness.exists()
+    fesa = str(Path(sys.executable).parent / "fesa")  # the jobs run the fesa that submitted them, by its path
+    job = shlex.split(script.splitlines()[-1])
+    assert job[:2] == [fesa, "run"] and job[-2:] == ["--only", "fold1/tapt"]
+    # Run the script with a stand-in fesa in its place: nothing in it may expand the $(...) of a value.
+    stand_in = tmp_path / "bin" / "fesa"
+    stand_in.parent.mkdir()
+    stand_in.write_text('#!/bin/sh\necho "$@" > "$(dirname "$0")/args"\n')
+    stand_in.chmod(0o755)
+    (tmp_path / "job.sbatch").write_text(script.replace(shlex.quote(fesa), shlex.quote(str(stand_in))))
+    subprocess.run(["bash", str(tmp_path / "job.sbatch")], check=True)
+    assert (stand_in.parent / "args").read_text().split()[-2:] == ["--only", "fold1/tapt"] and not witness.exists()
 
     for where in ({"slurm": {"partition": "gpu\nrm -rf ~"}}, {"overrides": {"cpt": ["a=1\ntouch x"]}}):
         bad = {**cfg, **where}
@@ -138,7 +145,7 @@ def test_manifests_are_replaced_whole_or_not_at_all(demo_folds, tmp_path, monkey
         return real(path, *args)
 
     monkeypatch.setattr(iemocap, "write_manifest", fails_in_fold3)
-    with pytest.raises(OSError):
+    with pytest.raises(FesaError, match=f"^{out / 'fold3' / 'train.tsv'}: No space left on device$"):  # the user's path, not the staging one
         prepare_iemocap(corpus, out, valid_fraction=0.3, overwrite=True, progress=False)
     assert any("fold2" in str(p) for p in calls)  # folds 1 and 2 were written, somewhere
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -24,7 +24,6 @@ The generator is a classic source-filter synthesiser, written out here so that e
 Everything derives from one seed: the same seed gives byte-identical files.
 """
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from scipy.signal import lfilter
 from tqdm import tqdm
 
 from fesa_fairseq.corpora.iemocap import SAMPLE_RATE, SESSIONS
-from fesa_fairseq.data.files import read_lines, staged_dir, write_manifest
+from fesa_fairseq.data.files import atomic_write_json, read_lines, staged_dir, write_manifest
 from fesa_fairseq.data.segments import read_segment_lines
 from fesa_fairseq.errors import FesaError
 
@@ -267,7 +266,7 @@ def make_pretraining_corpus(
             "utterances": len(rows),
             "seconds": round(sum(n for _, n in rows) / SR, 1),
         }
-        (staging / PRETRAINING_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(staging / PRETRAINING_MARKER, info)
     return info
 
 
@@ -366,7 +365,7 @@ def make_demo_corpus(
             "utterances": total,
             **synth.describe(),
         }
-        (staging / DEMO_MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(staging / DEMO_MARKER, info)
     return info
 
 

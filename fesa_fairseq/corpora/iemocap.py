@@ -12,7 +12,6 @@ the wav of each kept turn at ``SessionN/sentences/wav/<dialog>/<utt_id>.wav``. m
 ignored everywhere.
 """
 
-import json
 import logging
 import random
 import re
@@ -24,7 +23,7 @@ from typing import Dict, List, Sequence
 from tqdm import tqdm
 
 from fesa_fairseq.data.audio import check_audio
-from fesa_fairseq.data.files import atomic_write_lines, atomic_write_text, staged_dir, write_manifest
+from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines, check_output_dir, staged_dir, write_manifest
 from fesa_fairseq.errors import FesaError
 
 logger = logging.getLogger(__name__)
@@ -34,6 +33,7 @@ CLASSES = ("neu", "hap", "ang", "sad")
 LABEL_OF_CODE = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": "sad"}
 SAMPLE_RATE = 16000
 SPLITS = ("train", "valid", "test")
+PREPARE_INFO = "prepare.json"  # written last: the mark of a manifest folder this command wrote
 # What a complete IEMOCAP release yields under this protocol (the literature's 5,531 utterances).
 KNOWN_LABEL_TOTALS = {"neu": 1708, "hap": 1636, "ang": 1103, "sad": 1084}
 KNOWN_SESSION_TOTALS = {1: 1085, 2: 1023, 3: 1151, 4: 1031, 5: 1241}
@@ -216,6 +216,7 @@ def prepare_iemocap(
     """
     root = Path(root).resolve()
     out_dir = Path(out_dir)
+    check_output_dir(out_dir, overwrite, PREPARE_INFO, inputs=[root])
     scan = scan_iemocap(root, progress=progress)
     utterances: List[Utterance] = scan["utterances"]
     folds = make_folds(utterances, valid_fraction, seed)
@@ -233,10 +234,10 @@ def prepare_iemocap(
         "known_totals_checked": check_totals,
         "known_total_mismatches": mismatches,
     }
-    with staged_dir(out_dir, overwrite) as staging:
+    with staged_dir(out_dir, overwrite, marker=PREPARE_INFO, inputs=[root]) as staging:
         write_folds(staging, root, folds)
         write_listing(staging / "utterances.tsv", utterances)
-        atomic_write_text(staging / "prepare.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(staging / PREPARE_INFO, summary)
     summary["table"] = count_table(utterances)
     return summary
 

@@ -4,6 +4,7 @@
 mistake is reported where it can be fixed.
 """
 
+import struct
 from math import gcd
 from pathlib import Path
 from typing import Optional, Union
@@ -31,18 +32,72 @@ def audio_info(path: PathLike, where: str = "", kind: str = "wav") -> "sf._Sound
     if not Path(path).is_file():
         raise FesaError(f"{where}missing {kind} {path}")
     try:
-        return sf.info(str(path))
+        info = sf.info(str(path))
     except (RuntimeError, sf.SoundFileError) as e:
         raise FesaError(f"{where}cannot read {kind} {path}: {' '.join(str(e).split())}") from e
+    promised = wav_declared_frames(path) if info.format == "WAV" else None
+    if promised is not None and promised > info.frames:
+        raise FesaError(
+            f"{where}{path} is truncated: its header says {promised} samples ({promised / info.samplerate:.2f} s) "
+            f"but it holds {info.frames} ({info.frames / info.samplerate:.2f} s); re-export or re-copy the file"
+        )
+    return info
+
+
+def wav_declared_frames(path: PathLike) -> Optional[int]:
+    """Frames a RIFF wav's data chunk says it holds. libsndfile quietly reads what is there instead, so a file cut
+    short (a copy that stopped) would otherwise pass as a shorter recording. None where the header cannot say
+    (no data chunk found, or the size a streaming writer leaves: 0 or 0xFFFFFFFF)."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"RIFF" or f.seek(8) != 8 or f.read(4) != b"WAVE":
+            return None
+        block_align = None
+        while len(head := f.read(8)) == 8:
+            chunk, size = head[:4], struct.unpack("<I", head[4:])[0]
+            if chunk == b"fmt ":
+                fmt = f.read(min(size, 16))
+                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+                f.seek(size - len(fmt) + (size & 1), 1)
+            elif chunk == b"data":
+                return size // block_align if block_align and 0 < size < 0xFFFFFFFF else None
+            else:
+                f.seek(size + (size & 1), 1)
+    return None
 
 
 def read_audio(path: PathLike, sample_rate: int, samples: Optional[int] = None, where: str = "") -> np.ndarray:
-    """The samples (float32), after the checks of :func:`check_audio`."""
+    """The samples (float32), after the checks of :func:`check_audio` and :func:`checked_samples`."""
+    info = audio_info(path, where, "wav")
+    _check(path, info.samplerate, info.channels, info.frames, sample_rate, samples, where)
+    return checked_samples(_decode(path, 0, info.frames, where), path, 0, info.frames, sample_rate, where)[:, 0]
+
+
+def _decode(path: PathLike, first: int, count: int, where: str = "") -> np.ndarray:
+    """Samples [first, first + count) as frames × channels; a decoding failure of any format names the file."""
     try:
-        wav, sr = sf.read(str(path), dtype="float32")
+        with sf.SoundFile(str(path)) as f:
+            f.seek(first)
+            return f.read(count, dtype="float32", always_2d=True)
     except (RuntimeError, sf.SoundFileError) as e:
-        raise FesaError(f"{where}cannot read wav {path}: {e}") from e
-    _check(path, sr, 1 if wav.ndim == 1 else wav.shape[1], len(wav), sample_rate, samples, where)
+        raise FesaError(f"{where}cannot decode {path}: {' '.join(str(e).split())}") from e
+
+
+def checked_samples(wav: np.ndarray, path: PathLike, first: int, count: int, rate: int, where: str = "") -> np.ndarray:
+    """Refuse what a model would silently turn into a wrong answer: fewer samples than the header promised (a
+    truncated file) and NaN or infinite samples (every class would score NaN). Neither is repaired: the file is."""
+    if len(wav) < count:
+        held = first + len(wav)
+        raise FesaError(
+            f"{where}{path} is truncated: its header says {first + count} samples ({(first + count) / rate:.2f} s) or more "
+            f"but it holds {held} ({held / rate:.2f} s); re-export or re-copy the file"
+        )
+    bad = ~np.isfinite(wav)
+    if bad.any():
+        at = first + int(np.flatnonzero(bad.any(axis=1))[0])
+        raise FesaError(
+            f"{where}{path} holds {int(bad.sum())} NaN or infinite sample(s), the first at {at / rate:.3f} s; "
+            "repair or re-export the file (a model scores such audio as NaN)"
+        )
     return wav
 
 
@@ -100,8 +155,5 @@ class AudioSource:
         return wav[offset : offset + length]
 
     def _native_read(self, first: int, last: int) -> np.ndarray:
-        if self._array is not None:
-            return self._array[first:last]
-        with sf.SoundFile(str(self.path)) as f:
-            f.seek(first)
-            return f.read(last - first, dtype="float32", always_2d=True)
+        wav = self._array[first:last] if self._array is not None else _decode(self.path, first, last - first)
+        return checked_samples(wav, self.path if self.path is not None else "the waveform", first, last - first, self.native_rate)

@@ -1,16 +1,20 @@
 """Reading and writing the plugin's text files without ever leaving one half-written.
 
-Every writer goes through :func:`atomic_write_text`: the content goes to a temporary file in the same
+Every writer goes through :func:`atomic_write_bytes`: the content goes to a temporary file in the same
 folder, which is then renamed over the destination, so a crash leaves either the old file or the new one.
+A set of files that belong together is written into :func:`staged_dir` and swapped in whole. Errors name the
+user's path, never a temporary one.
 """
 
+import json
 import logging
+import math
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, Iterator, List, Sequence, Tuple, Union
 
 from fesa_fairseq.errors import FesaError
 
@@ -18,13 +22,32 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
+STAGE_STAMP = ".fesa-stage.json"  # what fesa run records in a stage's output folder (pipeline.plan.Stage.stamp)
+
 
 def atomic_write_text(path: PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_write_json(path: PathLike, data: object, indent: int = 2) -> None:
+    """Standard json (no NaN or Infinity, which other readers refuse): a non-finite number is written null."""
+    atomic_write_text(path, json.dumps(finite_or_none(data), indent=indent, allow_nan=False) + "\n")
+
+
+def finite_or_none(data: object) -> object:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite_or_none(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_none(v) for v in data]
+    return data
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     path = Path(path)
+    if path.is_dir():
+        raise FesaError(f"{path} is a folder; a file is to be written there: give a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -32,38 +55,71 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
             f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise FesaError(f"cannot write {path}: {e.strerror or e}") from e
         raise
 
 
+def check_replaceable(dest: PathLike, marker: str, inputs: Sequence[PathLike] = ()) -> None:
+    """The one rule for ``--overwrite``: only a folder this project wrote (it holds ``marker``, or nothing but the
+    stamp fesa run puts in a stage's folder before the stage's command runs) is replaced, and never one that is,
+    holds or lies above one of the command's own ``inputs``."""
+    dest = Path(dest)
+    if not (dest / marker).is_file() and not {p.name for p in dest.iterdir()} <= {STAGE_STAMP}:
+        raise FesaError(
+            f"{dest} has no {marker}, so it was not written by this command: refusing to replace it "
+            "with --overwrite; remove it yourself or pick another folder"
+        )
+    real = dest.resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        if source == real or real in source.parents:
+            raise FesaError(f"{dest} holds this command's own input {source}: refusing to replace it; write the output elsewhere")
+
+
+def check_output_dir(dest: PathLike, overwrite: bool, marker: str, inputs: Sequence[PathLike] = ()) -> bool:
+    """May `dest` be written by :func:`staged_dir`? Called early too, before a long scan. True: it will be replaced."""
+    dest = Path(dest)
+    if not str(dest) or dest == Path("."):
+        raise FesaError("an output folder must be named: the working folder is not replaced")
+    if dest.is_file():
+        raise FesaError(f"{dest} is a file; a folder is needed there")
+    if not (dest.is_dir() and any(dest.iterdir())):
+        return False
+    if not overwrite:
+        raise FesaError(f"{dest} already exists and is not empty: remove it, pick another folder, or pass --overwrite")
+    check_replaceable(dest, marker, inputs)
+    return True
+
+
 @contextmanager
-def staged_dir(dest: PathLike, overwrite: bool = False, marker: Optional[str] = None) -> Iterator[Path]:
+def staged_dir(dest: PathLike, overwrite: bool = False, marker: str = "", inputs: Sequence[PathLike] = ()) -> Iterator[Path]:
     """Yield an empty sibling folder of `dest` to fill; when the block succeeds it replaces `dest` whole.
 
     A set of files that belong together (a corpus, the manifests of five folds) is thus never half old and half
     new: on failure the staging folder is removed and `dest` is as it was. An existing non-empty `dest` is only
-    replaced with `overwrite`, and, when `marker` is given, only if it holds that file (it is ours to replace).
+    replaced with `overwrite`, and only under :func:`check_replaceable` (it holds `marker`, which the block must
+    write, and none of `inputs`).
     """
     dest = Path(dest)
-    if dest.is_file():
-        raise FesaError(f"{dest} is a file; a folder is needed there")
-    if dest.is_dir() and any(dest.iterdir()):
-        if not overwrite:
-            raise FesaError(f"{dest} already exists and is not empty: remove it, pick another folder, or pass --overwrite")
-        if marker is not None and not (dest / marker).is_file():
-            raise FesaError(
-                f"{dest} has no {marker}, so it was not written by this command: refusing to replace it "
-                "with --overwrite; remove it yourself or pick another folder"
-            )
+    if check_output_dir(dest, overwrite, marker, inputs):
         logger.info("replacing %s once the new content is complete", dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the folder gets the mode mkdir would give it
     try:
         yield staging
+        if marker and not (staging / marker).is_file():
+            raise RuntimeError(f"{dest} was staged without its marker {marker}")
         _replace_dir(staging, dest)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, OSError) and e.filename and str(staging) in str(e.filename):
+            raise FesaError(f"{str(e.filename).replace(str(staging), str(dest))}: {e.strerror or e}") from e
+        if isinstance(e, FesaError) and str(staging) in str(e):
+            raise FesaError(str(e).replace(str(staging), str(dest))) from e
         raise
 
 
@@ -94,10 +150,7 @@ def write_manifest(path: PathLike, root: PathLike, rows: Sequence[Tuple[str, int
 
 def read_manifest(path: PathLike) -> Tuple[str, List[Tuple[str, int]]]:
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise FesaError(f"cannot read manifest {path}: {e.strerror}") from e
+    lines = read_lines(path, "manifest ")
     if not lines:
         raise FesaError(f"manifest {path} is empty: its first line must be the audio root")
     rows = []
@@ -109,8 +162,15 @@ def read_manifest(path: PathLike) -> Tuple[str, List[Tuple[str, int]]]:
     return lines[0], rows
 
 
-def read_lines(path: PathLike) -> List[str]:
+def read_text(path: PathLike, kind: str = "") -> str:
+    """A user's text file, or one line naming it: missing, unreadable, or not UTF-8."""
     try:
-        return Path(path).read_text(encoding="utf-8").splitlines()
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise FesaError(f"{kind}{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except OSError as e:
-        raise FesaError(f"cannot read {path}: {e.strerror}") from e
+        raise FesaError(f"cannot read {kind}{path}: {e.strerror or e}") from e
+
+
+def read_lines(path: PathLike, kind: str = "") -> List[str]:
+    return read_text(path, kind).splitlines()

@@ -1,6 +1,7 @@
 """Emotion segment lines, ``utt_id start end emotion`` (tab or space separated, an ``utt_id start end ...`` header
 skipped): the demo corpus's ``fesa_demo_segments.tsv`` and users' own segment files are read here, once."""
 
+import math
 from typing import Dict, List, Tuple
 
 from fesa_fairseq.data.files import PathLike, read_lines
@@ -20,7 +21,7 @@ def read_segment_lines(path: PathLike) -> Dict[str, List[Segment]]:
             utt, start, end, emotion = parts[0], float(parts[1]), float(parts[2]), parts[3]
         except (IndexError, ValueError):
             raise FesaError(f"{path}:{line_no}: expected 'utt_id start end emotion', got {line!r}") from None
-        if end < start:
-            raise FesaError(f"{path}:{line_no}: the event ends ({end}) before it starts ({start})")
+        if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
+            raise FesaError(f"{path}:{line_no}: times must be finite with 0 <= start < end, got start {start}, end {end}")
         events.setdefault(utt, []).append((start, end, emotion))
     return events

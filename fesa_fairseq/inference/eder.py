@@ -10,16 +10,21 @@ one per phrase): they are taken in time order, and every stretch no event covers
 event the reference is exactly SpeechBrain's. SpeechBrain compares first letters (its predictions are 'n',
 'a', 'h', 's' against 'angry', ...): ``first_letter=True`` does the same; by default labels compare whole.
 
+Segment files are checked when read (times finite, 0 <= start < end <= duration, reference events not
+overlapping) and their events put in time order, so that the order of a file never changes a score.
+
 Reference and hypothesis files share the layout of the ZED corpus's SpeechBrain recipe:
 ``{utt_id: {"wav": path, "duration": seconds, "emotion": [{"emo": label, "start": s, "end": s}, ...]}}``.
 """
 
 import json
+import math
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from fesa_fairseq.data.files import read_text
 from fesa_fairseq.errors import FesaError
 
 Span = Tuple[float, float, str]
@@ -64,7 +69,7 @@ def reference_spans(events: Sequence[Mapping], duration: float, neutral: str) ->
 
 def utterance_eder(hypothesis: Sequence[Span], reference: Sequence[Span], duration: float, first_letter: bool = False) -> float:
     key = (lambda label: label[:1]) if first_letter else (lambda label: label)
-    hyp = merge_adjacent(hypothesis)
+    hyp = merge_adjacent(sorted(hypothesis))
     if len(hyp) != 1:
         hyp = distribute_overlap(hyp)
     agree = sum(
@@ -88,41 +93,75 @@ def speechbrain_eder(prediction: Sequence[str], duration: float, emotion: Sequen
     )
 
 
-def read_segments_json(path: Path) -> Dict[str, dict]:
+# Times in segment files are rounded (fesa predict writes milliseconds): an end this much past the duration is
+# that rounding, and is clipped; anything further is an error.
+TOLERANCE = 0.01
+
+
+def read_segments_json(path: Path, reference: bool = False) -> Dict[str, dict]:
+    """A segments file, checked by :func:`check_segments` (``reference``: true segments, which may not overlap)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FesaError(f"missing file {path}") from None
+        data = json.loads(read_text(path, "segments file "))
     except json.JSONDecodeError as e:
         raise FesaError(f"{path} is not json: {e}") from e
-    if not isinstance(data, dict):
-        raise FesaError(f"{path}: expected {{utt_id: {{wav, duration, emotion: [{{emo, start, end}}]}}}}")
-    for utt, entry in data.items():
-        if not isinstance(entry, dict) or "duration" not in entry or not isinstance(entry.get("emotion"), list):
-            raise FesaError(f"{path}: {utt} needs 'duration' and an 'emotion' list of {{emo, start, end}}")
-        for e in entry["emotion"]:
-            if not {"emo", "start", "end"} <= set(e) or float(e["end"]) < float(e["start"]):
-                raise FesaError(f"{path}: {utt} has an event without emo/start/end, or ending before it starts: {e}")
-    return data
+    return check_segments(data, str(path), reference)
+
+
+def check_segments(data: object, where: str, reference: bool = False) -> Dict[str, dict]:
+    """Every utterance with a positive finite duration and events {emo, start, end}: finite times with
+    0 <= start < end <= duration, returned in time order. Reference events may touch but not overlap."""
+    layout = "{utt_id: {wav, duration, emotion: [{emo, start, end}]}}"
+    if not isinstance(data, dict) or not data:
+        raise FesaError(f"{where}: expected {layout} with at least one utterance")
+    return {str(utt): _check_entry(entry, f"{where}: utterance {utt}", reference) for utt, entry in data.items()}
+
+
+def _check_entry(entry: object, where: str, reference: bool) -> dict:
+    if not isinstance(entry, dict) or not isinstance(entry.get("emotion"), list):
+        raise FesaError(f"{where} needs 'duration' and an 'emotion' list of {{emo, start, end}}")
+    duration = _seconds(entry.get("duration"), f"{where}: 'duration'")
+    if duration <= 0:
+        raise FesaError(f"{where}: 'duration' is {duration}; it must be positive")
+    events = sorted((_check_event(e, where, duration) for e in entry["emotion"]), key=lambda e: (e["start"], e["end"]))
+    if reference:
+        for a, b in zip(events, events[1:]):
+            if b["start"] < a["end"]:
+                raise FesaError(f"{where}: reference events overlap ({a} and {b}); each stretch of time has one true emotion")
+    return {**entry, "duration": duration, "emotion": events}
+
+
+def _check_event(event: object, where: str, duration: float) -> dict:
+    if not isinstance(event, dict) or not {"emo", "start", "end"} <= set(event) or not isinstance(event["emo"], str):
+        raise FesaError(f"{where}: an event needs emo (a label), start and end: {event}")
+    start, end = _seconds(event["start"], f"{where}: 'start'"), _seconds(event["end"], f"{where}: 'end'")
+    if not 0 <= start < end or end > duration + TOLERANCE:
+        raise FesaError(f"{where}: event {event} must have 0 <= start < end <= duration ({duration} s)")
+    return {**event, "start": start, "end": min(end, duration)}
+
+
+def _seconds(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise FesaError(f"{where} is {value!r}; a finite number of seconds is needed")
+    return float(value)
 
 
 def eder(reference: Mapping[str, dict], hypothesis: Mapping[str, dict], neutral: str = "neu", first_letter: bool = False) -> Dict[str, object]:
     """Mean EDER over the reference's utterances (every one must be in the hypothesis), per utterance too, and the
-    duration-weighted confusion of reference against hypothesis labels."""
+    duration-weighted confusion of reference against hypothesis labels (first letters too, with ``first_letter``)."""
+    reference, hypothesis = check_segments(reference, "the reference", True), check_segments(hypothesis, "the hypothesis")
     missing = sorted(set(reference) - set(hypothesis))
     if missing:
         raise FesaError(f"the hypothesis has no entry for {len(missing)} reference utterance(s): {', '.join(missing[:5])}")
+    key = (lambda label: label[:1]) if first_letter else (lambda label: label)
     per_utt, confusion = {}, {}
     for utt, ref in reference.items():
-        duration = float(ref["duration"])
-        if duration <= 0:
-            raise FesaError(f"reference utterance {utt} has duration {duration}")
-        ref_spans = reference_spans(ref["emotion"], duration, neutral)
-        hyp_spans = [(float(e["start"]), float(e["end"]), str(e["emo"])) for e in hypothesis[utt]["emotion"]]
-        per_utt[utt] = utterance_eder(hyp_spans, ref_spans, duration, first_letter)
+        duration = ref["duration"]
+        ref_spans = [(a, b, key(label)) for a, b, label in reference_spans(ref["emotion"], duration, neutral)]
+        hyp_spans = [(e["start"], e["end"], key(str(e["emo"]))) for e in hypothesis[utt]["emotion"]]
+        per_utt[utt] = utterance_eder(hyp_spans, ref_spans, duration)
         _confuse(confusion, ref_spans, distribute_overlap(merge_adjacent(hyp_spans)) if hyp_spans else [])
     return {
-        "eder": 100.0 * float(np.mean(list(per_utt.values()))) if per_utt else float("nan"),
+        "eder": 100.0 * float(np.mean(list(per_utt.values()))),
         "utterances": len(per_utt),
         "per_utterance": per_utt,
         "confusion_seconds": confusion,

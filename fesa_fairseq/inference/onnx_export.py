@@ -20,10 +20,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
-from fairseq import checkpoint_utils
 from torch import nn
 
-from fesa_fairseq.checkpoints import inspect_checkpoint
+from fesa_fairseq.checkpoints import load_model, require_classifier
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.inference.recognizer import FRAME_RATE, RECEPTIVE_FIELD, SAMPLE_RATE
 
@@ -55,12 +54,8 @@ class OnnxClassifier(nn.Module):
 
 
 def load_for_export(checkpoint: str) -> Tuple[nn.Module, List[str], bool]:
-    info = inspect_checkpoint(checkpoint)
-    if not info.is_classifier:
-        raise FesaError(f"{checkpoint} holds a {info.model!r} model; fesa export needs a fine-tuned hubert_emotion_classifier checkpoint")
-    if "labels" not in info.task_state:
-        raise FesaError(f"{checkpoint} keeps no class list in its task state (it predates that): fine-tune it again to export it")
-    (model,), cfg, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint])
+    require_classifier(checkpoint)
+    model, cfg, task = load_model(checkpoint)
     return model.eval().cpu(), list(task.labels), bool(cfg.task.normalize)
 
 

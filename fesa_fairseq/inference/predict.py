@@ -1,17 +1,23 @@
 """`fesa predict`: a fine-tuned classifier over audio files, folders and manifests.
 
 Writes under the output folder, each file atomically:
-    utterances.tsv      path, duration, label, p_<class> per class
+    utterances.tsv      utt_id, path, duration, label, p_<class> per class
     segments.json       {utt_id: {"wav", "duration", "emotion": [{"emo", "start", "end"}]}} (the ZED recipe's layout)
     frames/<utt>.npz    with --frames: posteriors (frames × classes, 50 Hz), pooling_weights, labels
     timelines/<utt>.png with --plot N: the first N inputs, over their first PLOT_SECONDS
-A file that cannot be read is reported and skipped (``strict`` stops at the first).
+A file that cannot be read is reported and skipped (``strict`` stops at the first); when none can be, nothing is
+written, so the outputs of an earlier run stay as they were.
+
+Utterance ids are the file names without extension; where two inputs share one, each takes as many of its parent
+folders as tell them apart (``a/x`` and ``b/x``), and the same id names it in every output. Control characters
+(a tab or a line break in a file name) are written as ``\\xNN`` in the tsv and in ids.
 """
 
 import io
-import json
 import logging
+import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -20,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fesa_fairseq.data.audio import AudioSource
-from fesa_fairseq.data.files import atomic_write_bytes, atomic_write_lines, atomic_write_text, read_manifest
+from fesa_fairseq.data.files import atomic_write_bytes, atomic_write_json, atomic_write_lines, read_manifest
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.inference.recognizer import SAMPLE_RATE, EmotionRecognizer, Prediction
 from fesa_fairseq.plots import plot_prediction
@@ -51,14 +57,48 @@ def collect_inputs(items: Sequence[str]) -> List[Input]:
             paths.append(p)
         else:
             raise FesaError(f"{item}: no such file or folder")
-    inputs, seen = [], {}
-    for path in paths:
-        stem = path.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        inputs.append(Input(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}", path))
-    if not inputs:
+    paths = _once_each(paths)
+    if not paths:
         raise FesaError(f"no audio found in {', '.join(items)} (wav, flac, ogg, or a .tsv manifest)")
-    return inputs
+    return [Input(utt_id, path) for utt_id, path in zip(utterance_ids(paths), paths)]
+
+
+def _once_each(paths: Sequence[Path]) -> List[Path]:
+    seen, out = set(), []
+    for path in paths:
+        real = path.resolve()
+        if real in seen:
+            logger.warning("%s is given more than once: scored once", path)
+            continue
+        seen.add(real)
+        out.append(path)
+    return out
+
+
+def utterance_ids(paths: Sequence[Path]) -> List[str]:
+    """File names without extension; inputs that share one take parent folders until they differ (the whole path,
+    then the extension, at the most: distinct files always get distinct ids)."""
+    candidates = [_id_candidates(path.resolve()) for path in paths]
+    level = [0] * len(paths)
+    while True:
+        ids = [c[i] for c, i in zip(candidates, level)]
+        counts = Counter(ids)
+        clashing = [j for j, utt in enumerate(ids) if counts[utt] > 1 and level[j] + 1 < len(candidates[j])]
+        if not clashing:
+            return [escape(utt) for utt in ids]
+        for j in clashing:
+            level[j] += 1
+
+
+def _id_candidates(real: Path) -> List[str]:
+    folders = real.parent.relative_to(real.anchor).parts
+    nested = ["/".join(folders[len(folders) - depth :] + (real.stem,)) for depth in range(len(folders) + 1)]
+    return nested + [real.relative_to(real.anchor).as_posix()]
+
+
+def escape(text: str) -> str:
+    """Control characters (tab, line breaks) as \\xNN, so that a name stays one tsv field on one line."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def predict_files(
@@ -71,9 +111,8 @@ def predict_files(
     strict: bool = False,
     progress: bool = True,
 ) -> Dict[str, object]:
-    out.mkdir(parents=True, exist_ok=True)
     labels = recognizer.labels
-    rows = ["\t".join(["path", "duration", "label", *(f"p_{label}" for label in labels)])]
+    rows = ["\t".join(["utt_id", "path", "duration", "label", *(f"p_{label}" for label in labels)])]
     segments: Dict[str, dict] = {}
     failed: List[Tuple[str, str]] = []
     audio_seconds, started, said = 0.0, time.perf_counter(), set()
@@ -89,15 +128,17 @@ def predict_files(
             failed.append((str(item.path), str(e)))
             continue
         audio_seconds += pred.duration
-        rows.append("\t".join([str(item.path), f"{pred.duration:.3f}", pred.label, *(f"{p:.4f}" for p in pred.probabilities)]))
+        rows.append("\t".join([item.utt_id, escape(str(item.path)), f"{pred.duration:.3f}", pred.label, *(f"{p:.4f}" for p in pred.probabilities)]))
         segments[item.utt_id] = pred.diarization(str(item.path))
         if frames:
             _write_frames(out / "frames" / f"{item.utt_id}.npz", pred)
         if i < plot:
             truth = (reference or {}).get(item.utt_id, {}).get("emotion", [])
             _plot(out / "timelines" / f"{item.utt_id}.png", item, source, pred, truth)
+    if not segments:  # nothing scored: an earlier run's results stay as they were
+        raise FesaError(f"none of the {len(inputs)} inputs could be read (the first: {failed[0][0]}: {failed[0][1]}); nothing written")
     atomic_write_lines(out / "utterances.tsv", rows)
-    atomic_write_text(out / "segments.json", json.dumps(segments, indent=1) + "\n")
+    atomic_write_json(out / "segments.json", segments, indent=1)
     seconds = time.perf_counter() - started
     return {"files": len(segments), "skipped": failed, "audio_seconds": audio_seconds, "seconds": seconds}
 

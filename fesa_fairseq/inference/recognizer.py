@@ -13,15 +13,15 @@ is the model's own pooling over every frame of the file: attention weights renor
 """
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from fairseq import checkpoint_utils
 
-from fesa_fairseq.checkpoints import inspect_checkpoint
+from fesa_fairseq.checkpoints import load_model, require_classifier
 from fesa_fairseq.data.audio import AudioSource
 from fesa_fairseq.devices import autocast, resolve_device, resolve_precision
 from fesa_fairseq.errors import FesaError
@@ -33,6 +33,23 @@ SAMPLE_RATE = 16000
 HOP = 320  # samples per encoder frame: 50 frames per second
 RECEPTIVE_FIELD = 400  # samples the first frame needs
 FRAME_RATE = SAMPLE_RATE / HOP
+
+
+# Bounds of the options that shape frame-level output: (smallest, largest) in seconds. A window must hold a few
+# frames; past the largest, attention's memory (quadratic in the window) exceeds any GPU; smoothing and the
+# shortest segment beyond theirs would erase every segment.
+OPTION_BOUNDS = {"window": (0.1, 600.0), "hop": (1 / FRAME_RATE, 600.0), "median": (0.0, 10.0), "min_segment": (0.0, 60.0)}
+
+
+def check_options(window: float, hop: float, median: float, min_segment: float) -> None:
+    """Each option finite and within OPTION_BOUNDS, and hop <= window less the receptive field (windows overlap)."""
+    for name, value in (("window", window), ("hop", hop), ("median", median), ("min_segment", min_segment)):
+        low, high = OPTION_BOUNDS[name]
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+            flag = "--" + name.replace("_", "-")
+            raise FesaError(f"{flag} {value}: give a number of seconds from {low:g} to {high:g}")
+    if hop > window - RECEPTIVE_FIELD / SAMPLE_RATE:
+        raise FesaError(f"--hop {hop} s must be shorter than --window {window} s by 0.025 s at least, so that windows overlap")
 
 
 def num_frames(samples: int) -> int:
@@ -98,6 +115,7 @@ class EmotionRecognizer:
         min_segment: float = 0.25,
         precision: Optional[torch.dtype] = None,
     ) -> None:
+        check_options(window, hop, median, min_segment)
         self.model, self.labels, self.device, self.normalize = model, list(labels), device, normalize
         self.precision = precision
         self.window, self.hop, self.median, self.min_segment = window, hop, median, min_segment
@@ -105,18 +123,10 @@ class EmotionRecognizer:
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], device: str = "auto", precision: str = "fp32", **options) -> "EmotionRecognizer":
         """``precision``: fp32, bf16, fp16 or auto (:func:`fesa_fairseq.devices.resolve_precision`)."""
-        info = inspect_checkpoint(str(path))
-        if not info.is_classifier:
-            raise FesaError(
-                f"{path} holds a {info.model!r} model, not a fine-tuned hubert_emotion_classifier: give the checkpoint_best.pt of a fine-tuning run"
-            )
-        if "labels" not in info.task_state:
-            raise FesaError(
-                f"{path} keeps no class list in its task state (it predates that): score it with fesa evaluate on its fold folder, or fine-tune again"
-            )
+        require_classifier(str(path))
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev)
-        (model,), cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(path)])
+        model, cfg, task = load_model(str(path))
         return cls(model.eval().to(dev), task.labels, dev, normalize=bool(cfg.task.normalize), precision=dtype, **options)
 
     def predict(self, audio: Union[str, Path, np.ndarray], sample_rate: Optional[int] = None) -> Prediction:

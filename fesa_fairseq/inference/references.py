@@ -5,10 +5,13 @@
 - ``demo``: a demo corpus's ``fesa_demo_segments.tsv``: wavs and durations from the corpus around it, and
   IEMOCAP's merge of exc into hap, as the folds have it;
 - ``tsv``: plain ``utt_id start end emotion`` lines (a header line is skipped); durations from a fairseq
-  manifest (--manifest) or the wavs under --audio-root, else the last event's end.
+  manifest (--manifest) or the wavs under --audio-root (every utterance must be found there), else the last
+  event's end (said in a warning).
+
+What is returned has been checked as a reference is (``eder.check_segments``).
 """
 
-import json
+import logging
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -16,10 +19,12 @@ import soundfile as sf
 
 from fesa_fairseq.corpora.demo import SEGMENTS_FILE
 from fesa_fairseq.corpora.iemocap import LABEL_OF_CODE
-from fesa_fairseq.data.files import atomic_write_text, read_manifest
+from fesa_fairseq.data.files import atomic_write_json, read_manifest
 from fesa_fairseq.data.segments import read_segment_lines
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.inference.eder import read_segments_json
+from fesa_fairseq.inference.eder import check_segments, read_segments_json
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("auto", "zed", "demo", "tsv")
 
@@ -29,12 +34,16 @@ def convert_references(source: Path, fmt: str = "auto", manifest: Optional[Path]
     if source.is_dir():
         source = source / SEGMENTS_FILE
     fmt = _guess(source) if fmt == "auto" else fmt
+    if audio_root is not None and not Path(audio_root).is_dir():
+        raise FesaError(f"--audio-root {audio_root} is not a folder")
     if fmt == "zed":
         return _zed(source, audio_root)
     if fmt == "demo":
-        return _from_tsv(source, _wavs_under(source.parent), labels=LABEL_OF_CODE)
-    wavs = _manifest_wavs(manifest) if manifest else _wavs_under(audio_root) if audio_root else {}
-    return _from_tsv(source, wavs, labels={})
+        data = _from_tsv(source, _wavs_under(source.parent), labels=LABEL_OF_CODE)
+    else:
+        wavs = _manifest_wavs(manifest) if manifest else _wavs_under(audio_root) if audio_root else None
+        data = _from_tsv(source, wavs, labels={})
+    return check_segments(data, str(source), reference=True)
 
 
 def _guess(source: Path) -> str:
@@ -48,21 +57,26 @@ def _guess(source: Path) -> str:
 
 
 def _zed(source: Path, audio_root: Optional[Path]) -> Dict[str, dict]:
-    data = read_segments_json(source)
+    data = read_segments_json(source, reference=True)
     if audio_root is not None:
         for entry in data.values():
             entry["wav"] = str(entry.get("wav", "")).replace("{data_root}", str(audio_root))
     return data
 
 
-def _from_tsv(source: Path, wavs: Dict[str, Path], labels: Dict[str, str]) -> Dict[str, dict]:
+def _from_tsv(source: Path, wavs: Optional[Dict[str, Path]], labels: Dict[str, str]) -> Dict[str, dict]:
+    """``wavs`` None: no audio to take durations from, so each utterance lasts until its last event ends."""
     events = {
         utt: [{"emo": labels.get(emotion, emotion), "start": start, "end": end} for start, end, emotion in spans]
         for utt, spans in read_segment_lines(source).items()
     }
+    if wavs is None:
+        logger.warning("%s: no --manifest or --audio-root, so each utterance is taken to end with its last event", source)
     out = {}
     for utt, evs in events.items():
-        wav = wavs.get(utt)
+        wav = wavs.get(utt) if wavs is not None else None
+        if wavs is not None and wav is None:
+            raise FesaError(f"{source}: utterance {utt} has no wav named {utt}.wav in the audio given (--manifest or --audio-root)")
         duration = sf.info(str(wav)).duration if wav is not None else max(e["end"] for e in evs)
         out[utt] = {"wav": str(wav) if wav is not None else "", "duration": round(duration, 4), "emotion": evs}
     return out
@@ -78,4 +92,4 @@ def _manifest_wavs(manifest: Path) -> Dict[str, Path]:
 
 
 def write_references(data: Dict[str, dict], out: Path) -> None:
-    atomic_write_text(out, json.dumps(data, indent=1) + "\n")
+    atomic_write_json(out, data, indent=1)

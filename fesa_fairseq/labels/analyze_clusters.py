@@ -7,7 +7,6 @@ cluster's majority label is their own; NMI is scikit-learn's normalised mutual i
 frame-level; the majority class share is printed as the level that carries no information.
 """
 
-import json
 import logging
 import time
 from dataclasses import replace
@@ -18,7 +17,7 @@ import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 from tqdm import tqdm
 
-from fesa_fairseq.data.files import atomic_write_text
+from fesa_fairseq.data.files import atomic_write_json, atomic_write_text
 from fesa_fairseq.data.labels import read_labelled_split
 from fesa_fairseq.labels.kmeans_backends import assign, fit_kmeans_model
 from fesa_fairseq.labels.pseudo_labels import KMeansOptions
@@ -115,7 +114,7 @@ def analyze_clusters(
         title=f"k-means of frames vs utterance emotion (valid, majority share {result['majority_share']:.2f})",
     )
     atomic_write_text(out / "analysis.md", format_table(result) + "\n")
-    atomic_write_text(out / "analysis.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_json(out / "analysis.json", result)
     return result
 
 

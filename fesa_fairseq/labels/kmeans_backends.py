@@ -67,10 +67,16 @@ def fit_kmeans_model(
         km.train(x, init_centroids=seed_centroids(x, k, rng))
         if best is None or km.obj[-1] < best.obj[-1]:
             best = km
-    model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=n_init, max_iter=max_iter)
-    model.cluster_centers_ = best.centroids.astype(np.float32)
-    model.n_features_in_ = x.shape[1]
+    model = model_of_centroids(best.centroids, random_state=seed, n_init=n_init, max_iter=max_iter)
     model.inertia_ = float(best.obj[-1])
+    return model
+
+
+def model_of_centroids(centers: np.ndarray, **settings) -> MiniBatchKMeans:
+    """The object fairseq's recipe saves (its ``dump_km_label`` reads ``cluster_centers_``), holding ``centers``."""
+    model = MiniBatchKMeans(n_clusters=len(centers), **settings)
+    model.cluster_centers_ = np.ascontiguousarray(centers, dtype=np.float32)
+    model.n_features_in_ = centers.shape[1]
     return model
 
 

@@ -3,13 +3,15 @@
 k-means models are joblib pickles (fairseq's ``learn_kmeans`` writes them, and fairseq releases
 ``hubert_base_ls960_L9_km500.bin`` so). ``joblib.load`` on a crafted file runs whatever it says, so a file the
 user gives is read with joblib's own unpickler restricted to the classes a scikit-learn k-means model consists
-of; anything else is refused, naming the class, before it is built.
+of; anything else is refused, naming the class, before it is built. Arrays of Python objects are refused too:
+joblib reads them as a nested pickle, which joblib < 1.6 reads with plain ``pickle.load``, outside any check.
 """
 
 import inspect
+import pickle
 
 import numpy as np
-from joblib.numpy_pickle import NumpyUnpickler
+from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 
 from fesa_fairseq.errors import FesaError
 
@@ -33,6 +35,21 @@ class _KMeansUnpickler(NumpyUnpickler):
                 "model; refusing to load it (a pickle can run code)"
             )
         return super().find_class(module, name)
+
+    def load_build(self) -> None:
+        """Before joblib reads an array's data: only arrays of numbers (an object array is a nested pickle)."""
+        obj, state = self.stack[-2], self.stack[-1]
+        if isinstance(obj, NumpyArrayWrapper):
+            dtype = state.get("dtype") if isinstance(state, dict) else None
+            if not isinstance(dtype, np.dtype) or dtype.hasobject:
+                raise FesaError(
+                    f"{self.filename} holds an array of Python objects (dtype {dtype}), which no k-means model has; "
+                    "refusing to load it (its contents would be unpickled)"
+                )
+        NumpyUnpickler.load_build(self)
+
+    dispatch = NumpyUnpickler.dispatch.copy()
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def load_kmeans(path: str):

@@ -9,7 +9,6 @@ training split, checks with clear errors, label lines validated against the fram
 and outputs that appear whole (``labels.json`` last) or not at all.
 """
 
-import json
 import logging
 import os
 import shutil
@@ -22,9 +21,9 @@ import joblib
 import numpy as np
 from fairseq.examples.hubert.simple_kmeans import dump_km_label, feature_utils, learn_kmeans
 
-from fesa_fairseq.data.files import atomic_write_lines, atomic_write_text, read_lines, read_manifest
+from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines, read_lines, read_manifest
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.labels.kmeans_backends import DEFAULTS, fit_kmeans_model
+from fesa_fairseq.labels.kmeans_backends import DEFAULTS, fit_kmeans_model, model_of_centroids
 from fesa_fairseq.labels.kmeans_io import load_kmeans
 
 logger = logging.getLogger(__name__)
@@ -137,17 +136,16 @@ def fit_kmeans(job: PseudoLabelJob, feat_dir: Path, km_path: Path) -> None:
     logger.info("k-means (%s, K=%d) on %d training frames took %.1f s", opts.backend, job.clusters, frames, time.perf_counter() - start)
 
 
-def adopt_kmeans(job: PseudoLabelJob, feat_dir: Path, km_path: Path) -> None:
-    """Use an existing k-means model (e.g. fairseq's hubert_base_ls960_L9_km500.bin) instead of learning one."""
-    centers = load_kmeans(job.kmeans_model).cluster_centers_
+def adopt_kmeans(job: PseudoLabelJob, feat_dir: Path, km_path: Path, centers: np.ndarray) -> None:
+    """Use an existing k-means model (e.g. fairseq's hubert_base_ls960_L9_km500.bin) instead of learning one.
+
+    Its centroids, read once by the restricted reader, are saved anew as kmeans.bin: the user's file itself is
+    never handed to fairseq's unchecked joblib.load."""
     dim = np.load(_shard_paths(feat_dir, job.splits[0], 0, job.nshard)[0], mmap_mode="r").shape[1]
     if centers.shape[1] != dim:
         raise FesaError(f"--kmeans-model {job.kmeans_model} has {centers.shape[1]}-dimensional centroids but the features have {dim}")
-    if job.clusters is not None and job.clusters != len(centers):
-        raise FesaError(f"--clusters {job.clusters} but --kmeans-model {job.kmeans_model} has {len(centers)} clusters")
-    job.clusters = len(centers)
     tmp = km_path.with_name(f".{km_path.name}.tmp")
-    shutil.copyfile(job.kmeans_model, tmp)
+    joblib.dump(model_of_centroids(centers), tmp)
     os.replace(tmp, km_path)
 
 
@@ -168,7 +166,9 @@ def merge_and_check(reader, job: PseudoLabelJob, split: str, lab_dir: Path) -> L
     return lines
 
 
-def check_job(job: PseudoLabelJob) -> None:
+def check_job(job: PseudoLabelJob) -> Optional[np.ndarray]:
+    """Every check that needs no features; returns the centroids of --kmeans-model (read once, here, before any
+    feature is dumped)."""
     for split in job.splits:
         tsv = Path(job.manifest_dir) / f"{split}.tsv"
         if not tsv.is_file():
@@ -182,11 +182,18 @@ def check_job(job: PseudoLabelJob) -> None:
         raise FesaError(f"--percent must be in (0, 1], or -1 for every utterance; got {job.percent}")
     if job.rank is not None and not 0 <= job.rank < job.nshard:
         raise FesaError(f"--rank {job.rank} must be in 0..{job.nshard - 1}")
+    if job.kmeans_model is None:
+        return None
+    centers = load_kmeans(job.kmeans_model).cluster_centers_
+    if job.clusters is not None and job.clusters != len(centers):
+        raise FesaError(f"--clusters {job.clusters} but --kmeans-model {job.kmeans_model} has {len(centers)} clusters")
+    job.clusters = len(centers)
+    return centers
 
 
 def make_pseudo_labels(reader, job: PseudoLabelJob) -> Dict[str, object]:
     """Run the whole job; returns the summary also written to OUT_DIR/labels.json (None when only dumping a shard)."""
-    check_job(job)
+    centers = check_job(job)
     out = Path(job.out_dir)
     keep = job.feature_dir is not None
     feat_dir = Path(job.feature_dir) if keep else out / ".features"
@@ -198,7 +205,10 @@ def make_pseudo_labels(reader, job: PseudoLabelJob) -> Dict[str, object]:
     dump_seconds = time.perf_counter() - start
     km_path = out / KMEANS_MODEL
     out.mkdir(parents=True, exist_ok=True)
-    (adopt_kmeans if job.kmeans_model else fit_kmeans)(job, feat_dir, km_path)
+    if centers is not None:
+        adopt_kmeans(job, feat_dir, km_path, centers)
+    else:
+        fit_kmeans(job, feat_dir, km_path)
     kmeans_seconds = time.perf_counter() - start - dump_seconds
     lab_dir = feat_dir / "labels"
     counts = np.zeros(job.clusters, dtype=np.int64)
@@ -229,7 +239,7 @@ def make_pseudo_labels(reader, job: PseudoLabelJob) -> Dict[str, object]:
         "label_seconds": round(time.perf_counter() - start - dump_seconds - kmeans_seconds, 2),
         "total_seconds": round(time.perf_counter() - start, 2),
     }
-    atomic_write_text(out / LABELS_INFO, json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / LABELS_INFO, summary)
     if not keep:
         shutil.rmtree(feat_dir)
     return summary

@@ -12,9 +12,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fairseq import checkpoint_utils
 
-from fesa_fairseq.checkpoints import inspect_checkpoint, require_hubert_family
+from fesa_fairseq.checkpoints import inspect_checkpoint, load_model, require_hubert_family
 from fesa_fairseq.data.audio import read_audio
 from fesa_fairseq.devices import autocast, precision_name
 from fesa_fairseq.errors import FesaError
@@ -45,8 +44,8 @@ class HubertFeatureReader:
         # A classifier's task reads dict.emo.txt at set-up: point it at the folder being labelled, not at the
         # fold it was trained on (which may live elsewhere). Pretraining tasks read nothing at set-up.
         overrides = {"data": str(data_dir)} if info.is_classifier and data_dir else None
-        models, _, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint], arg_overrides=overrides)
-        self.model = models[0].eval().to(device)
+        model, _, task = load_model(checkpoint, arg_overrides=overrides)
+        self.model = model.eval().to(device)
         self.hubert = self.model.encoder.w2v_model if info.is_classifier else self.model
         self.num_layers = len(self.hubert.encoder.layers)
         self.checkpoint = checkpoint

@@ -1,17 +1,16 @@
 """Score a fine-tuned classifier on a split: whole utterances, batched by length, on CPU or CUDA."""
 
-import json
 import logging
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from fairseq import checkpoint_utils, utils
+from fairseq import utils
 from tqdm import tqdm
 
-from fesa_fairseq.checkpoints import inspect_checkpoint
-from fesa_fairseq.data.files import atomic_write_lines, atomic_write_text
+from fesa_fairseq.checkpoints import load_model, require_classifier
+from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines
 from fesa_fairseq.data.labels import read_label_dictionary
 from fesa_fairseq.devices import autocast, precision_name, resolve_device, resolve_precision
 from fesa_fairseq.errors import FesaError
@@ -26,17 +25,15 @@ Segment = Tuple[float, float, str]  # start (s), end (s), emotion
 
 
 def load_classifier(checkpoint: str, fold_dir: str, device: torch.device):
-    info = inspect_checkpoint(checkpoint)
-    if not info.is_classifier:
-        raise FesaError(f"{checkpoint} holds a {info.model!r} model; this needs a fine-tuned hubert_emotion_classifier checkpoint")
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint], arg_overrides={"data": str(fold_dir)})
+    require_classifier(checkpoint, needs_labels=False)
+    model, _, task = load_model(checkpoint, arg_overrides={"data": str(fold_dir)})
     listed, _ = read_label_dictionary(task.dict_path)
     if list(task.labels) != listed:
         raise FesaError(
             f"{checkpoint} was trained on classes {list(task.labels)} but {task.dict_path} lists {listed}; "
             "use a fold with the same dict.emo.txt classes in the same order"
         )
-    return models[0].eval().to(device), task
+    return model.eval().to(device), task
 
 
 @torch.no_grad()
@@ -173,7 +170,7 @@ def write_results(
     atomic_write_lines(out / "predictions.tsv", rows)
     split = about.get("split", "")
     plot_confusion(matrix, labels, out / "confusion.png", title=f"{split}: UA {metrics['ua']:.1f}%  WA {metrics['wa']:.1f}%")
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_json(out / "metrics.json", metrics)
     return metrics
 
 

@@ -14,6 +14,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fesa_fairseq.checkpoints import inspect_checkpoint
+from fesa_fairseq.devices import check_device_name
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.labels.kmeans_backends import BACKENDS
 from fesa_fairseq.pooling import POOLING_CHOICES
@@ -24,6 +25,7 @@ BOOTSTRAP = "bootstrap"
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "config"
 HUBERT_DEFAULT_LAYERS = 12  # fairseq HubertConfig.encoder_layers, for a TAPT yaml that does not say
 GRID_KEYS = ("layer", "K", "pooling")
+IEMOCAP_FOLDS = (1, 2, 3, 4, 5)  # fold k tests on Session k
 Cell = Dict[str, Union[int, str]]  # one cell of --grid: layer (int), K (int), pooling (str); absent keys: the config's
 
 
@@ -91,19 +93,22 @@ def stage_yaml(stage: str, name: str) -> Path:
     return Path(name).resolve() if name.endswith((".yaml", ".yml")) else CONFIG_ROOT / stage / f"{name}.yaml"
 
 
-def load_experiment(path: Path, dotlist: Optional[List[str]] = None) -> ExperimentConfig:
-    """Read, merge with command-line `key=value` overrides, and check; all before any stage starts."""
+def load_experiment(path: Path, dotlist: Optional[List[str]] = None, check: bool = True) -> ExperimentConfig:
+    """Read, merge with command-line `key=value` overrides, and check; all before any stage starts.
+
+    ``check=False`` reads a saved experiment as it is (fesa status), whether or not its inputs are still there."""
     try:
         user = OmegaConf.load(path)
-    except (OSError, OmegaConfBaseException, yaml.YAMLError) as e:
-        raise FesaError(f"cannot read experiment config {path}: {' '.join(str(e).split())}") from e
+    except (OSError, OmegaConfBaseException, yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
+        raise FesaError(f"cannot read experiment config {path}: {' '.join(str(e).split())[:300]}") from e
     try:
         merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), user, OmegaConf.from_dotlist(dotlist or []))
         cfg: ExperimentConfig = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
         raise FesaError(f"{path}: bad key {key!r}: {str(e).splitlines()[0]}") from e
-    check_experiment(cfg, Path(path))
+    if check:
+        check_experiment(cfg, Path(path))
     return absolute_paths(cfg)
 
 
@@ -127,10 +132,6 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
         value = getattr(cfg, key)
         if value is not None and not Path(value).is_dir():
             raise FesaError(f"{path}: '{key}' is {value}, which is not a folder")
-    if cfg.manifests is not None:
-        for k in cfg.folds:
-            if not (Path(cfg.manifests) / f"fold{k}" / "train.tsv").is_file():
-                raise FesaError(f"{path}: 'manifests' has no fold{k}/train.tsv ({cfg.manifests})")
     if not cfg.bootstrap and not Path(cfg.source_checkpoint).is_file():
         raise FesaError(f"{path}: 'source_checkpoint' {cfg.source_checkpoint} does not exist (or say 'bootstrap')")
     for key, model in (("tapt_labels.kmeans_model", cfg.tapt_labels.kmeans_model), ("emotion_labels.kmeans_model", cfg.emotion_labels.kmeans_model)):
@@ -150,9 +151,36 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
     for key, value in _strings(cfg):
         if "\n" in value or "\r" in value:
             raise FesaError(f"{path}: '{key}' holds a line break ({value!r}); each value is one line")
-    bad = [k for k in cfg.folds if k not in (1, 2, 3, 4, 5)]
+    _check_folds(cfg, path)
+    check_device_name(cfg.device, f"{path}: 'device'")
+    for key, value in _paths(cfg):
+        check_hydra_path(value, f"{path}: '{key}'")
+
+
+def _check_folds(cfg: ExperimentConfig, path: Path) -> None:
+    """The folds asked for (the yaml's or --folds) against those the corpus has: IEMOCAP's five sessions, or the
+    fold folders of prepared manifests."""
+    if cfg.manifests is None:
+        have = list(IEMOCAP_FOLDS)
+    else:
+        have = sorted(int(d.name[4:]) for d in Path(cfg.manifests).glob("fold*") if d.name[4:].isdigit() and (d / "train.tsv").is_file())
+    bad = [k for k in cfg.folds if k not in have]
     if bad or not cfg.folds:
-        raise FesaError(f"{path}: 'folds' must be a non-empty subset of 1..5, got {cfg.folds}")
+        raise FesaError(f"{path}: 'folds' (or --folds) must be a non-empty list of the corpus's folds {have}, got {cfg.folds}")
+
+
+def check_hydra_path(value: str, where: str) -> None:
+    """Any path reaches fairseq-hydra-train quoted (plan.hydra_path), except ``${``, which OmegaConf would
+    resolve as an interpolation inside a quoted value too."""
+    if "${" in value:
+        raise FesaError(f"{where} {value} holds '${{', which hydra reads as an interpolation: rename or link the path without it")
+
+
+def _paths(cfg: ExperimentConfig) -> List[Tuple[str, str]]:
+    values = [("corpus", cfg.corpus), ("manifests", cfg.manifests), ("source_checkpoint", cfg.source_checkpoint)]
+    values += [(f"{k}.kmeans_model", getattr(cfg, k).kmeans_model) for k in ("tapt_labels", "emotion_labels")]
+    values += [(f"configs.{f.name}", getattr(cfg.configs, f.name)) for f in fields(cfg.configs)]
+    return [(k, str(Path(v).resolve())) for k, v in values if v is not None]
 
 
 def _strings(node: object, prefix: str = "") -> List[Tuple[str, str]]:

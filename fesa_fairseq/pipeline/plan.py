@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import time
@@ -34,17 +35,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from fesa_fairseq.data.files import atomic_write_text
+from fesa_fairseq.data.files import STAGE_STAMP, atomic_write_text
 from fesa_fairseq.errors import FesaError, StageFailed
-from fesa_fairseq.pipeline.experiment import Cell, ExperimentConfig, stage_yaml
+from fesa_fairseq.pipeline.experiment import Cell, ExperimentConfig, check_hydra_path, stage_yaml
 from fesa_fairseq.pipeline.lock import exclusive, run_child
 
 logger = logging.getLogger(__name__)
 
 STAGE_ORDER = ("prepare", "reference", "tapt-labels", "tapt", "tapt-finetune", "emotion-labels", "cpt", "finetune", "evaluate")
-STAMP = ".fesa-stage.json"
+STAMP = STAGE_STAMP
 PLUGIN = Path(__file__).resolve().parent.parent
 BEST = Path("checkpoints") / "checkpoint_best.pt"
+DAMAGED = "damaged"  # the state of a stamp that is not the json a stage wrote
 STALE = ".stale-"  # <dir>.stale-<time>: a stage's old output, moved aside when its command or inputs changed
 REFERENCE = "reference"  # EXP/fold{k}/evaluate/reference: the acoustic reference, scored like every model
 
@@ -91,7 +93,14 @@ class Stage:
         return hashlib.sha256(json.dumps({"command": self.command, "inputs": dep_stamps, "configs": configs}).encode()).hexdigest()
 
     def recorded(self) -> Optional[dict]:
-        return json.loads(self.stamp.read_text()) if self.stamp.is_file() else None
+        """The stamp; one that cannot be read is {"state": "damaged"}: its output's origin is unknown (stale)."""
+        if not self.stamp.is_file():
+            return None
+        try:
+            stamp = json.loads(self.stamp.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            return {"state": DAMAGED}
+        return stamp if isinstance(stamp, dict) else {"state": DAMAGED}
 
     def status(self) -> str:
         """'complete'; 'partial' (started under this very fingerprint, then stopped: resumable in place); 'stale'
@@ -144,11 +153,34 @@ def _config(stage: str, name: str) -> List[str]:
 
 
 def hydra_train(stage: str, config: str, run_dir: Path, overrides: Sequence[str]) -> List[str]:
-    return ["fairseq-hydra-train", *_config(stage, config), f"common.user_dir={PLUGIN}", f"hydra.run.dir={run_dir}", *overrides]
+    return ["fairseq-hydra-train", *_config(stage, config), hydra_path("common.user_dir", PLUGIN), hydra_path("hydra.run.dir", run_dir), *overrides]
+
+
+_HYDRA_PLAIN = re.compile(r"[\w./:@+~%-]+", re.ASCII)
+
+
+def hydra_path(key: str, value: object) -> str:
+    """``key=value`` for a hydra override, the value quoted where hydra's grammar would read more into it (a comma
+    is a sweep; spaces, quotes, ``;``, brackets and non-ASCII letters are errors). In hydra's quoted strings only
+    backslashes before a quote are escapes: those are doubled, and quotes escaped. Plain paths stay unquoted, so
+    the commands (and the stage fingerprints) of existing experiments do not change."""
+    text = str(value)
+    if _HYDRA_PLAIN.fullmatch(text):
+        return f"{key}={text}"
+    quoted = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), text)
+    return f"{key}='{quoted}'"
 
 
 def fesa(*args: object) -> List[str]:
     return ["fesa", *(str(a) for a in args)]
+
+
+def fesa_executable() -> List[str]:
+    """The fesa that is running, by absolute path (not resolved: a venv's python must stay the venv's), so that a
+    SLURM job runs it without PATH or an activated environment; its stage commands then find fesa and
+    fairseq-hydra-train beside it (_environment)."""
+    script = Path(sys.executable).parent / "fesa"
+    return [str(script)] if os.access(script, os.X_OK) else [sys.executable, "-m", "fesa_fairseq.cli"]
 
 
 def _labels_args(labels, source: str) -> List[str]:
@@ -173,6 +205,7 @@ class Plan:
 
     def __init__(self, cfg: ExperimentConfig, exp_dir: Path, cells: Sequence[Cell]) -> None:
         self.cfg, self.exp = cfg, exp_dir.resolve()
+        check_hydra_path(str(self.exp), "--exp-dir")
         self.stages: List[Stage] = []
         self.manifests = Path(cfg.manifests).resolve() if cfg.manifests else self.exp / "manifests"
         prepare = None
@@ -226,14 +259,19 @@ class Plan:
                 )
             )
             out = fold_dir / "tapt"
-            init = ["model.init_checkpoint=null", "model.label_rate=100"] if cfg.bootstrap else [f"model.init_checkpoint={source}"]
+            init = ["model.init_checkpoint=null", "model.label_rate=100"] if cfg.bootstrap else [hydra_path("model.init_checkpoint", source)]
             tapt = self._add(
                 Stage(
                     "tapt",
                     k,
                     "",
                     out,
-                    hydra_train("tapt", cfg.configs.tapt, out, [f"task.data={data}", f"task.label_dir={labels.out_dir}", *init, *cfg.overrides.tapt]),
+                    hydra_train(
+                        "tapt",
+                        cfg.configs.tapt,
+                        out,
+                        [hydra_path("task.data", data), hydra_path("task.label_dir", labels.out_dir), *init, *cfg.overrides.tapt],
+                    ),
                     out / BEST,
                     [labels],
                     True,
@@ -252,7 +290,12 @@ class Plan:
                     "finetune",
                     cfg.configs.finetune,
                     out,
-                    [f"task.data={data}", f"model.w2v_path={pretrained}", f"model.pooling={baseline_pooling}", *cfg.overrides.tapt_finetune],
+                    [
+                        hydra_path("task.data", data),
+                        hydra_path("model.w2v_path", pretrained),
+                        f"model.pooling={baseline_pooling}",
+                        *cfg.overrides.tapt_finetune,
+                    ],
                 ),
                 out / BEST,
                 deps,
@@ -299,7 +342,12 @@ class Plan:
                         "cpt",
                         cfg.configs.cpt,
                         out,
-                        [f"task.data={data}", f"task.label_dir={labels.out_dir}", f"model.init_checkpoint={init_from}", *cfg.overrides.cpt],
+                        [
+                            hydra_path("task.data", data),
+                            hydra_path("task.label_dir", labels.out_dir),
+                            hydra_path("model.init_checkpoint", init_from),
+                            *cfg.overrides.cpt,
+                        ],
                     ),
                     out / BEST,
                     [labels] + (deps if cfg.cpt_init == "tapt" else []),
@@ -318,7 +366,7 @@ class Plan:
                         "finetune",
                         cfg.configs.finetune,
                         out,
-                        [f"task.data={data}", f"model.w2v_path={cpt.done}", f"model.pooling={pooling}", *cfg.overrides.finetune],
+                        [hydra_path("task.data", data), hydra_path("model.w2v_path", cpt.done), f"model.pooling={pooling}", *cfg.overrides.finetune],
                     ),
                     out / BEST,
                     [cpt],

@@ -9,7 +9,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from fesa_fairseq.data.files import atomic_write_text
+from fesa_fairseq.data.files import atomic_write_json, atomic_write_text
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.pipeline.curves import fold_curves
 from fesa_fairseq.pipeline.plan import REFERENCE, STALE
@@ -166,5 +166,5 @@ def make_report(exp_dir: Path) -> Dict[str, object]:
     if improving:
         text += "\n" + "\n".join(improving)
     atomic_write_text(out / "report.md", text + "\n")
-    atomic_write_text(out / "report.json", json.dumps(summaries, indent=2) + "\n")
+    atomic_write_json(out / "report.json", summaries)
     return {"markdown": text, "summaries": summaries, "dir": out}

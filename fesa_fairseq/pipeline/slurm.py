@@ -13,13 +13,14 @@ finds its stage started under the same fingerprint and resumes in place, fairseq
 
 import json
 import logging
+import os
 import shlex
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from fesa_fairseq.data.files import atomic_write_text
+from fesa_fairseq.data.files import atomic_write_json, atomic_write_text
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.pipeline.experiment import SlurmConfig
 from fesa_fairseq.pipeline.plan import Stage
@@ -73,6 +74,8 @@ def write_and_submit(stages: Sequence[Stage], cfg: SlurmConfig, exp: Path, job_c
     """
     if submit and shutil.which("sbatch") is None:
         raise FesaError("sbatch is not on PATH: run on a SLURM login node, or add --dry-run to only write the scripts")
+    if stages:
+        check_job_command(job_command(stages[0]), cfg)
     folder = exp / "slurm"
     (exp / "logs" / "slurm").mkdir(parents=True, exist_ok=True)
     recorded = read_jobs(exp) if submit else {}
@@ -99,11 +102,26 @@ def write_and_submit(stages: Sequence[Stage], cfg: SlurmConfig, exp: Path, job_c
                 raise FesaError(f"{shlex.join(cmd)} failed: {res.stderr.strip()}")
             jobs[stage.key] = res.stdout.strip().split(";")[0]
             recorded[stage.key] = jobs[stage.key]
-            atomic_write_text(folder / JOBS, json.dumps(recorded, indent=2) + "\n")  # after each: a crash loses none
+            atomic_write_json(folder / JOBS, recorded)  # after each: a crash loses none
             logger.info("submitted %s as job %s", stage.key, jobs[stage.key])
         else:
             jobs[stage.key] = f"<{stage.key}>"
     return lines
+
+
+def check_job_command(command: Sequence[str], cfg: SlurmConfig) -> None:
+    """The program every job runs must resolve as the job will see it: an absolute path (the fesa that submits,
+    plan.fesa_executable), or a name on PATH after slurm.setup."""
+    program = command[0]
+    if os.path.isabs(program):
+        if not os.access(program, os.X_OK):
+            raise FesaError(f"the SLURM jobs would run {program}, which is not an executable file; reinstall fesa_fairseq (make install)")
+        logger.info("jobs run %s: the compute nodes must see this path (a shared file system), or set slurm.setup", program)
+    elif shutil.which(program) is None and not cfg.setup:
+        raise FesaError(
+            f"the SLURM jobs would run {program!r}, which is not on PATH here and slurm.setup is empty: "
+            "add the line that activates the environment holding fesa to slurm.setup"
+        )
 
 
 JOBS = "jobs.json"  # EXP/slurm/jobs.json: the latest job id of every submitted stage
@@ -120,8 +138,17 @@ def job_log(exp: Path, key: str, job: str) -> Path:
 
 
 def read_jobs(exp: Path) -> Dict[str, str]:
+    """Stage key -> job id; a damaged file is an error naming it (submitting again could run a stage twice)."""
     path = exp / "slurm" / JOBS
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        jobs = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise FesaError(f"{path} is damaged ({e}): check squeue for this experiment's jobs, then remove or repair the file") from e
+    if not isinstance(jobs, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in jobs.items()):
+        raise FesaError(f"{path} is damaged (not a map of stage to job id): check squeue for this experiment's jobs, then remove or repair the file")
+    return jobs
 
 
 def job_states(ids: Sequence[str]) -> Dict[str, Tuple[str, str]]:

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from fesa_fairseq.errors import FesaError
 from fesa_fairseq.pipeline.lock import lock_holder
-from fesa_fairseq.pipeline.plan import Plan, Stage, local_log
-from fesa_fairseq.pipeline.slurm import ACTIVE, job_log, job_states, read_jobs
+from fesa_fairseq.pipeline.plan import DAMAGED, Plan, Stage, local_log
+from fesa_fairseq.pipeline.slurm import ACTIVE, JOBS, job_log, job_states, read_jobs
 
 FAILED = {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
 WAITING = ("pending", "running")
@@ -21,14 +22,20 @@ BROKEN = ("failed", "cancelled")
 @dataclass
 class StageState:
     key: str
-    state: str  # complete, running, pending, failed, cancelled, interrupted, stale, to do
+    state: str  # complete, running, pending, failed, cancelled, interrupted, stale, to do (damaged: jobs.json)
     detail: str = ""
 
 
 def stage_states(plan: Plan) -> List[StageState]:
-    jobs = read_jobs(plan.exp)
+    """Every stage's state; a damaged EXP/slurm/jobs.json is shown as a first row, and the stages as if no job ran."""
+    notes: List[StageState] = []
+    try:
+        jobs = read_jobs(plan.exp)
+    except FesaError as e:
+        notes.append(StageState(f"slurm/{JOBS}", DAMAGED, str(e)))
+        jobs = {}
     slurm = job_states(list(jobs.values()))
-    return [_state(stage, jobs.get(stage.key), slurm, plan.exp) for stage in plan.stages]
+    return notes + [_state(stage, jobs.get(stage.key), slurm, plan.exp) for stage in plan.stages]
 
 
 def _state(stage: Stage, job: str, slurm: Dict[str, tuple], exp: Path) -> StageState:
@@ -55,6 +62,8 @@ def _state(stage: Stage, job: str, slurm: Dict[str, tuple], exp: Path) -> StageS
         log = local_log(exp, stage)
         return StageState(stage.key, "interrupted", f"started, not finished (stopped or failed): the next run resumes it; log {log}")
     if status == "stale":
+        if (stage.recorded() or {}).get("state") == DAMAGED:
+            return StageState(stage.key, "stale", f"its stamp {stage.stamp} is damaged (origin unknown): the next run moves the output aside")
         return StageState(stage.key, "stale", "output of another command or of other inputs: the next run moves it aside")
     return StageState(stage.key, "to do")
 
