@@ -1,4 +1,4 @@
-"""Shared yardsticks (DESIGN.md): IEMOCAP-like lengths and a HuBERT-base checkpoint built here."""
+"""Shared yardsticks (docs/design.md): IEMOCAP-like lengths and a HuBERT-base checkpoint built here."""
 
 from pathlib import Path
 

@@ -65,7 +65,7 @@ def timed(get_feats: Callable, items: List[Tuple[str, int]]) -> Tuple[float, np.
 
 def stock_reader(checkpoint: str, layer: int) -> StockReader:
     """fairseq's reader, its .cuda() calls made no-ops for this process only. Its audio loader goes through
-    torchaudio, which does not load beside torch 2.13 (FAIRSEQ_NOTES.md): the 16 kHz mono wavs are read with
+    torchaudio, which does not load beside torch 2.13 (docs/fairseq-notes.md): the 16 kHz mono wavs are read with
     soundfile instead, which is what that loader returns for them; the model path is fairseq's."""
     torch.nn.Module.cuda = lambda self, *a, **k: self
     torch.Tensor.cuda = lambda self, *a, **k: self

@@ -1,4 +1,4 @@
-"""Every registered name of DESIGN.md that exists so far, through both ways users load the plugin."""
+"""Every registered name of docs/design.md, through both ways users load the plugin."""
 
 import subprocess
 import sys
@@ -72,7 +72,7 @@ def test_yaml_pairs_differ_only_in_the_key_their_header_names(first, second, key
     )
 
 
-LAYERS = {  # DESIGN.md's layout: imports run one way, from the top down
+LAYERS = {  # docs/design.md, Layout: imports run one way, from the top down
     0: ("data", "corpora", "errors", "scoring", "plots"),
     1: ("labels", "tasks", "models", "criterions", "pooling", "checkpoints", "checkpoint_compat", "devices", "__init__"),
     2: ("pipeline", "inference", "cli"),

@@ -14,7 +14,7 @@ import torch
 
 FAIRSEQ_HUBERT_CONFIGS = Path(fairseq.__file__).parent / "examples" / "hubert" / "config" / "pretrain"
 FAIRSEQ_HYDRA_TRAIN = str(Path(sys.executable).parent / "fairseq-hydra-train")
-# FAIRSEQ_NOTES' tiny HuBERT: 2 layers of 64 dims, a 64-channel conv front end, 50 frames per second.
+# docs/fairseq-notes.md's tiny HuBERT: 2 layers of 64 dims, a 64-channel conv front end, 50 frames per second.
 TINY_MODEL = [
     "+model.encoder_layers=2",
     "+model.encoder_embed_dim=64",

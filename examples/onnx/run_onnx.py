@@ -18,6 +18,8 @@ meta = session.get_modelmeta().custom_metadata_map
 labels, rate, frame_rate = json.loads(meta["labels"]), int(meta["sample_rate"]), float(meta["frame_rate"])
 
 wav, sr = sf.read(sys.argv[2], dtype="float32", always_2d=True)
+if not np.isfinite(wav).all():  # NaN samples would score every class NaN and name the first class
+    sys.exit(f"{sys.argv[2]} holds NaN or infinite samples: repair or re-export the file")
 wav = wav.mean(axis=1)  # mono
 if sr != rate:
     g = gcd(sr, rate)

@@ -224,7 +224,7 @@ class Plan:
             self._plan_fold(k, prepare, cells)
         if cfg.device == "cpu":
             # Hidden rather than common.cpu=true: on a machine with a GPU, fairseq's clip_grad_norm_ puts the
-            # gradient norm on CUDA even then, and the first update fails (FAIRSEQ_NOTES).
+            # gradient norm on CUDA even then, and the first update fails (docs/fairseq-notes.md).
             for stage in self.stages:
                 stage.env["CUDA_VISIBLE_DEVICES"] = ""
 
