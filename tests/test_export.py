@@ -87,7 +87,7 @@ def test_the_readme_example_runs_without_torch_or_fairseq(exported, checkpoint, 
 def test_wrong_checkpoint_and_name_are_refused(stock_hubert, tmp_path):
     res = run_fesa("export", stock_hubert, "--onnx", tmp_path / "x.onnx")
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert "needs a fine-tuned hubert_emotion_classifier checkpoint" in res.stderr.strip().splitlines()[-1]
+    assert "not a fine-tuned hubert_emotion_classifier: give the checkpoint_best.pt of a fine-tuning run" in res.stderr.strip().splitlines()[-1]
     res = run_fesa("export", stock_hubert, "--onnx", tmp_path / "x.pt")
     assert res.returncode == 2 and "ending in .onnx" in res.stderr
     assert not list(tmp_path.iterdir())

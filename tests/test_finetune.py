@@ -108,7 +108,8 @@ def test_wrong_kind_of_checkpoint_is_refused(finetuned_classifier, demo_folds, t
     res = run_fesa("evaluate", stock_hubert, demo_folds / "fold1", "--out", tmp_path / "ev")
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1] == (
-        f"fesa evaluate: error: {stock_hubert} holds a 'hubert' model; this needs a fine-tuned hubert_emotion_classifier checkpoint"
+        f"fesa evaluate: error: {stock_hubert} holds a 'hubert' model, not a fine-tuned hubert_emotion_classifier: "
+        "give the checkpoint_best.pt of a fine-tuning run"
     )
     assert not (tmp_path / "ev").exists()
 

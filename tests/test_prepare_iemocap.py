@@ -167,8 +167,8 @@ def test_failure_keeps_previous_output(tree, tmp_path):
     prepare_iemocap(root, out, progress=False)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     next((root / "Session3/sentences/wav").rglob("*_F000.wav")).unlink()
-    with pytest.raises(FesaError, match="missing wav"):
-        prepare_iemocap(root, out, progress=False)
+    with pytest.raises(FesaError, match="missing wav"):  # found while scanning, after the output folder was allowed
+        prepare_iemocap(root, out, progress=False, overwrite=True)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
