@@ -172,3 +172,34 @@ def load_model(path: str, arg_overrides: Optional[Dict[str, Any]] = None):
         detail = " ".join(str(e).split())[:300]
         raise FesaError(f"cannot load {path}: its weights do not fit its own configuration ({type(e).__name__}: {detail})") from e
     return model, cfg, task
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """Where a model's frames fall in its input, from its own convolutional front end (never a constant):
+    frame t covers samples [hop * t, hop * t + receptive_field)."""
+
+    sample_rate: int
+    hop: int  # samples between frames (the product of the strides)
+    receptive_field: int  # samples the first frame needs
+
+    @classmethod
+    def of(cls, hubert: Any, sample_rate: int) -> "FrameGeometry":
+        """Of a fairseq HubertModel (its feature_extractor's conv layers) reading audio at ``sample_rate``."""
+        field, hop = 1, 1
+        for layer in hubert.feature_extractor.conv_layers:
+            conv = layer[0]
+            field += (conv.kernel_size[0] - 1) * hop
+            hop *= conv.stride[0]
+        return cls(int(sample_rate), hop, field)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop
+
+    def frames(self, samples: int) -> int:
+        """Frames the model makes of ``samples`` samples (0 below the receptive field)."""
+        return max(0, (samples - self.receptive_field) // self.hop + 1)
+
+
+HUBERT_GEOMETRY = FrameGeometry(16000, 320, 400)  # HuBERT base and large: 50 frames per second of 16 kHz audio

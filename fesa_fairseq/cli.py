@@ -175,7 +175,6 @@ def _evaluate(args: argparse.Namespace) -> None:
         args.split,
         args.out,
         device=args.device,
-        max_tokens=args.max_tokens,
         progress=not args.quiet,
         timelines=args.timelines,
         reference=reference,
@@ -229,14 +228,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="score a fine-tuned classifier on a split: UA, WA, confusion matrix, per-utterance predictions",
-        description="Scores every utterance of FOLD_DIR/SPLIT whole (no cropping), batched by length.",
+        description="Scores every utterance of FOLD_DIR/SPLIT whole (no cropping), alone and once, as fesa predict does.",
     )
     p.add_argument("checkpoint", help="a hubert_emotion_classifier checkpoint (e.g. checkpoints/checkpoint_best.pt)")
     p.add_argument("fold_dir", help="fold folder with {split}.tsv, {split}.emo and dict.emo.txt")
     p.add_argument("--split", default="test", help="which split to score (default test)")
     p.add_argument("--out", type=_path, required=True, help="folder for predictions.tsv, metrics.json and confusion.png")
     p.add_argument("--device", type=_device, default="auto", help=DEVICE_HELP)
-    p.add_argument("--max-tokens", type=int, default=1_600_000, help="audio samples per batch (default 1,600,000 = 100 s)")
     _add_precision(p, SCORING_PRECISION)
     p.add_argument("--timelines", type=int, default=0, help="also draw N pictures: spectrogram + attention weight of every frame")
     p.add_argument(

@@ -13,7 +13,8 @@ from scipy.signal import resample_poly
 from fesa_fairseq.data.audio import AudioSource
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.inference.eder import eder, read_segments_json, speechbrain_eder, utterance_eder
-from fesa_fairseq.inference.recognizer import HOP, EmotionRecognizer, num_frames, plan_windows
+from fesa_fairseq.checkpoints import HUBERT_GEOMETRY
+from fesa_fairseq.inference.recognizer import EmotionRecognizer, plan_windows
 from fesa_fairseq.inference.references import convert_references
 from fesa_fairseq.inference.segments import frames_to_segments
 from fesa_fairseq.pooling.mean import MeanPooling
@@ -93,7 +94,7 @@ def test_predict_on_one_window_is_the_models_forward(recognizer, demo_folds):
     with torch.no_grad():
         logits = recognizer.model(torch.from_numpy(wav)[None])["logits"][0]
     np.testing.assert_allclose(pred.probabilities, torch.softmax(logits, -1).numpy(), atol=1e-5)
-    assert pred.frame_posteriors.shape == (num_frames(len(wav)), 4) and pred.label in ("neu", "hap", "ang", "sad")
+    assert pred.frame_posteriors.shape == (HUBERT_GEOMETRY.frames(len(wav)), 4) and pred.label in ("neu", "hap", "ang", "sad")
     np.testing.assert_allclose(pred.frame_posteriors.sum(1), 1.0, atol=1e-5)
     assert pred.pooling_weights.sum() == pytest.approx(1.0, abs=1e-5)
     assert pred.segments[0].start == 0 and pred.segments[-1].end == pytest.approx(len(wav) / 16000, abs=1e-3)
@@ -130,13 +131,13 @@ def test_long_recording_is_stitched_from_the_most_central_window(recognizer, tmp
     finally:
         recognizer.window, recognizer.hop = 20.0, 15.0
     plan = plan_windows(len(wav), 4.0, 3.0)
-    assert len(plan.starts) == 4 and plan.keep[0][0] == 0 and plan.keep[-1][1] == num_frames(len(wav))
+    assert len(plan.starts) == 4 and plan.keep[0][0] == 0 and plan.keep[-1][1] == HUBERT_GEOMETRY.frames(len(wav))
     assert all(a[1] == b[0] for a, b in zip(plan.keep, plan.keep[1:]))
     for start, (a, b) in zip(plan.starts, plan.keep):
         window = torch.from_numpy(wav[start : start + plan.length])[None]
         with torch.no_grad():
             own = torch.softmax(recognizer.model.frame_outputs(window)["frame_logits"][0], -1).numpy()
-        first = start // HOP
+        first = start // HUBERT_GEOMETRY.hop
         np.testing.assert_allclose(pred.frame_posteriors[a:b], own[a - first : b - first], atol=1e-5)
         centre = first + len(own) / 2
         assert abs((a + b) / 2 - centre) < len(own) / 2  # kept frames lie around the window's centre
@@ -147,7 +148,7 @@ def test_windows_cover_every_frame_once():
         samples = int(seconds * 16000)
         plan = plan_windows(samples, 20.0, 15.0)
         kept = sum(b - a for a, b in plan.keep)
-        assert kept == num_frames(samples) and all(s % HOP == 0 for s in plan.starts)
+        assert kept == HUBERT_GEOMETRY.frames(samples) and all(s % HUBERT_GEOMETRY.hop == 0 for s in plan.starts)
         assert plan.starts[-1] + plan.length >= samples
 
 

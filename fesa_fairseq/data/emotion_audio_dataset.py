@@ -6,11 +6,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from fairseq.data import FairseqDataset
 
 from fesa_fairseq.data.audio import check_audio, read_audio
 from fesa_fairseq.data.files import read_manifest
+from fesa_fairseq.data.waveform import prepare_waveform
 from fesa_fairseq.errors import FesaError
 
 logger = logging.getLogger(__name__)
@@ -75,9 +75,7 @@ class EmotionAudioDataset(FairseqDataset):
     def __getitem__(self, index: int) -> Dict[str, object]:
         wav = read_audio(self.paths[index], self.sample_rate)
         wav = self._crop(wav, index)
-        source = torch.from_numpy(wav)
-        if self.normalize:
-            source = F.layer_norm(source, source.shape)
+        source = prepare_waveform(torch.from_numpy(wav), self.normalize)
         return {"id": index, "source": source, "target": int(self.targets[index])}
 
     def num_tokens(self, index: int) -> int:

@@ -16,15 +16,16 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from fesa_fairseq.checkpoints import load_model, require_classifier
+from fesa_fairseq.checkpoints import load_model
+from fesa_fairseq.data.waveform import prepare_waveform
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.inference.recognizer import FRAME_RATE, RECEPTIVE_FIELD, SAMPLE_RATE
+from fesa_fairseq.inference.recognizer import EmotionRecognizer
 
 logger = logging.getLogger(__name__)
 
@@ -53,34 +54,29 @@ class OnnxClassifier(nn.Module):
         return self.model.head(pooled), torch.softmax(self.model.head(frames), dim=-1), weights
 
 
-def load_for_export(checkpoint: str) -> Tuple[nn.Module, List[str], bool]:
-    require_classifier(checkpoint)
-    model, cfg, task = load_model(checkpoint)
-    return model.eval().cpu(), list(task.labels), bool(cfg.task.normalize)
-
-
 def export_onnx(checkpoint: str, out: Path, int8: bool = False, seed: int = 0) -> Dict[str, object]:
     """Write OUT (and OUT's int8 twin with ``int8``) after checking the fp32 graph against PyTorch; return the check."""
     import onnx  # the optional [export] extra
 
-    model, labels, normalize = load_for_export(checkpoint)
-    wrapper = OnnxClassifier(load_for_export(checkpoint)[0], normalize)  # weight-normed modules cannot be deep-copied
+    reference = EmotionRecognizer.from_checkpoint(checkpoint, device="cpu")  # classes, preparation, geometry
+    wrapper = OnnxClassifier(load_model(checkpoint)[0], reference.normalize)  # weight-normed modules cannot be deep-copied
+    g, labels = reference.geometry, reference.labels
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         staged = Path(tmp) / out.name
-        samples = torch.export.Dim("samples", min=RECEPTIVE_FIELD, max=SAMPLE_RATE * 3600)
-        example = torch.zeros(1, SAMPLE_RATE * 2)
+        samples = torch.export.Dim("samples", min=g.receptive_field, max=g.sample_rate * 3600)
+        example = torch.zeros(1, g.sample_rate * 2)
         with torch.no_grad():
             program = torch.onnx.export(
                 wrapper, (example,), input_names=["waveform"], output_names=list(OUTPUTS), dynamic_shapes=({1: samples},), dynamo=True
             )
         program.save(str(staged))
         graph = onnx.load(str(staged))
-        metadata = {"labels": json.dumps(labels), "sample_rate": str(SAMPLE_RATE), "frame_rate": str(FRAME_RATE), "source": Path(checkpoint).name}
+        metadata = {"labels": json.dumps(labels), "sample_rate": str(g.sample_rate), "frame_rate": str(g.frame_rate), "source": Path(checkpoint).name}
         onnx.helper.set_model_props(graph, metadata)
         onnx.save(graph, str(staged))
-        check = compare_with_pytorch(model, normalize, staged, seed)
+        check = compare_with_pytorch(reference, staged, seed)
         if check["max_logit_difference"] > TOLERANCE:
             raise FesaError(
                 f"the exported graph's logits differ from PyTorch's by {check['max_logit_difference']:.2g} (> {TOLERANCE:g}) "
@@ -90,7 +86,7 @@ def export_onnx(checkpoint: str, out: Path, int8: bool = False, seed: int = 0) -
         if int8:
             files["int8"] = out.with_name(f"{out.stem}.int8.onnx")
             quantize_int8(staged, Path(tmp) / files["int8"].name)
-            check["int8"] = compare_with_pytorch(model, normalize, Path(tmp) / files["int8"].name, seed)
+            check["int8"] = compare_with_pytorch(reference, Path(tmp) / files["int8"].name, seed)
         for path in files.values():  # the set goes in together, each by rename
             os.replace(Path(tmp) / path.name, path)
     logger.info("exported %s to %s (max |logit difference| vs PyTorch %.2g)", checkpoint, out, check["max_logit_difference"])
@@ -104,23 +100,21 @@ def quantize_int8(source: Path, target: Path) -> None:
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
 
 
-def compare_with_pytorch(model: nn.Module, normalize: bool, path: Path, seed: int, seconds: Sequence[float] = CHECK_SECONDS) -> Dict[str, object]:
+def compare_with_pytorch(reference: EmotionRecognizer, path: Path, seed: int, seconds: Sequence[float] = CHECK_SECONDS) -> Dict[str, object]:
     """Max absolute difference of every output, over noise inputs of several lengths, ONNX file vs the model."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
-    lengths = [int(s * SAMPLE_RATE) for s in seconds]
+    model = reference.model
+    lengths = [int(s * reference.sample_rate) for s in seconds]
     worst = dict.fromkeys(OUTPUTS, 0.0)
     same_label = 0
     for n in lengths:
         wav = (0.1 * rng.standard_normal((1, n))).astype(np.float32)
         with torch.no_grad():
-            x = torch.from_numpy(wav)
-            if normalize:
-                x = torch.nn.functional.layer_norm(x, x.shape)
-            reference = model(x, None)
-            expected = frame_expectations(model, x, reference)
+            x = prepare_waveform(torch.from_numpy(wav), reference.normalize)
+            expected = frame_expectations(model, x, model(x, None))
         got = dict(zip(OUTPUTS, session.run(list(OUTPUTS), {"waveform": wav})))
         for name in OUTPUTS:
             if got[name].shape != expected[name].shape:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from fesa_fairseq.data.audio import AudioSource
 from fesa_fairseq.data.files import atomic_write_bytes, atomic_write_json, atomic_write_lines, read_manifest
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.inference.recognizer import SAMPLE_RATE, EmotionRecognizer, Prediction
+from fesa_fairseq.inference.recognizer import EmotionRecognizer, Prediction
 from fesa_fairseq.plots import plot_prediction
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def predict_files(
     audio_seconds, started, said = 0.0, time.perf_counter(), set()
     for i, item in enumerate(tqdm(inputs, desc="predicting", unit="file", disable=not progress)):
         try:
-            source = AudioSource(item.path)
+            source = recognizer.source(item.path)
             _say_conversion(source, said)
             pred = recognizer.predict_source(source)
         except FesaError as e:
@@ -151,7 +151,7 @@ def _say_conversion(source: AudioSource, said: set) -> None:
             "audio at %d Hz with %d channel(s): averaged to mono and resampled to %d Hz (scipy resample_poly)",
             source.native_rate,
             source.channels,
-            SAMPLE_RATE,
+            source.rate,
         )
 
 
@@ -169,12 +169,12 @@ def _write_frames(path: Path, pred: Prediction) -> None:
 
 
 def _plot(path: Path, item: Input, source: AudioSource, pred: Prediction, truth: Sequence[Mapping]) -> None:
-    samples = min(source.samples, int(PLOT_SECONDS * SAMPLE_RATE))
-    frames = int(samples / SAMPLE_RATE * pred.frame_rate)
+    samples = min(source.samples, int(PLOT_SECONDS * source.rate))
+    frames = int(samples / source.rate * pred.frame_rate)
     path.parent.mkdir(parents=True, exist_ok=True)
     plot_prediction(
         source.read(0, samples),
-        SAMPLE_RATE,
+        source.rate,
         pred.frame_posteriors[:frames],
         pred.pooling_weights[:frames],
         pred.labels,

@@ -21,39 +21,34 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from fesa_fairseq.checkpoints import load_model, require_classifier
+from fesa_fairseq.checkpoints import HUBERT_GEOMETRY, FrameGeometry, load_model, require_classifier
 from fesa_fairseq.data.audio import AudioSource
+from fesa_fairseq.data.waveform import prepare_waveform
 from fesa_fairseq.devices import autocast, resolve_device, resolve_precision
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.inference.segments import Segment, frames_to_segments
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-HOP = 320  # samples per encoder frame: 50 frames per second
-RECEPTIVE_FIELD = 400  # samples the first frame needs
-FRAME_RATE = SAMPLE_RATE / HOP
-
-
 # Bounds of the options that shape frame-level output: (smallest, largest) in seconds. A window must hold a few
 # frames; past the largest, attention's memory (quadratic in the window) exceeds any GPU; smoothing and the
 # shortest segment beyond theirs would erase every segment.
-OPTION_BOUNDS = {"window": (0.1, 600.0), "hop": (1 / FRAME_RATE, 600.0), "median": (0.0, 10.0), "min_segment": (0.0, 60.0)}
+OPTION_BOUNDS = {"window": (0.1, 600.0), "hop": (0.02, 600.0), "median": (0.0, 10.0), "min_segment": (0.0, 60.0)}
 
 
-def check_options(window: float, hop: float, median: float, min_segment: float) -> None:
-    """Each option finite and within OPTION_BOUNDS, and hop <= window less the receptive field (windows overlap)."""
-    for name, value in (("window", window), ("hop", hop), ("median", median), ("min_segment", min_segment)):
+def check_options(window: Optional[float], hop: float, median: float, min_segment: float, geometry: FrameGeometry = HUBERT_GEOMETRY) -> None:
+    """Each option finite and within OPTION_BOUNDS, and hop <= window less the receptive field (windows overlap).
+    ``window`` None: every recording in one pass (hop unused)."""
+    given = {"window": window, "hop": hop, "median": median, "min_segment": min_segment}
+    for name, value in given.items():
         low, high = OPTION_BOUNDS[name]
+        if name == "window" and value is None:
+            continue
         if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
             flag = "--" + name.replace("_", "-")
             raise FesaError(f"{flag} {value}: give a number of seconds from {low:g} to {high:g}")
-    if hop > window - RECEPTIVE_FIELD / SAMPLE_RATE:
+    if window is not None and hop > window - geometry.receptive_field / geometry.sample_rate:
         raise FesaError(f"--hop {hop} s must be shorter than --window {window} s by 0.025 s at least, so that windows overlap")
-
-
-def num_frames(samples: int) -> int:
-    return (samples - RECEPTIVE_FIELD) // HOP + 1
 
 
 @dataclass
@@ -67,7 +62,7 @@ class Prediction:
     frame_posteriors: np.ndarray  # frames × classes, 50 frames per second
     pooling_weights: np.ndarray  # frames, summing to 1 over the recording
     segments: List[Segment] = field(default_factory=list)
-    frame_rate: float = FRAME_RATE
+    frame_rate: float = HUBERT_GEOMETRY.frame_rate
 
     def diarization(self, wav: str = "") -> Dict[str, object]:
         """This recording's entry of a segments file (the ZED recipe's layout, which fesa eder reads)."""
@@ -76,32 +71,38 @@ class Prediction:
 
 @dataclass
 class Windows:
-    """Encoder windows over a recording: start samples (multiples of HOP) and the frames each one keeps."""
+    """Encoder windows over a recording: start samples (multiples of the hop) and the frames each one keeps."""
 
     starts: List[int]
     length: int
     keep: List[Tuple[int, int]]  # per window: its first and end frame, in the recording's frame index
 
 
-def plan_windows(samples: int, window: float, hop: float) -> Windows:
+def plan_windows(samples: int, window: Optional[float], hop: float, geometry: FrameGeometry = HUBERT_GEOMETRY) -> Windows:
     """Windows of ``window`` seconds every ``hop`` seconds; the last one ends at the recording's end. Between
     neighbours the boundary is the middle of their overlap, so each frame comes from the window where it is most
-    central."""
-    length = max(RECEPTIVE_FIELD, int(round(window * SAMPLE_RATE / HOP)) * HOP)
-    step = int(round(hop * SAMPLE_RATE / HOP)) * HOP
-    if not 0 < step <= length - RECEPTIVE_FIELD:
+    central. ``window`` None: one window, the whole recording."""
+    g = geometry
+    if window is None:
+        return Windows([0], samples, [(0, g.frames(samples))])
+    length = max(g.receptive_field, int(round(window * g.frame_rate)) * g.hop)
+    step = int(round(hop * g.frame_rate)) * g.hop
+    if not 0 < step <= length - g.receptive_field:
         raise FesaError(f"--hop {hop} s must be positive and leave the windows ({window} s) overlapping")
     if samples <= length:
-        return Windows([0], samples, [(0, num_frames(samples))])
-    starts = list(range(0, samples - length, step)) + [(samples - length) // HOP * HOP]
-    first = [s // HOP for s in starts]
-    ends = [f + num_frames(min(length, samples - s)) for f, s in zip(first, starts)]
-    cuts = [0] + [(first[i + 1] + ends[i]) // 2 for i in range(len(starts) - 1)] + [num_frames(samples)]
+        return Windows([0], samples, [(0, g.frames(samples))])
+    starts = list(range(0, samples - length, step)) + [(samples - length) // g.hop * g.hop]
+    first = [s // g.hop for s in starts]
+    ends = [f + g.frames(min(length, samples - s)) for f, s in zip(first, starts)]
+    cuts = [0] + [(first[i + 1] + ends[i]) // 2 for i in range(len(starts) - 1)] + [g.frames(samples)]
     return Windows(starts, length, list(zip(cuts[:-1], cuts[1:])))
 
 
 class EmotionRecognizer:
-    """``EmotionRecognizer.from_checkpoint(path).predict("speech.wav")``: the checkpoint alone is enough."""
+    """``EmotionRecognizer.from_checkpoint(path).predict("speech.wav")``: the checkpoint alone is enough.
+
+    The one scorer: ``fesa predict``, ``fesa evaluate`` and the ONNX check all go through it, so a recording is
+    prepared, framed and pooled the same way everywhere. ``window`` None scores every recording in one pass."""
 
     def __init__(
         self,
@@ -109,13 +110,15 @@ class EmotionRecognizer:
         labels: Sequence[str],
         device: torch.device,
         normalize: bool = False,
-        window: float = 20.0,
+        window: Optional[float] = 20.0,
         hop: float = 15.0,
         median: float = 0.25,
         min_segment: float = 0.25,
         precision: Optional[torch.dtype] = None,
+        sample_rate: int = HUBERT_GEOMETRY.sample_rate,
     ) -> None:
-        check_options(window, hop, median, min_segment)
+        self.geometry = FrameGeometry.of(model.encoder.w2v_model, sample_rate)
+        check_options(window, hop, median, min_segment, self.geometry)
         self.model, self.labels, self.device, self.normalize = model, list(labels), device, normalize
         self.precision = precision
         self.window, self.hop, self.median, self.min_segment = window, hop, median, min_segment
@@ -126,47 +129,68 @@ class EmotionRecognizer:
         require_classifier(str(path))
         dev = resolve_device(device)
         dtype = resolve_precision(precision, dev)
-        model, cfg, task = load_model(str(path))
-        return cls(model.eval().to(dev), task.labels, dev, normalize=bool(cfg.task.normalize), precision=dtype, **options)
+        model, _, task = load_model(str(path))
+        return cls.from_task(model, task, dev, dtype, **options)
+
+    @classmethod
+    def from_task(cls, model, task, device: torch.device, precision: Optional[torch.dtype] = None, **options) -> "EmotionRecognizer":
+        """Around a classifier already loaded with its speech_emotion_classification task (classes, input rate and
+        normalisation come from the task)."""
+        return cls(
+            model.eval().to(device), task.labels, device, bool(task.cfg.normalize), precision=precision, sample_rate=task.cfg.sample_rate, **options
+        )
+
+    @property
+    def sample_rate(self) -> int:
+        return self.geometry.sample_rate
+
+    def source(self, path: Union[str, Path]) -> AudioSource:
+        """A recording as this model reads it (mono, at its rate)."""
+        return AudioSource(path, rate=self.sample_rate)
 
     def predict(self, audio: Union[str, Path, np.ndarray], sample_rate: Optional[int] = None) -> Prediction:
         """A path (wav, flac, ogg) or a waveform (samples, or samples × channels) at ``sample_rate``."""
-        source = AudioSource(array=audio, sample_rate=sample_rate) if isinstance(audio, np.ndarray) else AudioSource(audio)
-        return self.predict_source(source)
+        if isinstance(audio, np.ndarray):
+            return self.predict_source(AudioSource(array=audio, sample_rate=sample_rate, rate=self.sample_rate))
+        return self.predict_source(self.source(audio))
 
     @torch.no_grad()
     def predict_source(self, source: AudioSource) -> Prediction:
-        where = source.path if source.path is not None else "the waveform"
-        if source.samples < RECEPTIVE_FIELD:
+        g = self.geometry
+        if source.samples < g.receptive_field:
+            where = source.path if source.path is not None else "the waveform"
             raise FesaError(
-                f"{where} is {source.samples} samples at 16 kHz, shorter than the encoder's receptive field ({RECEPTIVE_FIELD} samples, 25 ms)"
+                f"{where} is {source.samples} samples at {g.sample_rate} Hz, shorter than the encoder's receptive field "
+                f"({g.receptive_field} samples, {1000 * g.receptive_field / g.sample_rate:g} ms)"
             )
-        windows = plan_windows(source.samples, self.window, self.hop)
+        windows = plan_windows(source.samples, self.window, self.hop, g)
         logits, log_weights = [], []
         pooled = _RunningPool()
         for start, (a, b) in zip(windows.starts, windows.keep):
             out = self._window(source.read(start, min(windows.length, source.samples - start)))
-            first = start // HOP
+            first = start // g.hop
             logits.append(out["frame_logits"][a - first : b - first])
             log_weights.append(out["log_weights"][a - first : b - first])
             pooled.add(out["frames"][a - first : b - first], log_weights[-1])
-        frame_logits, log_w = torch.cat(logits), torch.cat(log_weights)
         probabilities = torch.softmax(self.model.head(pooled.mean()).float(), dim=-1).cpu().numpy()
+        return self._prediction(source.samples / g.sample_rate, probabilities, torch.cat(logits), torch.cat(log_weights))
+
+    def _prediction(self, duration: float, probabilities: np.ndarray, frame_logits: torch.Tensor, log_w: torch.Tensor) -> Prediction:
         posteriors = torch.softmax(frame_logits.float(), dim=-1).cpu().numpy()
+        rate = self.geometry.frame_rate
         return Prediction(
-            duration=source.samples / SAMPLE_RATE,
+            duration=duration,
             labels=self.labels,
             label=self.labels[int(probabilities.argmax())],
             probabilities=probabilities,
             frame_posteriors=posteriors,
             pooling_weights=torch.softmax(log_w, dim=0).cpu().numpy(),
-            segments=frames_to_segments(posteriors, self.labels, FRAME_RATE, source.samples / SAMPLE_RATE, self.median, self.min_segment),
+            segments=frames_to_segments(posteriors, self.labels, rate, duration, self.median, self.min_segment),
+            frame_rate=rate,
         )
 
     def _window(self, wav: np.ndarray) -> Dict[str, torch.Tensor]:
-        x = torch.from_numpy(wav).to(self.device)
-        if self.normalize:
-            x = torch.nn.functional.layer_norm(x, x.shape)
+        x = prepare_waveform(torch.from_numpy(wav).to(self.device), self.normalize)
         with autocast(self.device, self.precision):
             out = self.model.frame_outputs(x[None])
         return {k: v[0].float() for k, v in out.items() if k != "padding_mask"}

@@ -7,25 +7,18 @@ instead of warning.
 """
 
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from fesa_fairseq.checkpoints import inspect_checkpoint, load_model, require_hubert_family
+from fesa_fairseq.checkpoints import FrameGeometry, inspect_checkpoint, load_model, require_hubert_family
 from fesa_fairseq.data.audio import read_audio
+from fesa_fairseq.data.waveform import prepare_waveform
 from fesa_fairseq.devices import autocast, precision_name
 from fesa_fairseq.errors import FesaError
 
 logger = logging.getLogger(__name__)
-
-
-def conv_frames(num_samples: int, kernels_strides: List[Tuple[int, int]]) -> int:
-    n = num_samples
-    for kernel, stride in kernels_strides:
-        n = (n - kernel) // stride + 1
-    return max(n, 0)
 
 
 class HubertFeatureReader:
@@ -55,14 +48,14 @@ class HubertFeatureReader:
         self.max_chunk = max_chunk
         self.sample_rate = task.cfg.sample_rate
         self.normalize = task.cfg.normalize
-        self.kernels_strides = [(m[0].kernel_size[0], m[0].stride[0]) for m in self.hubert.feature_extractor.conv_layers]
-        self.label_rate = self.sample_rate / int(np.prod([s for _, s in self.kernels_strides]))
+        self.geometry = FrameGeometry.of(self.hubert, self.sample_rate)
+        self.label_rate = self.geometry.frame_rate
         logger.info(
             "features of layer %d/%d of %s (%s) on %s in %s", layer, self.num_layers, checkpoint, info.model, device, precision_name(precision)
         )
 
     def frames(self, num_samples: int) -> int:
-        return conv_frames(num_samples, self.kernels_strides)
+        return self.geometry.frames(num_samples)
 
     def _check_layer(self, layer: int) -> int:
         if not 1 <= layer <= self.num_layers:
@@ -72,7 +65,7 @@ class HubertFeatureReader:
     def _source(self, path: str, ref_len: int = None) -> torch.Tensor:
         """The waveform as the model was trained to see it: 1 x samples, layer-normalised when the task says so."""
         x = torch.from_numpy(read_audio(path, self.sample_rate, ref_len)).to(self.device)
-        return (F.layer_norm(x, x.shape) if self.normalize else x).view(1, -1)
+        return prepare_waveform(x, self.normalize).view(1, -1)
 
     @torch.inference_mode()
     def get_feats(self, path: str, ref_len: int = None) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Score a fine-tuned classifier on a split: whole utterances, batched by length, on CPU or CUDA."""
+"""Score a fine-tuned classifier on a split: every utterance whole, alone and once, through the one scorer
+(``inference.recognizer.EmotionRecognizer``, which fesa predict uses), on CPU or CUDA."""
 
 import logging
 from pathlib import Path
@@ -6,16 +7,15 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from fairseq import utils
 from tqdm import tqdm
 
 from fesa_fairseq.checkpoints import load_model, require_classifier
 from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines
 from fesa_fairseq.data.labels import read_label_dictionary
-from fesa_fairseq.devices import autocast, precision_name, resolve_device, resolve_precision
+from fesa_fairseq.devices import precision_name, resolve_device, resolve_precision
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.inference.eder import eder
-from fesa_fairseq.inference.recognizer import EmotionRecognizer
+from fesa_fairseq.inference.recognizer import EmotionRecognizer, Prediction
 from fesa_fairseq.plots import plot_confusion, plot_timeline
 from fesa_fairseq.scoring import confusion_matrix, counts_of, unweighted_accuracy, weighted_accuracy
 
@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 Segment = Tuple[float, float, str]  # start (s), end (s), emotion
 
 
-def load_classifier(checkpoint: str, fold_dir: str, device: torch.device):
+def load_scorer(checkpoint: str, fold_dir: str, device: torch.device, precision: Optional[torch.dtype]) -> Tuple[EmotionRecognizer, object]:
+    """The one scorer (fesa predict's) around the classifier, whose task reads the fold; its classes must be the fold's."""
     require_classifier(checkpoint, needs_labels=False)
     model, _, task = load_model(checkpoint, arg_overrides={"data": str(fold_dir)})
     listed, _ = read_label_dictionary(task.dict_path)
@@ -33,40 +34,17 @@ def load_classifier(checkpoint: str, fold_dir: str, device: torch.device):
             f"{checkpoint} was trained on classes {list(task.labels)} but {task.dict_path} lists {listed}; "
             "use a fold with the same dict.emo.txt classes in the same order"
         )
-    return model.eval().to(device), task
+    return EmotionRecognizer.from_task(model, task, device, precision, window=None), task
 
 
-@torch.no_grad()
-def predict(
-    model, task, split: str, device: torch.device, max_tokens: int, progress: bool = True, precision: Optional[torch.dtype] = None
-) -> Dict[str, np.ndarray]:
+def score_split(recognizer: EmotionRecognizer, task, split: str, progress: bool = True) -> Dict[str, object]:
+    """Every utterance of the split whole, alone, once (as fesa predict scores it): its probabilities and its
+    frame-level prediction. The task's dataset checks the manifest, the labels and every wav's header first."""
     task.load_dataset(split)
     dataset = task.dataset(split)
-    # A group-normalised front end (HuBERT base's) normalises each channel over the whole input, padding included:
-    # padded in a batch, an utterance would score differently than alone. One at a time, it scores as in fesa predict.
-    one_by_one = padding_changes_frames(model)
-    batches = task.get_batch_iterator(
-        dataset=dataset,
-        max_tokens=max_tokens,
-        max_sentences=1 if one_by_one else None,
-        ignore_invalid_inputs=False,
-        required_batch_size_multiple=1,
-    ).next_epoch_itr(shuffle=False)
-    ids: List[np.ndarray] = []
-    probs: List[np.ndarray] = []
-    for sample in tqdm(batches, desc=f"scoring {split}", unit="batch", disable=not progress):
-        sample = utils.apply_to_sample(lambda t: t.to(device), sample)
-        with autocast(device, precision):
-            logits = model(**sample["net_input"])["logits"].float()
-        ids.append(sample["id"].cpu().numpy())
-        probs.append(torch.softmax(logits, dim=-1).cpu().numpy())
-    order = np.argsort(np.concatenate(ids))
-    prob = np.concatenate(probs)[order]
-    return {"prob": prob, "prediction": prob.argmax(-1), "target": dataset.targets, "paths": dataset.paths}
-
-
-def padding_changes_frames(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.GroupNorm) for m in model.encoder.w2v_model.feature_extractor.modules())
+    predictions = [recognizer.predict(path) for path in tqdm(dataset.paths, desc=f"scoring {split}", unit="utt", disable=not progress)]
+    prob = np.stack([p.probabilities for p in predictions])
+    return {"prob": prob, "prediction": prob.argmax(-1), "target": dataset.targets, "paths": dataset.paths, "frames": predictions}
 
 
 def evaluate(
@@ -75,7 +53,6 @@ def evaluate(
     split: str,
     out_dir: str,
     device: str = "auto",
-    max_tokens: int = 1_600_000,
     progress: bool = True,
     timelines: int = 0,
     reference: Optional[Mapping[str, dict]] = None,
@@ -86,24 +63,22 @@ def evaluate(
 
     ``reference``: where the corpus knows which stretches carry the emotion (fesa convert-segments' layout), the
     frame-level figures of the model go to metrics.json too (``frame_level``: EDER and attention focus) and the
-    true segments are marked on the timelines.
+    true segments are marked on the timelines. Each utterance goes through the model once for all of it.
     """
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
-    model, task = load_classifier(checkpoint, fold_dir, dev)
-    result = predict(model, task, split, dev, max_tokens, progress, dtype)
-    labels = list(task.labels)
+    recognizer, _ = scorer = load_scorer(checkpoint, fold_dir, dev, dtype)
+    result = score_split(*scorer, split, progress)
     about: Dict[str, object] = {"checkpoint": str(checkpoint), "data": str(fold_dir), "split": split, "precision": precision_name(dtype)}
     if reference:
-        recognizer = EmotionRecognizer(model, labels, dev, normalize=bool(task.cfg.normalize), precision=dtype)
-        about["frame_level"] = frame_figures(recognizer, result["paths"], reference, neutral)
+        about["frame_level"] = frame_figures(result["frames"], result["paths"], reference, neutral)
     if timelines:
         truth = {utt: [(float(e["start"]), float(e["end"]), str(e["emo"])) for e in entry["emotion"]] for utt, entry in (reference or {}).items()}
-        plot_timelines(model, task.dataset(split), result, labels, dev, Path(out_dir) / "timelines", timelines, truth)
-    return write_results(Path(out_dir), result["paths"], result["target"], result["prob"], labels, about)
+        plot_timelines(recognizer, result, Path(out_dir) / "timelines", timelines, truth)
+    return write_results(Path(out_dir), result["paths"], result["target"], result["prob"], recognizer.labels, about)
 
 
-def frame_figures(recognizer: EmotionRecognizer, paths: Sequence[str], reference: Mapping[str, dict], neutral: str) -> Dict[str, object]:
+def frame_figures(predictions: Sequence[Prediction], paths: Sequence[str], reference: Mapping[str, dict], neutral: str) -> Dict[str, object]:
     """How the model's frames line up with the true segments, over the scored utterances that have them.
 
     eder: Emotion Diarization Error Rate (%) of the model's frame-level segments (fesa predict's). attention_focus:
@@ -111,11 +86,10 @@ def frame_figures(recognizer: EmotionRecognizer, paths: Sequence[str], reference
     share of the duration (1.0: no focus), then the mean.
     """
     hypothesis, truth, focus = {}, {}, []
-    for path in paths:
+    for pred, path in zip(predictions, paths):
         utt = Path(path).stem
         if utt not in reference:
             continue
-        pred = recognizer.predict(path)
         hypothesis[utt] = pred.diarization(str(path))
         truth[utt] = reference[utt]
         share = attention_focus(pred.pooling_weights, pred.frame_rate, truth[utt]["emotion"], pred.duration, neutral)
@@ -174,21 +148,18 @@ def write_results(
     return metrics
 
 
-@torch.no_grad()
 def plot_timelines(
-    model, dataset, result, labels: List[str], device: torch.device, out: Path, count: int, segments: Mapping[str, Sequence[Segment]]
+    recognizer: EmotionRecognizer, result: Mapping[str, object], out: Path, count: int, segments: Mapping[str, Sequence[Segment]]
 ) -> None:
-    """One picture per utterance (the first `count` of the split): what the model attends to, frame by frame.
-
-    The input is the dataset's (whole, normalised as scored); segments, where given, are marked.
-    """
+    """One picture per utterance (the first `count` of the split): the pooling weight of every frame, from the
+    scoring pass itself; segments, where given, are marked."""
     out.mkdir(parents=True, exist_ok=True)
-    for i, path in enumerate(result["paths"][:count]):
-        source = dataset[i]["source"]
-        attention = model(source[None].to(device), None)["attention"][0].float().cpu().numpy()
+    labels = recognizer.labels
+    for i, (path, pred) in enumerate(zip(result["paths"][:count], result["frames"])):
+        source = recognizer.source(path)
         utt = Path(path).stem
-        title = f"{utt}: true {labels[result['target'][i]]}, predicted {labels[result['prediction'][i]]}"
-        plot_timeline(source.numpy(), dataset.sample_rate, attention, out / f"{utt}.png", title, segments.get(utt, ()))
+        title = f"{utt}: true {labels[result['target'][i]]}, predicted {pred.label}"
+        plot_timeline(source.read(0, source.samples), source.rate, pred.pooling_weights, out / f"{utt}.png", title, segments.get(utt, ()))
 
 
 def format_confusion(matrix: List[List[int]], labels: List[str]) -> str:
