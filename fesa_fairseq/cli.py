@@ -410,58 +410,32 @@ def _add_analyze_clusters(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
+    from fesa_fairseq.pipeline.run import RunRequest, run_experiment
 
-    from fesa_fairseq.pipeline.experiment import check_values, load_experiment, parse_grid
-    from fesa_fairseq.pipeline.lock import exclusive
-    from fesa_fairseq.pipeline.plan import Plan, shell_script
-
-    folds = [] if args.folds is None else [f"folds=[{','.join(map(str, _ints(args.folds, '--folds')))}]"]
-    cfg = load_experiment(Path(args.config), [*args.overrides, *folds])
-    exp = Path(args.exp_dir or Path("exp") / Path(args.config).stem).resolve()
-    cells = parse_grid(args.grid)
-    check_values(cfg, cells, Path(args.config))
-    plan = Plan(cfg, exp, cells)
-    selected = [s for s in plan.stages if s.key == args.only] if args.only else plan.select(args.stages)
-    if args.only and not selected:
-        raise FesaError(f"--only {args.only}: no such stage; stages: {', '.join(s.key for s in plan.stages)}")
-    if args.dry_run and not args.slurm:
-        print(shell_script(selected))
-        return
-    exp.mkdir(parents=True, exist_ok=True)
-    if args.only:  # a SLURM job: the stage's own lock is enough, jobs of other stages run beside it
-        _run_locked(args, cfg, exp, plan, selected)
-        return
-    with exclusive(exp / ".fesa-run.lock", f"experiment folder {exp}"):
-        _run_locked(args, cfg, exp, plan, selected)
-
-
-def _run_locked(args: argparse.Namespace, cfg, exp: Path, plan, selected) -> None:
-    from fesa_fairseq.data.files import atomic_write_text
-    from fesa_fairseq.pipeline.experiment import experiment_yaml
-    from fesa_fairseq.pipeline.plan import fesa_executable, run_plan
-    from fesa_fairseq.pipeline.report import make_report
-
-    saved = exp / "experiment.yaml"
-    if not args.only:
-        atomic_write_text(saved, experiment_yaml(cfg))
-    if args.slurm:
-        from fesa_fairseq.pipeline.slurm import write_and_submit
-
-        grid = [a for item in (args.grid or []) for a in ("--grid", item)]
-        job = lambda stage: [*fesa_executable(), "run", str(saved), "--exp-dir", str(exp), "--only", stage.key, *grid]  # noqa: E731
-        sbatch_lines = write_and_submit(selected, cfg.slurm, exp, job, submit=not args.dry_run)
-        print("\n".join(sbatch_lines))
-        print(f"{'wrote' if args.dry_run else 'submitted'} {len(sbatch_lines)} job scripts under {exp / 'slurm'}")
-        return
-    failed = run_plan(plan, selected)
-    if failed:
-        for fold, message in failed.items():
+    request = RunRequest(
+        config=Path(args.config),
+        overrides=list(args.overrides),
+        exp_dir=Path(args.exp_dir) if args.exp_dir else None,
+        folds=None if args.folds is None else _ints(args.folds, "--folds"),
+        stages=args.stages,
+        grid=list(args.grid or []),
+        dry_run=args.dry_run,
+        slurm=args.slurm,
+        only=args.only,
+    )
+    outcome = run_experiment(request)
+    if outcome.script is not None:
+        print(outcome.script)
+    elif args.slurm:
+        print("\n".join(outcome.sbatch))
+        print(f"{'wrote' if args.dry_run else 'submitted'} {len(outcome.sbatch)} job scripts under {outcome.exp / 'slurm'}")
+    elif outcome.failed:
+        for fold, message in outcome.failed.items():
             print(f"{fold}: FAILED: {message}", file=sys.stderr)
-        raise StageFailed(f"{len(failed)} fold(s) failed; completed stages are kept, run the same command again to resume")
-    if any(s.name == "evaluate" for s in selected) and not args.only:
-        report = make_report(exp)
-        print(report["markdown"])
-        print(f"report: {report['dir']}/report.md, report.json, confusion_*.png; logs: {exp / 'logs'}")
+        raise StageFailed(f"{len(outcome.failed)} fold(s) failed; completed stages are kept, run the same command again to resume")
+    elif outcome.report is not None:
+        print(outcome.report["markdown"])
+        print(f"report: {outcome.report['dir']}/report.md, report.json, confusion_*.png; logs: {outcome.exp / 'logs'}")
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:

@@ -26,19 +26,16 @@ runs afresh.
 import hashlib
 import json
 import logging
-import os
 import re
 import shlex
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fesa_fairseq.data.files import STAGE_STAMP, atomic_write_text
-from fesa_fairseq.errors import FesaError, StageFailed
+from fesa_fairseq.errors import FesaError
 from fesa_fairseq.pipeline.experiment import Cell, ExperimentConfig, check_hydra_path, stage_yaml
-from fesa_fairseq.pipeline.lock import exclusive, run_child
 
 logger = logging.getLogger(__name__)
 
@@ -175,14 +172,6 @@ def fesa(*args: object) -> List[str]:
     return ["fesa", *(str(a) for a in args)]
 
 
-def fesa_executable() -> List[str]:
-    """The fesa that is running, by absolute path (not resolved: a venv's python must stay the venv's), so that a
-    SLURM job runs it without PATH or an activated environment; its stage commands then find fesa and
-    fairseq-hydra-train beside it (_environment)."""
-    script = Path(sys.executable).parent / "fesa"
-    return [str(script)] if os.access(script, os.X_OK) else [sys.executable, "-m", "fesa_fairseq.cli"]
-
-
 def _labels_args(labels, source: str) -> List[str]:
     if labels.kmeans_model:
         return ["--checkpoint", source, "--layer", str(labels.layer), "--kmeans-model", labels.kmeans_model]
@@ -200,6 +189,23 @@ def _labels_args(labels, source: str) -> List[str]:
     ]
 
 
+def fesa_stage(*, name: str, fold: Optional[int], out: Path, args: Sequence[object], done: Path, variant: str = "", deps=()) -> Stage:
+    """A stage that runs a fesa command: what it writes (``out``, and ``done`` last), what it reads (``deps``)."""
+    return Stage(name=name, fold=fold, variant=variant, out_dir=out, command=fesa(*args), done=done, deps=list(deps))
+
+
+def training_stage(*, name: str, fold: int, group: str, config: str, out: Path, overrides: Sequence[str], variant: str = "", deps=()) -> Stage:
+    """A fairseq-hydra-train run of the plugin yaml ``group/config`` (a GPU job on SLURM); done at its best checkpoint."""
+    command = hydra_train(group, config, out, overrides)
+    return Stage(name=name, fold=fold, variant=variant, out_dir=out, command=command, done=out / BEST, deps=list(deps), training=True)
+
+
+def labels_stage(*, name: str, fold: int, data: Path, out: Path, how: Sequence[str], device: str, variant: str = "", deps=()) -> Stage:
+    """fesa pseudo-labels of the fold's train and valid splits (never test), ``how`` naming features and k-means."""
+    args = ("pseudo-labels", "--manifest-dir", data, "--splits", "train,valid", "--out", out, *how, "--device", device)
+    return fesa_stage(name=name, fold=fold, variant=variant, out=out, args=args, done=out / "labels.json", deps=deps)
+
+
 class Plan:
     """Every stage of an experiment (and, for a grid, of every cell), sharing what cells have in common."""
 
@@ -208,20 +214,9 @@ class Plan:
         check_hydra_path(str(self.exp), "--exp-dir")
         self.stages: List[Stage] = []
         self.manifests = Path(cfg.manifests).resolve() if cfg.manifests else self.exp / "manifests"
-        prepare = None
-        if cfg.corpus:
-            prepare = self._add(
-                Stage(
-                    "prepare",
-                    None,
-                    "",
-                    self.manifests,
-                    fesa("prepare-iemocap", Path(cfg.corpus).resolve(), self.manifests, "--valid-fraction", cfg.valid_fraction, "--overwrite"),
-                    self.manifests / "prepare.json",
-                )
-            )
+        prepare = self._prepare() if cfg.corpus else None
         for k in cfg.folds:
-            self._plan_fold(k, prepare, cells)
+            self._plan_fold(k, [prepare] if prepare else [], cells)
         if cfg.device == "cpu":
             # Hidden rather than common.cpu=true: on a machine with a GPU, fairseq's clip_grad_norm_ puts the
             # gradient norm on CUDA even then, and the first update fails (docs/fairseq-notes.md).
@@ -235,159 +230,83 @@ class Plan:
             return stage
         return existing
 
-    def _plan_fold(self, k: int, prepare: Optional[Stage], cells: Sequence[Cell]) -> None:
-        cfg, fold_dir, data = self.cfg, self.exp / f"fold{k}", self.manifests / f"fold{k}"
-        deps = [prepare] if prepare else []
-        device = ["--device", cfg.device]
-        out = fold_dir / "evaluate" / REFERENCE
-        self._add(Stage("reference", k, "", out, fesa("-q", "reference", data, "--split", "test", "--out", out), out / "metrics.json", deps))
-        source = None if cfg.bootstrap else str(Path(cfg.source_checkpoint).resolve())
-        pretrained = source
-        if not cfg.skip_tapt:
-            out = fold_dir / "tapt-labels"
-            mfcc = ["--features", "mfcc", "--clusters", str(cfg.tapt_labels.clusters), "--kmeans-backend", cfg.tapt_labels.kmeans_backend]
-            how = mfcc if cfg.bootstrap else _labels_args(cfg.tapt_labels, source)
-            labels = self._add(
-                Stage(
-                    "tapt-labels",
-                    k,
-                    "",
-                    out,
-                    fesa("pseudo-labels", "--manifest-dir", data, "--splits", "train,valid", "--out", out, *how, *device),
-                    out / "labels.json",
-                    deps,
-                )
-            )
-            out = fold_dir / "tapt"
-            init = ["model.init_checkpoint=null", "model.label_rate=100"] if cfg.bootstrap else [hydra_path("model.init_checkpoint", source)]
-            tapt = self._add(
-                Stage(
-                    "tapt",
-                    k,
-                    "",
-                    out,
-                    hydra_train(
-                        "tapt",
-                        cfg.configs.tapt,
-                        out,
-                        [hydra_path("task.data", data), hydra_path("task.label_dir", labels.out_dir), *init, *cfg.overrides.tapt],
-                    ),
-                    out / BEST,
-                    [labels],
-                    True,
-                )
-            )
-            pretrained, deps = str(tapt.done), [tapt]
-        baseline_pooling = cells[0].get("pooling", cfg.pooling)
-        out = fold_dir / "tapt-finetune"
-        baseline = self._add(
-            Stage(
-                "tapt-finetune",
-                k,
-                "",
-                out,
-                hydra_train(
-                    "finetune",
-                    cfg.configs.finetune,
-                    out,
-                    [
-                        hydra_path("task.data", data),
-                        hydra_path("model.w2v_path", pretrained),
-                        f"model.pooling={baseline_pooling}",
-                        *cfg.overrides.tapt_finetune,
-                    ],
-                ),
-                out / BEST,
-                deps,
-                True,
-            )
-        )
-        self._evaluate(k, "baseline", baseline, data, device)
-        for cell in cells:
-            layer, clusters = int(cell.get("layer", cfg.emotion_labels.layer)), int(cell.get("K", cfg.emotion_labels.clusters))
-            pooling = cell.get("pooling", cfg.pooling)
-            labels_cfg = replace(cfg.emotion_labels, layer=layer, clusters=clusters)
-            lk = f"L{layer}-K{clusters}"
-            out = fold_dir / "emotion-labels" / lk
-            labels = self._add(
-                Stage(
-                    "emotion-labels",
-                    k,
-                    lk,
-                    out,
-                    fesa(
-                        "pseudo-labels",
-                        "--manifest-dir",
-                        data,
-                        "--splits",
-                        "train,valid",
-                        "--out",
-                        out,
-                        *_labels_args(labels_cfg, str(baseline.done)),
-                        *device,
-                    ),
-                    out / "labels.json",
-                    [baseline],
-                )
-            )
-            init_from = pretrained if cfg.cpt_init == "tapt" else source
-            out = fold_dir / "cpt" / lk
-            cpt = self._add(
-                Stage(
-                    "cpt",
-                    k,
-                    lk,
-                    out,
-                    hydra_train(
-                        "cpt",
-                        cfg.configs.cpt,
-                        out,
-                        [
-                            hydra_path("task.data", data),
-                            hydra_path("task.label_dir", labels.out_dir),
-                            hydra_path("model.init_checkpoint", init_from),
-                            *cfg.overrides.cpt,
-                        ],
-                    ),
-                    out / BEST,
-                    [labels] + (deps if cfg.cpt_init == "tapt" else []),
-                    True,
-                )
-            )
-            variant = f"{lk}-{pooling}"
-            out = fold_dir / "finetune" / variant
-            method = self._add(
-                Stage(
-                    "finetune",
-                    k,
-                    variant,
-                    out,
-                    hydra_train(
-                        "finetune",
-                        cfg.configs.finetune,
-                        out,
-                        [hydra_path("task.data", data), hydra_path("model.w2v_path", cpt.done), f"model.pooling={pooling}", *cfg.overrides.finetune],
-                    ),
-                    out / BEST,
-                    [cpt],
-                    True,
-                )
-            )
-            self._evaluate(k, variant, method, data, device)
+    def _prepare(self) -> Stage:
+        args = ("prepare-iemocap", Path(self.cfg.corpus).resolve(), self.manifests, "--valid-fraction", self.cfg.valid_fraction, "--overwrite")
+        return self._add(fesa_stage(name="prepare", fold=None, out=self.manifests, args=args, done=self.manifests / "prepare.json"))
 
-    def _evaluate(self, k: int, variant: str, trained: Stage, data: Path, device: List[str]) -> Stage:
-        out = self.exp / f"fold{k}" / "evaluate" / variant
+    def _plan_fold(self, k: int, deps: List[Stage], cells: Sequence[Cell]) -> None:
+        data = self.manifests / f"fold{k}"
+        out = self.exp / f"fold{k}" / "evaluate" / REFERENCE
+        args = ("-q", "reference", data, "--split", "test", "--out", out)
+        self._add(fesa_stage(name="reference", fold=k, out=out, args=args, done=out / "metrics.json", deps=deps))
+        source = None if self.cfg.bootstrap else str(Path(self.cfg.source_checkpoint).resolve())
+        pretrained = source
+        if not self.cfg.skip_tapt:
+            tapt = self._tapt(k, data, source, deps)
+            pretrained, deps = str(tapt.done), [tapt]
+        baseline = self._baseline(k, data, pretrained, cells[0].get("pooling", self.cfg.pooling), deps)
+        self._evaluate(k, "baseline", baseline, data)
+        for cell in cells:
+            self._cell(k, data, cell, baseline, source if self.cfg.cpt_init == "source" else pretrained, deps)
+
+    def _tapt(self, k: int, data: Path, source: Optional[str], deps: List[Stage]) -> Stage:
+        cfg, fold_dir = self.cfg, self.exp / f"fold{k}"
+        mfcc = ["--features", "mfcc", "--clusters", str(cfg.tapt_labels.clusters), "--kmeans-backend", cfg.tapt_labels.kmeans_backend]
+        how = mfcc if cfg.bootstrap else _labels_args(cfg.tapt_labels, source)
+        labels = self._add(labels_stage(name="tapt-labels", fold=k, data=data, out=fold_dir / "tapt-labels", how=how, device=cfg.device, deps=deps))
+        init = ["model.init_checkpoint=null", "model.label_rate=100"] if cfg.bootstrap else [hydra_path("model.init_checkpoint", source)]
+        overrides = [hydra_path("task.data", data), hydra_path("task.label_dir", labels.out_dir), *init, *cfg.overrides.tapt]
         return self._add(
-            Stage(
-                "evaluate",
-                k,
-                variant,
-                out,
-                fesa("-q", "evaluate", trained.done, data, "--split", "test", "--out", out, *device),
-                out / "metrics.json",
-                [trained],
+            training_stage(name="tapt", fold=k, group="tapt", config=cfg.configs.tapt, out=fold_dir / "tapt", overrides=overrides, deps=[labels])
+        )
+
+    def _baseline(self, k: int, data: Path, pretrained: str, pooling: str, deps: List[Stage]) -> Stage:
+        out = self.exp / f"fold{k}" / "tapt-finetune"
+        overrides = [
+            hydra_path("task.data", data),
+            hydra_path("model.w2v_path", pretrained),
+            f"model.pooling={pooling}",
+            *self.cfg.overrides.tapt_finetune,
+        ]
+        return self._add(
+            training_stage(name="tapt-finetune", fold=k, group="finetune", config=self.cfg.configs.finetune, out=out, overrides=overrides, deps=deps)
+        )
+
+    def _cell(self, k: int, data: Path, cell: Cell, baseline: Stage, init_from: Optional[str], tapt_deps: List[Stage]) -> None:
+        """One cell of the grid: the emotion labels of its layer and K, continued pretraining on them, fine-tuning
+        with its pooling, scoring."""
+        cfg, fold_dir = self.cfg, self.exp / f"fold{k}"
+        layer, clusters = int(cell.get("layer", cfg.emotion_labels.layer)), int(cell.get("K", cfg.emotion_labels.clusters))
+        lk, pooling = f"L{layer}-K{clusters}", cell.get("pooling", cfg.pooling)
+        how = _labels_args(replace(cfg.emotion_labels, layer=layer, clusters=clusters), str(baseline.done))
+        out = fold_dir / "emotion-labels" / lk
+        labels = self._add(labels_stage(name="emotion-labels", fold=k, variant=lk, data=data, out=out, how=how, device=cfg.device, deps=[baseline]))
+        overrides = [
+            hydra_path("task.data", data),
+            hydra_path("task.label_dir", out),
+            hydra_path("model.init_checkpoint", init_from),
+            *cfg.overrides.cpt,
+        ]
+        deps = [labels] + (tapt_deps if cfg.cpt_init == "tapt" else [])
+        cpt = self._add(
+            training_stage(
+                name="cpt", fold=k, variant=lk, group="cpt", config=cfg.configs.cpt, out=fold_dir / "cpt" / lk, overrides=overrides, deps=deps
             )
         )
+        variant = f"{lk}-{pooling}"
+        overrides = [hydra_path("task.data", data), hydra_path("model.w2v_path", cpt.done), f"model.pooling={pooling}", *cfg.overrides.finetune]
+        out = fold_dir / "finetune" / variant
+        method = self._add(
+            training_stage(
+                name="finetune", fold=k, variant=variant, group="finetune", config=cfg.configs.finetune, out=out, overrides=overrides, deps=[cpt]
+            )
+        )
+        self._evaluate(k, variant, method, data)
+
+    def _evaluate(self, k: int, variant: str, trained: Stage, data: Path) -> Stage:
+        out = self.exp / f"fold{k}" / "evaluate" / variant
+        args = ("-q", "evaluate", trained.done, data, "--split", "test", "--out", out, "--device", self.cfg.device)
+        return self._add(fesa_stage(name="evaluate", fold=k, variant=variant, out=out, args=args, done=out / "metrics.json", deps=[trained]))
 
     def select(self, stages: Optional[str]) -> List[Stage]:
         """--stages a:b (a range of STAGE_ORDER) or a,b,c; None for all."""
@@ -414,85 +333,3 @@ def shell_script(stages: Sequence[Stage]) -> str:
         env = "".join(f"{k}={shlex.quote(v)} " for k, v in stage.env.items())
         lines += [f"# {stage.key}{note}", env + shlex.join(stage.command), ""]
     return "\n".join(lines)
-
-
-def _environment(stage: Stage) -> Dict[str, str]:
-    """The commands run with this interpreter's scripts (fesa, fairseq-hydra-train) first on PATH."""
-    env = {**os.environ, **stage.env}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def move_aside(stage: Stage) -> Path:
-    aside = stage.out_dir.with_name(f"{stage.out_dir.name}{STALE}{time.strftime('%Y%m%d-%H%M%S')}")
-    os.replace(stage.out_dir, aside)
-    return aside
-
-
-def local_log(exp: Path, stage: Stage) -> Path:
-    """The log of the stage's command when fesa run runs it here (SLURM jobs log to slurm.job_log)."""
-    return exp / "logs" / f"{stage.file_stem}.log"
-
-
-def run_stage(stage: Stage, exp: Path) -> None:
-    """Run one stage under its lock (a SLURM job of the same stage, or another fesa run, holds it otherwise)."""
-    with exclusive(stage.lock, f"stage {stage.key}"):
-        _run_stage(stage, exp)
-
-
-def _run_stage(stage: Stage, exp: Path) -> None:
-    status = stage.status()
-    if status == "complete":
-        logger.info("%s: completed meanwhile by another run", stage.key)
-        return
-    if status == "stale":
-        aside = move_aside(stage)
-        logger.info(
-            "%s: its output was made by another command or from other inputs (or its origin is unknown); moved it to %s and starting afresh",
-            stage.key,
-            aside,
-        )
-    elif status == "partial":
-        logger.info("%s: resuming the partial work of an interrupted run of the same command and inputs", stage.key)
-    stage.out_dir.mkdir(parents=True, exist_ok=True)
-    stage.mark_started()
-    log = local_log(exp, stage)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("%s: %s", stage.key, shlex.join(stage.command))
-    start = time.perf_counter()
-    with open(log, "w") as f:
-        returncode = run_child(stage.command, f, _environment(stage))
-    if returncode != 0 or not stage.done.exists():
-        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
-        raise StageFailed(f"stage {stage.key} failed (exit {returncode}): {shlex.join(stage.command)}\n--- last lines of {log} ---\n{tail}")
-    stage.mark_complete(time.perf_counter() - start)
-    logger.info("%s: done in %.1f s", stage.key, time.perf_counter() - start)
-
-
-def run_plan(plan: Plan, selected: Sequence[Stage]) -> Dict[str, str]:
-    """Run the selected stages in order; a failure stops its fold (or everything, for a shared stage).
-
-    Returns the failure message per fold key ("all" for shared stages).
-    """
-    failed: Dict[str, str] = {}
-    todo = [s for s in selected if s.status() != "complete"]
-    logger.info("%d stages selected, %d already complete, %d to run", len(selected), len(selected) - len(todo), len(todo))
-    for i, stage in enumerate(selected, start=1):
-        fold = f"fold{stage.fold}" if stage.fold else "all"
-        if fold in failed or "all" in failed:
-            continue
-        if stage.status() == "complete":
-            logger.info("[%d/%d] %s: complete, skipped", i, len(selected), stage.key)
-            continue
-        missing = [d.key for d in stage.deps if d.status() != "complete"]
-        if missing:
-            failed[fold] = f"{stage.key} needs {', '.join(missing)} first (not selected by --stages, or not complete)"
-            logger.error(failed[fold])
-            continue
-        logger.info("[%d/%d] %s", i, len(selected), stage.key)
-        try:
-            run_stage(stage, plan.exp)
-        except FesaError as e:
-            failed[fold] = str(e)
-            logger.error("%s", e)
-    return failed

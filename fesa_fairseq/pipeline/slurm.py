@@ -111,7 +111,7 @@ def write_and_submit(stages: Sequence[Stage], cfg: SlurmConfig, exp: Path, job_c
 
 def check_job_command(command: Sequence[str], cfg: SlurmConfig) -> None:
     """The program every job runs must resolve as the job will see it: an absolute path (the fesa that submits,
-    plan.fesa_executable), or a name on PATH after slurm.setup."""
+    runner.fesa_executable), or a name on PATH after slurm.setup."""
     program = command[0]
     if os.path.isabs(program):
         if not os.access(program, os.X_OK):

@@ -11,7 +11,8 @@ from typing import Dict, List, Sequence
 
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.pipeline.lock import lock_holder
-from fesa_fairseq.pipeline.plan import DAMAGED, Plan, Stage, local_log
+from fesa_fairseq.pipeline.plan import DAMAGED, Plan, Stage
+from fesa_fairseq.pipeline.runner import local_log
 from fesa_fairseq.pipeline.slurm import ACTIVE, JOBS, job_log, job_states, read_jobs
 
 FAILED = {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}

@@ -1,0 +1,89 @@
+"""`fesa run`'s logic: load and check the experiment, plan it, then print it, submit it to SLURM or run it here.
+
+The command line only parses and prints; what happens, and in which order, is here.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from fesa_fairseq.data.files import atomic_write_text
+from fesa_fairseq.errors import FesaError
+from fesa_fairseq.pipeline.experiment import check_values, experiment_yaml, load_experiment, parse_grid
+from fesa_fairseq.pipeline.lock import exclusive
+from fesa_fairseq.pipeline.plan import Plan, Stage, shell_script
+from fesa_fairseq.pipeline.runner import fesa_executable, run_plan
+
+RUN_LOCK = ".fesa-run.lock"  # EXP/.fesa-run.lock: one fesa run at a time on an experiment folder
+
+
+@dataclass
+class RunRequest:
+    """What `fesa run` was asked: the experiment yaml with its overrides, and how to run it."""
+
+    config: Path
+    overrides: List[str] = field(default_factory=list)
+    exp_dir: Optional[Path] = None  # default exp/<config name>
+    folds: Optional[List[int]] = None  # default the experiment's
+    stages: Optional[str] = None  # FIRST:LAST or a,b,c
+    grid: List[str] = field(default_factory=list)  # NAME=V1,V2 items
+    dry_run: bool = False
+    slurm: bool = False
+    only: Optional[str] = None  # one stage key: what a SLURM job runs
+
+
+@dataclass
+class RunOutcome:
+    exp: Path
+    script: Optional[str] = None  # --dry-run: the commands as a shell script
+    sbatch: List[str] = field(default_factory=list)  # --slurm: the sbatch command lines
+    failed: Dict[str, str] = field(default_factory=dict)  # fold key -> why
+    report: Optional[dict] = None  # fesa report's result, after a run that evaluated
+
+
+def run_experiment(req: RunRequest) -> RunOutcome:
+    """Everything is checked before anything is written: the experiment, the grid, the stage selection."""
+    folds = [] if req.folds is None else [f"folds=[{','.join(map(str, req.folds))}]"]
+    cfg = load_experiment(Path(req.config), [*req.overrides, *folds])
+    exp = Path(req.exp_dir or Path("exp") / Path(req.config).stem).resolve()
+    cells = parse_grid(req.grid)
+    check_values(cfg, cells, Path(req.config))
+    plan = Plan(cfg, exp, cells)
+    selected = select(plan, req)
+    if req.dry_run and not req.slurm:
+        return RunOutcome(exp, script=shell_script(selected))
+    exp.mkdir(parents=True, exist_ok=True)
+    if req.only:  # a SLURM job: the stage's own lock is enough, jobs of other stages run beside it
+        return _run_locked(req, plan, selected)
+    with exclusive(exp / RUN_LOCK, f"experiment folder {exp}"):
+        return _run_locked(req, plan, selected)
+
+
+def select(plan: Plan, req: RunRequest) -> List[Stage]:
+    if not req.only:
+        return plan.select(req.stages)
+    selected = [s for s in plan.stages if s.key == req.only]
+    if not selected:
+        raise FesaError(f"--only {req.only}: no such stage; stages: {', '.join(s.key for s in plan.stages)}")
+    return selected
+
+
+def _run_locked(req: RunRequest, plan: Plan, selected: Sequence[Stage]) -> RunOutcome:
+    from fesa_fairseq.pipeline.report import make_report  # matplotlib: only once there is something to report
+
+    exp, saved = plan.exp, plan.exp / "experiment.yaml"
+    if not req.only:
+        atomic_write_text(saved, experiment_yaml(plan.cfg))
+    if req.slurm:
+        from fesa_fairseq.pipeline.slurm import write_and_submit
+
+        grid = [a for item in req.grid for a in ("--grid", item)]
+
+        def job(stage: Stage) -> List[str]:
+            return [*fesa_executable(), "run", str(saved), "--exp-dir", str(exp), "--only", stage.key, *grid]
+
+        return RunOutcome(exp, sbatch=write_and_submit(selected, plan.cfg.slurm, exp, job, submit=not req.dry_run))
+    outcome = RunOutcome(exp, failed=run_plan(plan, selected))
+    if not outcome.failed and not req.only and any(s.name == "evaluate" for s in selected):
+        outcome.report = make_report(exp)
+    return outcome
