@@ -94,3 +94,17 @@ def test_imports_run_one_way():
                 if layer_of[target] > here:
                     wrong.append(f"{path.relative_to(root)} imports {node.module}")
     assert not wrong, wrong
+
+
+def test_no_function_is_longer_than_50_lines():
+    """docs/design.md: a function does one thing and fits on a screen."""
+    import ast
+
+    root = Path(fesa_fairseq.__file__).parent
+    long = [
+        f"{path.relative_to(root)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in sorted(root.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 50
+    ]
+    assert not long, long

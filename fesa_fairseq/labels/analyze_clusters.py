@@ -65,35 +65,7 @@ def analyze_clusters(
     layers = sorted(set(layers))
     train, train_labels, classes = layer_frames(reader, manifest_dir, "train", layers, max_utterances, seed, progress)
     valid, valid_labels, _ = layer_frames(reader, manifest_dir, "valid", layers, max_utterances, seed, progress)
-    cells = []
-    for layer in layers:
-        for k in clusters:
-            start = time.perf_counter()
-            opts = kmeans.resolved()
-            km = fit_kmeans_model(
-                train[layer],
-                k,
-                opts.backend,
-                seed,
-                opts.max_iter,
-                opts.n_init,
-                opts.batch_size,
-                opts.init,
-                opts.tol,
-                opts.reassignment_ratio,
-                opts.max_no_improvement,
-            )
-            assigned = assign(km, valid[layer])
-            cells.append(
-                {
-                    "layer": layer,
-                    "clusters": k,
-                    "purity": purity(assigned, valid_labels),
-                    "nmi": float(normalized_mutual_info_score(valid_labels, assigned)),
-                    "seconds": round(time.perf_counter() - start, 2),
-                }
-            )
-            logger.info("layer %d, K=%d: purity %.3f, NMI %.3f", layer, k, cells[-1]["purity"], cells[-1]["nmi"])
+    cells = [score_cell(train[layer], valid[layer], valid_labels, layer, k, kmeans.resolved(), seed) for layer in layers for k in clusters]
     result = {
         "manifest_dir": str(manifest_dir),
         "layers": layers,
@@ -104,18 +76,47 @@ def analyze_clusters(
         "majority_share": float(np.bincount(valid_labels).max() / len(valid_labels)),
         "cells": cells,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    grids = {metric: np.array([[c[metric] for c in cells if c["layer"] == layer] for layer in layers]) for metric in ("purity", "nmi")}
-    plot_grid(
-        grids,
-        layers,
-        list(clusters),
-        out / "clusters.png",
-        title=f"k-means of frames vs utterance emotion (valid, majority share {result['majority_share']:.2f})",
+    write_analysis(result, out)
+    return result
+
+
+def score_cell(train: np.ndarray, valid: np.ndarray, valid_labels: np.ndarray, layer: int, k: int, opts: KMeansOptions, seed: int) -> Dict:
+    """k-means with K = ``k`` on the training frames of ``layer``, scored on the validation frames."""
+    start = time.perf_counter()
+    km = fit_kmeans_model(
+        train,
+        k,
+        opts.backend,
+        seed,
+        opts.max_iter,
+        opts.n_init,
+        opts.batch_size,
+        opts.init,
+        opts.tol,
+        opts.reassignment_ratio,
+        opts.max_no_improvement,
     )
+    assigned = assign(km, valid)
+    cell = {
+        "layer": layer,
+        "clusters": k,
+        "purity": purity(assigned, valid_labels),
+        "nmi": float(normalized_mutual_info_score(valid_labels, assigned)),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    logger.info("layer %d, K=%d: purity %.3f, NMI %.3f", layer, k, cell["purity"], cell["nmi"])
+    return cell
+
+
+def write_analysis(result: Dict[str, object], out: Path) -> None:
+    """analysis.md (the table), clusters.png (purity and NMI heat maps), analysis.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    layers, ks, cells = result["layers"], result["clusters"], result["cells"]
+    grids = {metric: np.array([[c[metric] for c in cells if c["layer"] == layer] for layer in layers]) for metric in ("purity", "nmi")}
+    title = f"k-means of frames vs utterance emotion (valid, majority share {result['majority_share']:.2f})"
+    plot_grid(grids, layers, list(ks), out / "clusters.png", title=title)
     atomic_write_text(out / "analysis.md", format_table(result) + "\n")
     atomic_write_json(out / "analysis.json", result)
-    return result
 
 
 def format_table(result: Dict[str, object]) -> str:

@@ -191,6 +191,22 @@ def check_job(job: PseudoLabelJob) -> Optional[np.ndarray]:
     return centers
 
 
+def label_splits(reader, job: PseudoLabelJob, feat_dir: Path, km_path: Path):
+    """fairseq's dump_label on every split and shard, merged and checked; and the clusters' frame counts (of the
+    training split, or of every split for an applied k-means model)."""
+    lab_dir = feat_dir / "labels"
+    counts = np.zeros(job.clusters, dtype=np.int64)
+    merged = {}
+    for split in job.splits:
+        for rank in range(job.nshard):
+            dump_km_label.dump_label(str(feat_dir), split, str(km_path), job.nshard, rank, str(lab_dir))
+        merged[split] = merge_and_check(reader, job, split, lab_dir)
+        if split == job.train_split or job.kmeans_model:
+            for line in merged[split]:
+                counts += np.bincount(np.array(line.split(), dtype=np.int64), minlength=job.clusters)
+    return merged, counts
+
+
 def make_pseudo_labels(reader, job: PseudoLabelJob) -> Dict[str, object]:
     """Run the whole job; returns the summary also written to OUT_DIR/labels.json (None when only dumping a shard)."""
     centers = check_job(job)
@@ -210,16 +226,7 @@ def make_pseudo_labels(reader, job: PseudoLabelJob) -> Dict[str, object]:
     else:
         fit_kmeans(job, feat_dir, km_path)
     kmeans_seconds = time.perf_counter() - start - dump_seconds
-    lab_dir = feat_dir / "labels"
-    counts = np.zeros(job.clusters, dtype=np.int64)
-    merged = {}
-    for split in job.splits:
-        for rank in range(job.nshard):
-            dump_km_label.dump_label(str(feat_dir), split, str(km_path), job.nshard, rank, str(lab_dir))
-        merged[split] = merge_and_check(reader, job, split, lab_dir)
-        if split == job.train_split or job.kmeans_model:
-            for line in merged[split]:
-                counts += np.bincount(np.array(line.split(), dtype=np.int64), minlength=job.clusters)
+    merged, counts = label_splits(reader, job, feat_dir, km_path)
     for split, lines in merged.items():
         atomic_write_lines(out / f"{split}.km", lines)
     atomic_write_lines(out / "dict.km.txt", [f"{k} {c}" for k, c in enumerate(counts)])
