@@ -16,8 +16,10 @@ setup(
     description="Frame-level emotional state alignment for speech emotion recognition, on fairseq HuBERT",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.8",
-    packages=find_packages(include=["fesa_fairseq", "fesa_fairseq.*"]),
+    python_requires=">=3.10",
+    # fesa_fairseq: the plugin (importing it registers with fairseq); fesa: the command line and the torch-free
+    # options and errors it needs before any model is loaded (docs/design.md, Layout).
+    packages=find_packages(include=["fesa_fairseq", "fesa_fairseq.*", "fesa", "fesa.*"]),
     package_data={"fesa_fairseq": ["config/*/*.yaml"]},
     include_package_data=True,
     install_requires=FAIRSEQ
@@ -41,5 +43,5 @@ setup(
         "slurm": ["hydra-submitit-launcher"],
         "export": ["onnx", "onnxruntime", "onnxscript"],  # fesa export --onnx (torch.onnx's dynamo exporter needs onnxscript)
     },
-    entry_points={"console_scripts": ["fesa = fesa_fairseq.cli:main"]},
+    entry_points={"console_scripts": ["fesa = fesa.cli:main"]},
 )

@@ -50,7 +50,7 @@ def demo_features(fold: Path, work: Path) -> np.ndarray:
     cmd = [
         sys.executable,
         "-m",
-        "fesa_fairseq.cli",
+        "fesa.cli",
         "-q",
         "pseudo-labels",
         "--manifest-dir",

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
 from common import hubert_base_checkpoint  # noqa: E402
 
-FESA = [sys.executable, "-m", "fesa_fairseq.cli", "-q"]
+FESA = [sys.executable, "-m", "fesa.cli", "-q"]
 TINY = dict(
     encoder_layers=2,
     encoder_embed_dim=64,

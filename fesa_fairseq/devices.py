@@ -2,32 +2,16 @@
 
 import contextlib
 import logging
-import re
 from typing import ContextManager, Optional
 
 import torch
 
+from fesa.options import PRECISIONS, check_device_name
 from fesa_fairseq.errors import FesaError
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-PRECISION_HELP = (
-    "auto (bf16 on a CPU with bf16 instructions or a GPU that has them, else fp16 on CUDA, else fp32), "
-    "fp32, bf16 (autocast), or fp16 (autocast, CUDA only)"
-)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-def check_device_name(device: str, where: str = "--device") -> str:
-    """One of DEVICE_HELP's spellings, checked before anything runs (whether the machine has it: resolve_device)."""
-    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
-        raise FesaError(f"{where} {device!r} is not a device: give {DEVICE_HELP}")
-    return device
 
 
 def resolve_device(device: str) -> torch.device:

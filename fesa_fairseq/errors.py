@@ -1,13 +1,5 @@
-"""The exceptions the `fesa` command turns into a one-line error instead of a traceback."""
+"""The project's exceptions, defined in the torch-free ``fesa.errors`` (the command line needs them before torch)."""
 
+from fesa.errors import FesaError, StageFailed
 
-class FesaError(Exception):
-    """Bad input or a failed precondition, with a message that names the file and the fix (exit code 2)."""
-
-    exit_code = 2
-
-
-class StageFailed(FesaError):
-    """A pipeline stage's command failed; its message names the command and its log (exit code 1)."""
-
-    exit_code = 1
+__all__ = ["FesaError", "StageFailed"]

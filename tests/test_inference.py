@@ -10,10 +10,10 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
+from fesa_fairseq.checkpoints import HUBERT_GEOMETRY
 from fesa_fairseq.data.audio import AudioSource
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.inference.eder import eder, read_segments_json, speechbrain_eder, utterance_eder
-from fesa_fairseq.checkpoints import HUBERT_GEOMETRY
 from fesa_fairseq.inference.recognizer import EmotionRecognizer, plan_windows
 from fesa_fairseq.inference.references import convert_references
 from fesa_fairseq.inference.segments import frames_to_segments

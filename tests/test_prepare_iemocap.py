@@ -20,7 +20,7 @@ def tree(tmp_path):
 
 
 def fesa(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "fesa_fairseq.cli", "-q", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "fesa.cli", "-q", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 def read_split(fold_dir: Path, split: str):

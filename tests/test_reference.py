@@ -24,7 +24,7 @@ def test_statistics_of_an_utterance():
 
 def test_cli_writes_what_evaluate_writes(demo_folds, tmp_path):
     out = tmp_path / "ref"
-    res = run_fesa("-q", "reference", demo_folds / "fold1", "--out", out)
+    res = run_fesa("-q", "acoustic-baseline", demo_folds / "fold1", "--out", out)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "acoustic reference" in res.stdout and "UA " in res.stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -63,3 +63,10 @@ def test_a_class_missing_from_train_is_a_clear_error(demo_folds, tmp_path):
     (fold / "train.emo").write_text("\n".join("neu" if label == "sad" else label for label in labels) + "\n")
     with pytest.raises(FesaError, match=r"train.emo has no utterance of sad"):
         reference(str(fold), str(tmp_path / "out"), progress=False)
+
+
+def test_the_old_name_still_works_for_one_release_and_says_so(demo_folds, tmp_path):
+    res = run_fesa("-q", "reference", demo_folds / "fold1", "--out", tmp_path / "old")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "fesa reference is now fesa acoustic-baseline" in res.stderr and "acoustic reference" in res.stdout
+    assert json.loads((tmp_path / "old" / "metrics.json").read_text())["ua"] >= 0

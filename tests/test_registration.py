@@ -75,7 +75,7 @@ def test_yaml_pairs_differ_only_in_the_key_their_header_names(first, second, key
 LAYERS = {  # docs/design.md, Layout: imports run one way, from the top down
     0: ("data", "corpora", "errors", "scoring", "plots"),
     1: ("labels", "tasks", "models", "criterions", "pooling", "checkpoints", "checkpoint_compat", "devices", "__init__"),
-    2: ("pipeline", "inference", "cli"),
+    2: ("pipeline", "inference"),
 }
 
 
@@ -108,3 +108,45 @@ def test_no_function_is_longer_than_50_lines():
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 50
     ]
     assert not long, long
+
+
+def test_help_imports_neither_torch_nor_fairseq():
+    """fesa --help and fesa COMMAND --help answer at once: the command line imports the plugin only to run."""
+    script = (
+        "import sys\n"
+        "from fesa.cli import build_parser\n"
+        "parser = build_parser()\n"
+        "for argv in (['--help'], *([name, '--help'] for name in parser._subparsers._group_actions[0].choices)):\n"
+        "    try:\n"
+        "        parser.parse_args(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('torch', 'fairseq', 'numpy', 'fesa_fairseq') if m in sys.modules))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+    assert "acoustic-baseline" in res.stdout and "--window WINDOW" in res.stdout  # every command's help was printed
+
+
+def test_the_command_package_stays_above_the_plugin():
+    """fesa.errors and fesa.options import nothing of the plugin; fesa.cli imports it only inside handlers."""
+    import ast
+
+    import fesa
+
+    root = Path(fesa.__file__).parent
+    wrong = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        names = [n.module for n in top if isinstance(n, ast.ImportFrom)] + [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
+        wrong += [
+            f"{path.relative_to(root)} imports {name} at the top"
+            for name in names
+            if name and name.split(".")[0] in ("fesa_fairseq", "torch", "fairseq")
+        ]
+        if path.parent == root:  # errors, options: nothing of the plugin at all
+            inner = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+            wrong += [f"{path.name} imports {m}" for m in inner if m.startswith("fesa_fairseq")]
+    assert not wrong, wrong

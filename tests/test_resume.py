@@ -20,7 +20,7 @@ def alive(pattern: str) -> bool:
 def start_and_kill_when(config, exp, stages, ready, timeout=120):
     """fesa run in the background, SIGKILLed (the parent only) as soon as `ready()` holds."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fesa_fairseq.cli", "run", str(config), "--exp-dir", str(exp), "--stages", stages],
+        [sys.executable, "-m", "fesa.cli", "run", str(config), "--exp-dir", str(exp), "--stages", stages],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -121,7 +121,7 @@ def test_sigterm_to_fesa_stops_and_waits_for_its_stage(experiment):
     long = {**cfg, "overrides": {**cfg["overrides"], "finetune": ["optimization.max_update=100000"]}}
     write(config, long)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fesa_fairseq.cli", "run", str(config), "--exp-dir", str(exp), "--stages", "cpt:finetune"],
+        [sys.executable, "-m", "fesa.cli", "run", str(config), "--exp-dir", str(exp), "--stages", "cpt:finetune"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

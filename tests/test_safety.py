@@ -178,7 +178,7 @@ def test_user_errors_are_one_line(tmp_path, demo_folds, finetuned_classifier):
     (tmp_path / "broken.yaml").write_text("corpus: [a\n")
     one_line_error(run_fesa("run", tmp_path / "broken.yaml"), "cannot read experiment config")
     (tmp_path / "afile").write_text("")
-    one_line_error(run_fesa("-q", "reference", demo_folds / "fold1", "--out", tmp_path / "afile" / "sub"), str(tmp_path / "afile"))
+    one_line_error(run_fesa("-q", "acoustic-baseline", demo_folds / "fold1", "--out", tmp_path / "afile" / "sub"), str(tmp_path / "afile"))
     zero = tmp_path / "fold"
     zero.mkdir()
     (zero / "dict.emo.txt").write_text((demo_folds / "fold1" / "dict.emo.txt").read_text())

@@ -21,7 +21,7 @@ import torch
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from fesa_fairseq.cli import main
+from fesa.cli import main
 from fesa_fairseq.corpora.demo import make_demo_corpus
 from fesa_fairseq.corpora.iemocap import prepare_iemocap
 from fesa_fairseq.data.audio import AudioSource

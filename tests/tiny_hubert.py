@@ -126,7 +126,7 @@ def to_release_format(stock_ckpt: Path, out: Path, legacy_args: bool) -> Path:
 
 def run_fesa(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "fesa_fairseq.cli", *map(str, args)],
+        [sys.executable, "-m", "fesa.cli", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,

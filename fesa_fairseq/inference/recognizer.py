@@ -13,7 +13,6 @@ is the model's own pooling over every frame of the file: attention weights renor
 """
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -21,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from fesa.options import FrameOptions
 from fesa_fairseq.checkpoints import HUBERT_GEOMETRY, FrameGeometry, load_model, require_classifier
 from fesa_fairseq.data.audio import AudioSource
 from fesa_fairseq.data.waveform import prepare_waveform
@@ -29,26 +29,6 @@ from fesa_fairseq.errors import FesaError
 from fesa_fairseq.inference.segments import Segment, frames_to_segments
 
 logger = logging.getLogger(__name__)
-
-# Bounds of the options that shape frame-level output: (smallest, largest) in seconds. A window must hold a few
-# frames; past the largest, attention's memory (quadratic in the window) exceeds any GPU; smoothing and the
-# shortest segment beyond theirs would erase every segment.
-OPTION_BOUNDS = {"window": (0.1, 600.0), "hop": (0.02, 600.0), "median": (0.0, 10.0), "min_segment": (0.0, 60.0)}
-
-
-def check_options(window: Optional[float], hop: float, median: float, min_segment: float, geometry: FrameGeometry = HUBERT_GEOMETRY) -> None:
-    """Each option finite and within OPTION_BOUNDS, and hop <= window less the receptive field (windows overlap).
-    ``window`` None: every recording in one pass (hop unused)."""
-    given = {"window": window, "hop": hop, "median": median, "min_segment": min_segment}
-    for name, value in given.items():
-        low, high = OPTION_BOUNDS[name]
-        if name == "window" and value is None:
-            continue
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
-            flag = "--" + name.replace("_", "-")
-            raise FesaError(f"{flag} {value}: give a number of seconds from {low:g} to {high:g}")
-    if window is not None and hop > window - geometry.receptive_field / geometry.sample_rate:
-        raise FesaError(f"--hop {hop} s must be shorter than --window {window} s by 0.025 s at least, so that windows overlap")
 
 
 @dataclass
@@ -110,15 +90,15 @@ class EmotionRecognizer:
         labels: Sequence[str],
         device: torch.device,
         normalize: bool = False,
-        window: Optional[float] = 20.0,
-        hop: float = 15.0,
-        median: float = 0.25,
-        min_segment: float = 0.25,
+        window: Optional[float] = FrameOptions.window,
+        hop: float = FrameOptions.hop,
+        median: float = FrameOptions.median,
+        min_segment: float = FrameOptions.min_segment,
         precision: Optional[torch.dtype] = None,
         sample_rate: int = HUBERT_GEOMETRY.sample_rate,
     ) -> None:
         self.geometry = FrameGeometry.of(model.encoder.w2v_model, sample_rate)
-        check_options(window, hop, median, min_segment, self.geometry)
+        FrameOptions(window, hop, median, min_segment).check(self.geometry.receptive_field / sample_rate)
         self.model, self.labels, self.device, self.normalize = model, list(labels), device, normalize
         self.precision = precision
         self.window, self.hop, self.median, self.min_segment = window, hop, median, min_segment

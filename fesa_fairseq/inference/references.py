@@ -17,6 +17,7 @@ from typing import Dict, Optional
 
 import soundfile as sf
 
+from fesa.options import SEGMENT_FORMATS
 from fesa_fairseq.corpora.demo import SEGMENTS_FILE
 from fesa_fairseq.corpora.iemocap import LABEL_OF_CODE
 from fesa_fairseq.data.files import atomic_write_json, read_manifest
@@ -26,7 +27,7 @@ from fesa_fairseq.inference.eder import check_segments, read_segments_json
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("auto", "zed", "demo", "tsv")
+FORMATS = SEGMENT_FORMATS
 
 
 def convert_references(source: Path, fmt: str = "auto", manifest: Optional[Path] = None, audio_root: Optional[Path] = None) -> Dict[str, dict]:

@@ -17,10 +17,10 @@ import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 from tqdm import tqdm
 
+from fesa.options import GRID_SKLEARN_N_INIT, KMeansOptions
 from fesa_fairseq.data.files import atomic_write_json, atomic_write_text
 from fesa_fairseq.data.labels import read_labelled_split
 from fesa_fairseq.labels.kmeans_backends import assign, fit_kmeans_model
-from fesa_fairseq.labels.pseudo_labels import KMeansOptions
 from fesa_fairseq.plots import plot_grid
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def analyze_clusters(
     manifest_dir, out = Path(manifest_dir), Path(out_dir)
     kmeans = kmeans or KMeansOptions()
     if kmeans.backend == "sklearn" and kmeans.n_init is None:
-        kmeans = replace(kmeans, n_init=3)  # a grid of cells: fewer restarts than the recipe's 20
+        kmeans = replace(kmeans, n_init=GRID_SKLEARN_N_INIT)
     layers = sorted(set(layers))
     train, train_labels, classes = layer_frames(reader, manifest_dir, "train", layers, max_utterances, seed, progress)
     valid, valid_labels, _ = layer_frames(reader, manifest_dir, "valid", layers, max_utterances, seed, progress)

@@ -27,10 +27,11 @@ import torch
 from fairseq.examples.hubert.simple_kmeans.learn_kmeans import get_km_model
 from sklearn.cluster import MiniBatchKMeans
 
+from fesa.options import KMEANS_BACKENDS, KMEANS_DEFAULTS
+
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("faiss", "sklearn")
-DEFAULTS = {"sklearn": {"max_iter": 100, "n_init": 20}, "faiss": {"max_iter": 25, "n_init": 1}}
+BACKENDS, DEFAULTS = KMEANS_BACKENDS, KMEANS_DEFAULTS
 SEED_FRAMES_PER_CENTROID = 40
 SEED_PROJECTION_DIM = 128
 SWAP_ROUNDS = 5

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -21,36 +21,16 @@ import joblib
 import numpy as np
 from fairseq.examples.hubert.simple_kmeans import dump_km_label, feature_utils, learn_kmeans
 
+from fesa.options import KMeansOptions
 from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines, read_lines, read_manifest
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.labels.kmeans_backends import DEFAULTS, fit_kmeans_model, model_of_centroids
+from fesa_fairseq.labels.kmeans_backends import fit_kmeans_model, model_of_centroids
 from fesa_fairseq.labels.kmeans_io import load_kmeans
 
 logger = logging.getLogger(__name__)
 
 LABELS_INFO = "labels.json"
 KMEANS_MODEL = "kmeans.bin"
-
-
-@dataclass
-class KMeansOptions:
-    """k-means settings. backend faiss (default) or sklearn (fairseq's recipe: k-means++, batch 10,000); max_iter and
-    n_init left None take the backend's defaults (kmeans_backends.DEFAULTS: sklearn 100 and 20, faiss 25 and 1)."""
-
-    backend: str = "faiss"
-    init: str = "k-means++"
-    max_iter: Optional[int] = None
-    batch_size: int = 10000
-    tol: float = 0.0
-    n_init: Optional[int] = None
-    reassignment_ratio: float = 0.0
-    max_no_improvement: int = 100
-
-    def resolved(self) -> "KMeansOptions":
-        d = DEFAULTS[self.backend]
-        return replace(
-            self, max_iter=d["max_iter"] if self.max_iter is None else self.max_iter, n_init=d["n_init"] if self.n_init is None else self.n_init
-        )
 
 
 @dataclass

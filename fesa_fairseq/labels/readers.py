@@ -12,6 +12,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from fesa.options import MAX_CHUNK
 from fesa_fairseq.checkpoints import FrameGeometry, inspect_checkpoint, load_model, require_hubert_family
 from fesa_fairseq.data.audio import read_audio
 from fesa_fairseq.data.waveform import prepare_waveform
@@ -29,7 +30,7 @@ class HubertFeatureReader:
         checkpoint: str,
         layer: int,
         device: torch.device,
-        max_chunk: int = 1_600_000,
+        max_chunk: int = MAX_CHUNK,
         data_dir: Optional[str] = None,
         precision: Optional[torch.dtype] = None,
     ) -> None:

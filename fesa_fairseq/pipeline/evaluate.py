@@ -160,11 +160,3 @@ def plot_timelines(
         utt = Path(path).stem
         title = f"{utt}: true {labels[result['target'][i]]}, predicted {pred.label}"
         plot_timeline(source.read(0, source.samples), source.rate, pred.pooling_weights, out / f"{utt}.png", title, segments.get(utt, ()))
-
-
-def format_confusion(matrix: List[List[int]], labels: List[str]) -> str:
-    width = max(6, *(len(label) for label in labels))
-    lines = ["true\\pred".ljust(width + 2) + "".join(label.rjust(width) for label in labels)]
-    for label, row in zip(labels, matrix):
-        lines.append(label.ljust(width + 2) + "".join(str(v).rjust(width) for v in row))
-    return "\n".join(lines)

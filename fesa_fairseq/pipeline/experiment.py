@@ -13,10 +13,10 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fesa.options import KMEANS_BACKENDS as BACKENDS
+from fesa.options import check_device_name
 from fesa_fairseq.checkpoints import inspect_checkpoint
-from fesa_fairseq.devices import check_device_name
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.labels.kmeans_backends import BACKENDS
 from fesa_fairseq.pooling import POOLING_CHOICES
 
 logger = logging.getLogger(__name__)

@@ -237,7 +237,7 @@ class Plan:
     def _plan_fold(self, k: int, deps: List[Stage], cells: Sequence[Cell]) -> None:
         data = self.manifests / f"fold{k}"
         out = self.exp / f"fold{k}" / "evaluate" / REFERENCE
-        args = ("-q", "reference", data, "--split", "test", "--out", out)
+        args = ("-q", "acoustic-baseline", data, "--split", "test", "--out", out)
         self._add(fesa_stage(name="reference", fold=k, out=out, args=args, done=out / "metrics.json", deps=deps))
         source = None if self.cfg.bootstrap else str(Path(self.cfg.source_checkpoint).resolve())
         pretrained = source

@@ -26,7 +26,7 @@ def fesa_executable() -> List[str]:
     SLURM job runs it without PATH or an activated environment; its stage commands then find fesa and
     fairseq-hydra-train beside it (_environment)."""
     script = Path(sys.executable).parent / "fesa"
-    return [str(script)] if os.access(script, os.X_OK) else [sys.executable, "-m", "fesa_fairseq.cli"]
+    return [str(script)] if os.access(script, os.X_OK) else [sys.executable, "-m", "fesa.cli"]
 
 
 def _environment(stage: Stage) -> Dict[str, str]:

@@ -1,0 +1,71 @@
+"""`fesa`: one subcommand per pipeline stage that is not a `fairseq-hydra-train` run.
+
+One module per command group, each holding its parsers beside their handlers: data (corpora and manifests),
+labels (pseudo-labels, cluster analysis), scoring (evaluate, acoustic-baseline, eder, report), pipeline (run,
+status) and deploy (predict, export). Parsing imports neither torch nor fairseq; a handler imports the plugin when
+it runs.
+"""
+
+import argparse
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from fesa.cli import data, deploy, labels, pipeline, scoring
+from fesa.errors import FesaError
+
+GROUPS = (data, labels, scoring, pipeline, deploy)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fesa", description="Frame-level emotional state alignment on fairseq HuBERT.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings and errors only")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error, not only its one line")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for group in GROUPS:
+        group.add_parsers(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # fesa run CONFIG --exp-dir X key=value: argparse cannot take positionals after options with subcommands.
+    if extra and not (args.command == "run" and all("=" in e and not e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    try:
+        _configure_logging(args.quiet)
+        args.func(args)
+    except FesaError as e:
+        return _fail(args, e, str(e), e.exit_code)
+    except OSError as e:  # permission denied, a file where a folder belongs, a full disk: the user's to fix
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(args, e, f"{where}{e.strerror or e}", 2)
+    return 0
+
+
+def _configure_logging(quiet: bool) -> None:
+    """The plugin is imported first: importing fairseq's simple_kmeans configures the root logger itself, and the
+    command's level must be the last word (force)."""
+    import fesa_fairseq  # noqa: F401
+
+    logging.basicConfig(
+        format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        level=logging.WARNING if quiet else os.environ.get("LOGLEVEL", "INFO").upper(),
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _fail(args: argparse.Namespace, error: Exception, message: str, code: int) -> int:
+    """One line (exit 2: bad input; 1: a stage failed); --debug adds the traceback."""
+    if args.debug:
+        import traceback
+
+        traceback.print_exception(error)
+    print(f"fesa {args.command}: error: {message}", file=sys.stderr)
+    return code

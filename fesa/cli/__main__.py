@@ -1,0 +1,5 @@
+import sys
+
+from fesa.cli import main
+
+sys.exit(main())

@@ -1,0 +1,166 @@
+"""Corpora and manifests: prepare-iemocap, make-demo-corpus, make-pretraining-corpus, convert-segments."""
+
+import argparse
+import time
+from pathlib import Path
+
+from fesa.cli.common import Subparsers, add_out, add_overwrite, add_seed, output_path
+from fesa.options import SEGMENT_FORMATS
+
+
+def add_parsers(sub: Subparsers) -> None:
+    _add_prepare_iemocap(sub)
+    _add_make_demo_corpus(sub)
+    _add_make_pretraining_corpus(sub)
+    _add_convert_segments(sub)
+
+
+def _prepare_iemocap(args: argparse.Namespace) -> None:
+    from fesa_fairseq.corpora.demo import is_demo_corpus
+    from fesa_fairseq.corpora.iemocap import KNOWN_LABEL_TOTALS, format_count_table, prepare_iemocap
+
+    check_totals = args.check_totals if args.check_totals is not None else not is_demo_corpus(Path(args.iemocap_root))
+    summary = prepare_iemocap(
+        Path(args.iemocap_root),
+        Path(args.out_dir),
+        valid_fraction=args.valid_fraction,
+        seed=args.seed,
+        check_totals=check_totals,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
+    print(f"kept {summary['utterances']} utterances; dropped codes: {summary['dropped_codes'] or 'none'}")
+    print(format_count_table(summary["table"]))
+    print("folds (train / valid / test):")
+    for k, sizes in summary["folds"].items():
+        print(f"  fold{k}: {sizes['train']} / {sizes['valid']} / {sizes['test']}")
+    total = f"{sum(KNOWN_LABEL_TOTALS.values()):,} utterances"
+    if summary["known_total_mismatches"]:
+        print(f"WARNING: these counts differ from a complete IEMOCAP release ({total}):")
+        for problem in summary["known_total_mismatches"]:
+            print(f"  - {problem}")
+    elif summary["known_totals_checked"]:
+        print(f"counts match a complete IEMOCAP release ({total})")
+    print(f"wrote {args.out_dir}/fold{{1..5}}/{{train,valid,test}}.{{tsv,emo}}, dict.emo.txt, utterances.tsv")
+
+
+def _add_prepare_iemocap(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "prepare-iemocap",
+        help="IEMOCAP release -> leave-one-session-out manifests (4 classes, exc merged into hap)",
+        description="Reads SessionN/dialog/EmoEvaluation/*.txt and the wavs of SessionN/sentences/wav, keeps "
+        "neu, hap+exc, ang, sad, and writes OUT_DIR/fold{1..5}/{train,valid,test}.{tsv,emo} and dict.emo.txt. "
+        "Fold k tests on Session k; valid is a label-stratified holdout of the other four sessions.",
+    )
+    p.add_argument("iemocap_root", help="folder holding Session1 .. Session5 (IEMOCAP_full_release)")
+    p.add_argument("out_dir", type=output_path, help="where the fold folders go")
+    p.add_argument(
+        "--valid-fraction", type=float, default=0.1, help="share of each label held out of the training sessions for validation (default 0.1)"
+    )
+    add_seed(p, "seed of the validation holdout", default=1)
+    totals = p.add_mutually_exclusive_group()
+    totals.add_argument(
+        "--check-totals",
+        dest="check_totals",
+        action="store_true",
+        default=None,
+        help="compare with a full release's known counts (default: unless the root is the demo corpus)",
+    )
+    totals.add_argument("--no-check-totals", dest="check_totals", action="store_false", help="do not compare with a full release's known counts")
+    add_overwrite(p, "replace the manifests already in OUT_DIR (swapped in whole once all are written)")
+    p.set_defaults(func=_prepare_iemocap)
+
+
+def _make_demo_corpus(args: argparse.Namespace) -> None:
+    from fesa_fairseq.corpora.demo import SourceFilter, make_demo_corpus
+
+    if args.synthesizer == "espeak":
+        from fesa_fairseq.corpora.espeak import Espeak
+
+        synth = Espeak()
+    else:
+        synth = SourceFilter()
+    start = time.perf_counter()
+    info = make_demo_corpus(
+        Path(args.out_dir),
+        utterances_per_speaker=args.utterances_per_speaker,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        synth=synth,
+    )
+    print(f"wrote {info['utterances']} utterances to {args.out_dir} in {time.perf_counter() - start:.1f} s (seed {args.seed})")
+
+
+def _add_make_demo_corpus(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "make-demo-corpus",
+        help="write a small synthetic emotional speech corpus in IEMOCAP's layout",
+        description="5 sessions x 2 speakers of source-filter synthesised speech whose prosody depends on "
+        "speaker and emotion; only some phrases of an emotional utterance carry its emotion.",
+    )
+    p.add_argument("out_dir", type=output_path, help="folder to create (it must not exist or be empty, unless --overwrite)")
+    p.add_argument("--utterances-per-speaker", type=int, default=30, help="turns per speaker, all codes together (default 30: 300 turns, ~255 kept)")
+    add_seed(p, "the same seed gives byte-identical files", default=0)
+    add_overwrite(p, "replace a corpus this command wrote at OUT_DIR (swapped in only once complete; any other folder is refused)")
+    p.add_argument(
+        "--synthesizer",
+        choices=["source-filter", "espeak"],
+        default="source-filter",
+        help="source-filter (the demo's, no dependency) or espeak (espeak-ng voices and words: a corpus made "
+        "differently, to check that a configuration is not tuned to the demo's)",
+    )
+    p.set_defaults(func=_make_demo_corpus)
+
+
+def _make_pretraining_corpus(args: argparse.Namespace) -> None:
+    from fesa_fairseq.corpora.demo import make_pretraining_corpus
+
+    info = make_pretraining_corpus(
+        Path(args.out_dir),
+        speakers=args.speakers,
+        utterances_per_speaker=args.utterances_per_speaker,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote {info['utterances']} unlabelled utterances ({info['seconds'] / 60:.1f} min) of {info['speakers']} speakers "
+        f"to {args.out_dir}: train.tsv, valid.tsv"
+    )
+
+
+def _add_make_pretraining_corpus(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "make-pretraining-corpus",
+        help="write unlabelled synthetic speech of speakers outside every session, to pretrain the demo's source model",
+        description="The demo's stand-in for LibriSpeech: the demo synthesiser with speakers that belong to no session "
+        "and a prosody drawn at random for every phrase, so it varies as speech does but carries no emotion label. "
+        "Writes OUT_DIR/{train,valid}.tsv (fairseq manifests) and the wavs.",
+    )
+    p.add_argument("out_dir", type=output_path, help="folder to create (it must not exist or be empty, unless --overwrite)")
+    p.add_argument("--speakers", type=int, default=12, help="speakers, alternately female and male (default 12)")
+    p.add_argument("--utterances-per-speaker", type=int, default=40, help="utterances per speaker (default 40)")
+    add_seed(p, "the same seed gives byte-identical files", default=1000)
+    add_overwrite(p, "replace a corpus this command wrote at OUT_DIR (swapped in only once complete; any other folder is refused)")
+    p.set_defaults(func=_make_pretraining_corpus)
+
+
+def _convert_segments(args: argparse.Namespace) -> None:
+    from fesa_fairseq.inference.references import convert_references, write_references
+
+    data = convert_references(
+        Path(args.source), args.format, Path(args.manifest) if args.manifest else None, Path(args.audio_root) if args.audio_root else None
+    )
+    write_references(data, Path(args.out))
+    print(f"{len(data)} utterances, {sum(len(d['emotion']) for d in data.values())} events: wrote {args.out}")
+
+
+def _add_convert_segments(sub: Subparsers) -> None:
+    p = sub.add_parser("convert-segments", help="true emotion segments (ZED json, the demo corpus, a plain tsv) -> fesa eder's layout")
+    p.add_argument("source", help="ZED's annotation json, a demo corpus (or its fesa_demo_segments.tsv), or a tsv of utt_id start end emotion")
+    add_out(p, "the reference json to write")
+    p.add_argument("--format", choices=SEGMENT_FORMATS, default="auto", help="default: from the file's name")
+    p.add_argument("--manifest", help="tsv format: a fairseq manifest giving each utterance's wav and duration")
+    p.add_argument("--audio-root", help="tsv format: wavs found under this folder by name; zed: replaces {data_root}")
+    p.set_defaults(func=_convert_segments)

@@ -1,0 +1,135 @@
+"""Frame labels: pseudo-labels (features -> k-means -> {split}.km) and analyze-clusters (the layer x K grid)."""
+
+import argparse
+from pathlib import Path
+
+from fesa.cli.common import Subparsers, add_device, add_options, add_out, add_precision, add_seed, ints, values
+from fesa.errors import FesaError
+from fesa.options import GRID_SKLEARN_N_INIT, LABEL_DUMP_PRECISION, MAX_CHUNK, KMeansOptions
+
+PSEUDO_LABEL_KMEANS = ("backend", "batch_size", "n_init", "max_iter")
+CLUSTER_GRID_KMEANS = ("backend", "n_init")
+
+
+def add_parsers(sub: Subparsers) -> None:
+    _add_pseudo_labels(sub)
+    _add_analyze_clusters(sub)
+
+
+def _pseudo_labels(args: argparse.Namespace) -> None:
+    from fesa_fairseq.devices import precision_name, resolve_device, resolve_precision
+    from fesa_fairseq.labels.pseudo_labels import PseudoLabelJob, make_pseudo_labels
+    from fesa_fairseq.labels.readers import HubertFeatureReader, MfccFeatureReader
+
+    if args.features == "mfcc":
+        reader = MfccFeatureReader()
+        describe = {"features": "mfcc"}
+    else:
+        if args.checkpoint is None or args.layer is None:
+            raise FesaError("--checkpoint and --layer are needed for HuBERT features (or pass --features mfcc)")
+        device = resolve_device(args.device)
+        precision = resolve_precision(args.precision, device)
+        reader = HubertFeatureReader(args.checkpoint, args.layer, device, args.max_chunk, data_dir=args.manifest_dir, precision=precision)
+        describe = {
+            "features": "hubert",
+            "checkpoint": str(Path(args.checkpoint).resolve()),
+            "layer": args.layer,
+            "precision": precision_name(precision),
+        }
+    job = PseudoLabelJob(
+        manifest_dir=args.manifest_dir,
+        splits=[s for s in args.splits.split(",") if s],
+        out_dir=args.out,
+        clusters=args.clusters,
+        kmeans_model=args.kmeans_model,
+        train_split=args.train_split,
+        percent=args.percent,
+        nshard=args.nshard,
+        rank=args.rank,
+        feature_dir=args.feature_dir,
+        seed=args.seed,
+        kmeans=KMeansOptions(**values(args, KMeansOptions, PSEUDO_LABEL_KMEANS, prefix="kmeans")),
+        describe=describe,
+    )
+    summary = make_pseudo_labels(reader, job)
+    if summary is None:
+        print(f"dumped features of shard {args.rank}/{args.nshard} to {args.feature_dir}; run again without --rank to cluster")
+        return
+    print(f"K={summary['clusters']} at {summary['label_rate']:g} Hz; frames per split: {summary['frames']}")
+    print(f"wrote {args.out}/{{{','.join(job.splits)}}}.km, dict.km.txt, kmeans.bin, labels.json")
+
+
+def _add_pseudo_labels(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "pseudo-labels",
+        help="frame features of a model layer (or MFCC) -> k-means on the training split -> {split}.km labels",
+        description="Dumps frame features with fairseq's simple_kmeans (streamed to disk, sharded), learns "
+        "MiniBatchKMeans on the training split only (or applies --kmeans-model), labels every split, and checks "
+        "every label line against the utterance's frame count.",
+    )
+    p.add_argument("--manifest-dir", required=True, help="folder with {split}.tsv (a fold folder)")
+    p.add_argument("--splits", default="train,valid,test", help="comma-separated splits to label (default train,valid,test)")
+    add_out(p, "folder for {split}.km, dict.km.txt, kmeans.bin, labels.json")
+    p.add_argument("--features", choices=["hubert", "mfcc"], default="hubert", help="hubert (a checkpoint's layer) or mfcc (bootstrap, 100 Hz)")
+    p.add_argument("--checkpoint", help="HuBERT-family checkpoint: pretraining, official release, or fine-tuned classifier")
+    p.add_argument("--layer", type=int, help="transformer layer whose output is clustered (1 = first; 9 is the paper's best)")
+    p.add_argument("--clusters", type=int, help="K (50 is the paper's best; 100, 150 tried)")
+    p.add_argument("--kmeans-model", help="apply this fitted k-means (e.g. hubert_base_ls960_L9_km500.bin) instead of learning one")
+    p.add_argument("--train-split", default="train", help="the only split k-means is fitted on (default train)")
+    p.add_argument("--percent", type=float, default=-1, help="fit k-means on this share of training utterances; -1 for all (default)")
+    p.add_argument("--nshard", type=int, default=1, help="split each manifest into this many feature shards")
+    p.add_argument("--rank", type=int, help="only dump the features of this shard, then stop (for parallel jobs; needs --feature-dir)")
+    p.add_argument("--feature-dir", help="keep features here (reused when complete); default: a temporary folder in --out")
+    add_device(p)
+    p.add_argument(
+        "--max-chunk", type=int, default=MAX_CHUNK, help=f"longest piece of audio fed to the model at once, in samples (default {MAX_CHUNK:,})"
+    )
+    add_precision(p, LABEL_DUMP_PRECISION)
+    add_seed(p, "seed of k-means and of its --percent sample")
+    add_options(p, KMeansOptions, PSEUDO_LABEL_KMEANS, prefix="kmeans")
+    p.set_defaults(func=_pseudo_labels)
+
+
+def _analyze_clusters(args: argparse.Namespace) -> None:
+    from fesa_fairseq.devices import resolve_device, resolve_precision
+    from fesa_fairseq.labels.analyze_clusters import analyze_clusters, format_table
+    from fesa_fairseq.labels.readers import HubertFeatureReader
+
+    layers = ints(args.layers, "--layers")
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    reader = HubertFeatureReader(args.checkpoint, max(layers), device, data_dir=args.manifest_dir, precision=precision)
+    result = analyze_clusters(
+        reader,
+        args.manifest_dir,
+        layers,
+        ints(args.clusters, "--clusters"),
+        args.out,
+        max_utterances=args.max_utterances,
+        seed=args.seed,
+        kmeans=KMeansOptions(**values(args, KMeansOptions, CLUSTER_GRID_KMEANS, prefix="kmeans")),
+        progress=not args.quiet,
+    )
+    print(format_table(result))
+    print(f"wrote {args.out}/analysis.md, analysis.json, clusters.png")
+
+
+def _add_analyze_clusters(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "analyze-clusters",
+        help="purity and NMI of k-means clusters of each layer's frames against utterance emotions (layer x K grid)",
+        description="The paper's Table 1 grid in minutes: for each layer and K, k-means on frames of a sample of "
+        "training utterances, scored against utterance labels on the validation split; a table and a heat map.",
+    )
+    p.add_argument("--manifest-dir", required=True, help="fold folder with {train,valid}.{tsv,emo} and dict.emo.txt")
+    p.add_argument("--checkpoint", required=True, help="HuBERT-family checkpoint (e.g. the fold's fine-tuned TAPT model)")
+    p.add_argument("--layers", default="6,9,11", help="comma-separated layers (default 6,9,11)")
+    p.add_argument("--clusters", default="50,100,150", help="comma-separated K (default 50,100,150)")
+    add_out(p, "folder for analysis.md, analysis.json and clusters.png")
+    p.add_argument("--max-utterances", type=int, default=300, help="utterances sampled per split (default 300)")
+    add_device(p)
+    add_precision(p, LABEL_DUMP_PRECISION)
+    add_seed(p, "seed of the utterance sample and of k-means")
+    grid_help = {"n_init": f"restarts per cell (sklearn: default {GRID_SKLEARN_N_INIT} here; faiss: default 1)"}
+    add_options(p, KMeansOptions, CLUSTER_GRID_KMEANS, prefix="kmeans", helps=grid_help)
+    p.set_defaults(func=_analyze_clusters)
