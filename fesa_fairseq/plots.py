@@ -82,9 +82,9 @@ def plot_timeline(
     spectrogram(spec, wav, sample_rate)
     spec.set_ylim(0, 8000)
     spec.set_ylabel("Hz")
-    for start, end, emotion in segments:
-        spec.axvspan(start, end, ymin=0.93, ymax=1.0, color="white" if emotion == "neu" else "cyan", alpha=0.8)
-        spec.text(start, 7000, emotion, color="white", fontsize=8)
+    for s in segments:
+        spec.axvspan(s.start, s.end, ymin=0.93, ymax=1.0, color="white" if s.label == "neu" else "cyan", alpha=0.8)
+        spec.text(s.start, 7000, s.label, color="white", fontsize=8)
     frames = np.arange(len(attention)) * len(wav) / sample_rate / max(len(attention), 1)
     att.plot(frames, attention, color="tab:blue")
     att.fill_between(frames, attention, alpha=0.3)
@@ -142,9 +142,9 @@ def plot_prediction(
     axes[2].set_ylabel("pooling")
     colours = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
     for ax, spans, name in ((axes[3], predicted, "predicted"), *(((axes[4], truth, "true"),) if truth else ())):
-        for start, end, label in spans:
-            ax.axvspan(start, min(end, seconds), color=colours.get(label, "lightgray"), alpha=0.85)
-            ax.text(start, 0.35, label, fontsize=7)
+        for s in spans:
+            ax.axvspan(s.start, min(s.end, seconds), color=colours.get(s.label, "lightgray"), alpha=0.85)
+            ax.text(s.start, 0.35, s.label, fontsize=7)
         ax.set_yticks([])
         ax.set_ylabel(name, rotation=0, ha="right", fontsize=8)
     axes[-1].set_xlim(0, seconds)

@@ -65,12 +65,12 @@ def test_only_some_phrases_carry_the_emotion(corpus):
                 _, utt, code, _ = line.split("\t")
                 listing[utt] = code
     assert set(segments) == set(listing)
-    mixed = [u for u, segs in segments.items() if listing[u] != "neu" and {e for *_, e in segs} == {listing[u], "neu"}]
-    pure = [u for u, segs in segments.items() if listing[u] != "neu" and {e for *_, e in segs} == {listing[u]}]
+    mixed = [u for u, segs in segments.items() if listing[u] != "neu" and {s.label for s in segs} == {listing[u], "neu"}]
+    pure = [u for u, segs in segments.items() if listing[u] != "neu" and {s.label for s in segs} == {listing[u]}]
     assert len(mixed) >= 20 and len(pure) >= 20
     for u, segs in segments.items():
-        assert all(e in (listing[u], "neu") for *_, e in segs)
-        assert listing[u] != "neu" or {e for *_, e in segs} == {"neu"}
+        assert all(s.label in (listing[u], "neu") for s in segs)
+        assert listing[u] != "neu" or {s.label for s in segs} == {"neu"}
 
 
 def test_emotions_differ_in_loudness_where_they_are_carried(corpus):
@@ -80,9 +80,9 @@ def test_emotions_differ_in_loudness_where_they_are_carried(corpus):
     energy = {"ang": [], "neu": [], "sad": []}
     for utt, segs in segments.items():
         x, sr = sf.read(str(wav_of[utt]))
-        for a, b, e in segs:
-            if e in energy:
-                energy[e].append(np.sqrt(np.mean(x[int(a * sr) : int(b * sr)] ** 2)))
+        for s in segs:
+            if s.label in energy:
+                energy[s.label].append(np.sqrt(np.mean(x[int(s.start * sr) : int(s.end * sr)] ** 2)))
     mean = {e: np.mean(v) for e, v in energy.items()}
     assert mean["ang"] > 1.3 * mean["neu"] > 1.3 * 1.3 * mean["sad"]
 

@@ -108,7 +108,7 @@ def test_dry_run_prints_every_command(experiment):
     assert script.startswith("#!/usr/bin/env bash") and not (exp.parent / "dry").exists()
     assert script.count("fesa pseudo-labels") == 3  # tapt labels, then emotion labels of layers 1 and 2, shared by poolings
     assert script.count("--config-dir") == 1 + 1 + 2 + 4 and script.count("fesa -q evaluate") == 5
-    assert script.count("fesa -q reference") == 1
+    assert script.count("fesa -q acoustic-baseline") == 1
     assert "model.pooling=mean" in script and "emotion-labels/L2-K6" in script
     commands = [line for line in script.splitlines() if line and not line.startswith("#") and line != "set -euo pipefail"]
     assert commands and all(line.startswith("CUDA_VISIBLE_DEVICES='' ") for line in commands)  # device: cpu hides GPUs

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from fesa_fairseq.corpora.iemocap import SAMPLE_RATE, SESSIONS
 from fesa_fairseq.data.files import atomic_write_json, read_lines, staged_dir, write_manifest
-from fesa_fairseq.data.segments import read_segment_lines
+from fesa_fairseq.data.segments import Segment, read_segment_lines
 from fesa_fairseq.errors import FesaError
 
 logger = logging.getLogger(__name__)
@@ -375,6 +375,6 @@ def find_demo_root(manifest: Path) -> Optional[Path]:
     return next((p for p in (audio_root, *audio_root.parents) if (p / SEGMENTS_FILE).is_file()), None)
 
 
-def read_segments(root: Path) -> Dict[str, List[Tuple[float, float, str]]]:
+def read_segments(root: Path) -> Dict[str, List[Segment]]:
     """The demo's per-utterance ground truth of emotional segments."""
     return read_segment_lines(Path(root) / SEGMENTS_FILE)

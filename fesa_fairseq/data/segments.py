@@ -2,12 +2,26 @@
 skipped): the demo corpus's ``fesa_demo_segments.tsv`` and users' own segment files are read here, once."""
 
 import math
-from typing import Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional
 
 from fesa_fairseq.data.files import PathLike, read_lines
 from fesa_fairseq.errors import FesaError
 
-Segment = Tuple[float, float, str]  # start (s), end (s), emotion
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of one emotion: true (from a segment file) or predicted (with the model's confidence)."""
+
+    start: float  # seconds
+    end: float
+    label: str
+    confidence: Optional[float] = None  # predicted segments: the label's mean posterior over the segment
+
+    @classmethod
+    def of_event(cls, event: Mapping) -> "Segment":
+        """From an event of the segments layout, {"emo", "start", "end"}."""
+        return cls(float(event["start"]), float(event["end"]), str(event["emo"]))
 
 
 def read_segment_lines(path: PathLike) -> Dict[str, List[Segment]]:
@@ -23,5 +37,5 @@ def read_segment_lines(path: PathLike) -> Dict[str, List[Segment]]:
             raise FesaError(f"{path}:{line_no}: expected 'utt_id start end emotion', got {line!r}") from None
         if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
             raise FesaError(f"{path}:{line_no}: times must be finite with 0 <= start < end, got start {start}, end {end}")
-        events.setdefault(utt, []).append((start, end, emotion))
+        events.setdefault(utt, []).append(Segment(start, end, emotion))
     return events

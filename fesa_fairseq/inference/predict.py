@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from fesa_fairseq.data.audio import AudioSource
 from fesa_fairseq.data.files import atomic_write_bytes, atomic_write_json, atomic_write_lines, read_manifest
+from fesa_fairseq.data.segments import Segment
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.inference.recognizer import EmotionRecognizer, Prediction
 from fesa_fairseq.plots import plot_prediction
@@ -178,8 +179,8 @@ def _plot(path: Path, item: Input, source: AudioSource, pred: Prediction, truth:
         pred.frame_posteriors[:frames],
         pred.pooling_weights[:frames],
         pred.labels,
-        [(s.start, s.end, s.label) for s in pred.segments],
-        [(float(e["start"]), float(e["end"]), str(e["emo"])) for e in truth],
+        pred.segments,
+        [Segment.of_event(e) for e in truth],
         path,
         f"{item.utt_id}: {pred.label} ({pred.probabilities.max():.2f})",
     )

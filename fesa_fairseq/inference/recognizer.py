@@ -23,10 +23,11 @@ import torch
 from fesa.options import FrameOptions
 from fesa_fairseq.checkpoints import HUBERT_GEOMETRY, FrameGeometry, load_model, require_classifier
 from fesa_fairseq.data.audio import AudioSource
+from fesa_fairseq.data.segments import Segment
 from fesa_fairseq.data.waveform import prepare_waveform
 from fesa_fairseq.devices import autocast, resolve_device, resolve_precision
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.inference.segments import Segment, frames_to_segments
+from fesa_fairseq.inference.segments import frames_to_segments
 
 logger = logging.getLogger(__name__)
 

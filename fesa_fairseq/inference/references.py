@@ -68,7 +68,7 @@ def _zed(source: Path, audio_root: Optional[Path]) -> Dict[str, dict]:
 def _from_tsv(source: Path, wavs: Optional[Dict[str, Path]], labels: Dict[str, str]) -> Dict[str, dict]:
     """``wavs`` None: no audio to take durations from, so each utterance lasts until its last event ends."""
     events = {
-        utt: [{"emo": labels.get(emotion, emotion), "start": start, "end": end} for start, end, emotion in spans]
+        utt: [{"emo": labels.get(s.label, s.label), "start": s.start, "end": s.end} for s in spans]
         for utt, spans in read_segment_lines(source).items()
     }
     if wavs is None:

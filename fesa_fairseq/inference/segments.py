@@ -1,18 +1,11 @@
 """Per-frame class posteriors -> emotion segments: median smoothing, a minimum duration, merged runs."""
 
-from dataclasses import dataclass
 from typing import List, Sequence
 
 import numpy as np
 from scipy.ndimage import median_filter
 
-
-@dataclass
-class Segment:
-    start: float  # seconds
-    end: float
-    label: str
-    confidence: float  # mean posterior of the label over the segment's frames
+from fesa_fairseq.data.segments import Segment
 
 
 def frames_to_segments(

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from fesa_fairseq.checkpoints import load_model, require_classifier
 from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines
 from fesa_fairseq.data.labels import read_label_dictionary
+from fesa_fairseq.data.segments import Segment
 from fesa_fairseq.devices import precision_name, resolve_device, resolve_precision
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.inference.eder import eder
@@ -20,8 +21,6 @@ from fesa_fairseq.plots import plot_confusion, plot_timeline
 from fesa_fairseq.scoring import confusion_matrix, counts_of, unweighted_accuracy, weighted_accuracy
 
 logger = logging.getLogger(__name__)
-
-Segment = Tuple[float, float, str]  # start (s), end (s), emotion
 
 
 def load_scorer(checkpoint: str, fold_dir: str, device: torch.device, precision: Optional[torch.dtype]) -> Tuple[EmotionRecognizer, object]:
@@ -73,7 +72,7 @@ def evaluate(
     if reference:
         about["frame_level"] = frame_figures(result["frames"], result["paths"], reference, neutral)
     if timelines:
-        truth = {utt: [(float(e["start"]), float(e["end"]), str(e["emo"])) for e in entry["emotion"]] for utt, entry in (reference or {}).items()}
+        truth = {utt: [Segment.of_event(e) for e in entry["emotion"]] for utt, entry in (reference or {}).items()}
         plot_timelines(recognizer, result, Path(out_dir) / "timelines", timelines, truth)
     return write_results(Path(out_dir), result["paths"], result["target"], result["prob"], recognizer.labels, about)
 
