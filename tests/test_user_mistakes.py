@@ -394,28 +394,15 @@ def test_kmeans_files_with_object_arrays_are_refused(tmp_path):
         load_kmeans(str(tmp_path / "objects.bin"))
 
 
+def _valid_labels(demo_folds: Path, checkpoint: Path) -> list:
+    """fesa pseudo-labels of fold 1's valid split, layer 1 (what the two tests below vary is the k-means model)."""
+    return ["-q", "pseudo-labels", "--manifest-dir", demo_folds / "fold1", "--splits", "valid", "--checkpoint", checkpoint, "--layer", "1"]
+
+
 def test_a_bad_kmeans_file_is_refused_before_features_are_dumped(stock_hubert, demo_folds, tmp_path, capsys):
     (tmp_path / "km.bin").write_text("not a pickle")
     out = tmp_path / "out"
-    res = fesa_main(
-        capsys,
-        "-q",
-        "pseudo-labels",
-        "--manifest-dir",
-        demo_folds / "fold1",
-        "--splits",
-        "valid",
-        "--checkpoint",
-        stock_hubert,
-        "--layer",
-        "1",
-        "--kmeans-model",
-        tmp_path / "km.bin",
-        "--out",
-        out,
-        "--device",
-        "cpu",
-    )
+    res = fesa_main(capsys, *_valid_labels(demo_folds, stock_hubert), "--kmeans-model", tmp_path / "km.bin", "--out", out, "--device", "cpu")
     one_line_error(res, "is not a k-means model saved with joblib")
     assert not out.exists()
 
@@ -424,8 +411,7 @@ def test_applied_kmeans_is_rewritten_from_the_centroids_read(stock_labels, stock
     user = tmp_path / "user_km.bin"
     shutil.copy(stock_labels / "kmeans.bin", user)
     out = tmp_path / "out"
-    args = ["--manifest-dir", demo_folds / "fold1", "--splits", "valid", "--checkpoint", stock_hubert, "--layer", "1"]
-    res = fesa_main(capsys, "-q", "pseudo-labels", *args, "--kmeans-model", user, "--out", out, "--device", "cpu")
+    res = fesa_main(capsys, *_valid_labels(demo_folds, stock_hubert), "--kmeans-model", user, "--out", out, "--device", "cpu")
     assert res.returncode == 0, res.stderr
     theirs, ours = load_kmeans(str(user)).cluster_centers_, load_kmeans(str(out / "kmeans.bin")).cluster_centers_
     assert np.array_equal(theirs, ours) and (out / "kmeans.bin").read_bytes() != user.read_bytes()

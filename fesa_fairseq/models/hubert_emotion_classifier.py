@@ -107,10 +107,6 @@ class HubertEmotionClassifier(BaseFairseqModel):
         """Frame features of the (fine-tuned) encoder, exactly like ``HubertModel.extract_features``."""
         return self.encoder.w2v_model.extract_features(source, padding_mask=padding_mask, mask=mask, ret_conv=ret_conv, output_layer=output_layer)
 
-    @property
-    def encoder_layers(self) -> int:
-        return len(self.encoder.w2v_model.encoder.layers)
-
     def get_logits(self, net_output: Dict[str, torch.Tensor]) -> torch.Tensor:
         return net_output["logits"]
 
