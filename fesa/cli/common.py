@@ -63,12 +63,12 @@ def add_options(p: Parser, options: Type, names: Sequence[str], prefix: str = ""
         f = by_name[name]
         kind = get_args(f.type)[0] if get_origin(f.type) is Union else f.type  # Optional[int] -> int
         said = (helps or {}).get(name, f.metadata.get("help", ""))
-        help = said if f.default is None else f"{said} (default {f.default:g})" if kind is float else f"{said} (default {f.default})"
+        text = said if f.default is None else f"{said} (default {f.default:g})" if kind is float else f"{said} (default {f.default})"
         flag = "--" + (f"{prefix}-{name}" if prefix else name).replace("_", "-")
-        p.add_argument(flag, type=kind, default=f.default, help=help, choices=getattr(options, "CHOICES", {}).get(name))
+        p.add_argument(flag, type=kind, default=f.default, help=text, choices=getattr(options, "CHOICES", {}).get(name))
 
 
-def values(args: argparse.Namespace, options: Type, names: Sequence[str], prefix: str = "") -> dict:
+def values(args: argparse.Namespace, names: Sequence[str], prefix: str = "") -> dict:
     """The parsed values of add_options' flags, by field name, to build the options dataclass with."""
     return {name: getattr(args, f"{prefix}_{name}" if prefix else name) for name in names}
 

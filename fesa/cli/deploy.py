@@ -21,7 +21,7 @@ def _predict(args: argparse.Namespace) -> None:
     from fesa_fairseq.inference.predict import collect_inputs, predict_files
     from fesa_fairseq.inference.recognizer import EmotionRecognizer
 
-    frame_options = values(args, FrameOptions, FRAME_FIELDS)
+    frame_options = values(args, FRAME_FIELDS)
     FrameOptions(**frame_options).check()  # before any file is read
     inputs = collect_inputs(args.inputs)
     reference = read_segments_json(Path(args.reference), reference=True) if args.reference else None

@@ -48,7 +48,7 @@ def _pseudo_labels(args: argparse.Namespace) -> None:
         rank=args.rank,
         feature_dir=args.feature_dir,
         seed=args.seed,
-        kmeans=KMeansOptions(**values(args, KMeansOptions, PSEUDO_LABEL_KMEANS, prefix="kmeans")),
+        kmeans=KMeansOptions(**values(args, PSEUDO_LABEL_KMEANS, prefix="kmeans")),
         describe=describe,
     )
     summary = make_pseudo_labels(reader, job)
@@ -107,7 +107,7 @@ def _analyze_clusters(args: argparse.Namespace) -> None:
         args.out,
         max_utterances=args.max_utterances,
         seed=args.seed,
-        kmeans=KMeansOptions(**values(args, KMeansOptions, CLUSTER_GRID_KMEANS, prefix="kmeans")),
+        kmeans=KMeansOptions(**values(args, CLUSTER_GRID_KMEANS, prefix="kmeans")),
         progress=not args.quiet,
     )
     print(format_table(result))

@@ -24,6 +24,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from fesa.options import NEUTRAL
 from fesa_fairseq.data.files import read_text
 from fesa_fairseq.errors import FesaError
 
@@ -145,7 +146,7 @@ def _seconds(value: object, where: str) -> float:
     return float(value)
 
 
-def eder(reference: Mapping[str, dict], hypothesis: Mapping[str, dict], neutral: str = "neu", first_letter: bool = False) -> Dict[str, object]:
+def eder(reference: Mapping[str, dict], hypothesis: Mapping[str, dict], neutral: str = NEUTRAL, first_letter: bool = False) -> Dict[str, object]:
     """Mean EDER over the reference's utterances (every one must be in the hypothesis), per utterance too, and the
     duration-weighted confusion of reference against hypothesis labels (first letters too, with ``first_letter``)."""
     reference, hypothesis = check_segments(reference, "the reference", True), check_segments(hypothesis, "the hypothesis")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fesa.options import NEUTRAL
 from fesa_fairseq.checkpoints import load_model, require_classifier
 from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines
 from fesa_fairseq.data.labels import read_label_dictionary
@@ -55,7 +56,7 @@ def evaluate(
     progress: bool = True,
     timelines: int = 0,
     reference: Optional[Mapping[str, dict]] = None,
-    neutral: str = "neu",
+    neutral: str = NEUTRAL,
     precision: str = "fp32",
 ) -> Dict[str, object]:
     """Write predictions.tsv, metrics.json and confusion.png (and timelines) under out_dir; return the metrics.
