@@ -276,3 +276,27 @@ def test_evaluate_scores_each_utterance_as_predict_does(checkpoint, demo_folds, 
         utt, _, _, *probs = line.split("\t")
         alone = recognizer.predict(f"{root}/{paths[utt]}").probabilities
         np.testing.assert_allclose(np.array(probs, dtype=float), alone, atol=2e-4)  # predictions.tsv keeps 4 decimals
+
+
+def test_frame_figures_of_evaluate_against_a_case_computed_by_hand():
+    """Two 2 s utterances, angry from 0.5 to 1.0 s. The first: segments right, 0.6 of the pooling weight on the 25
+    angry frames (a quarter of the time): EDER 0, focus 0.6 / 0.25 = 2.4. The second: all neutral (EDER 0.5 s / 2 s
+    = 25 %), weights uniform (focus 1.0). Means: EDER 12.5 %, focus 1.7."""
+    from fesa_fairseq.data.segments import Segment
+    from fesa_fairseq.inference.recognizer import Prediction
+    from fesa_fairseq.pipeline.evaluate import frame_figures
+
+    inside = (np.arange(100) + 0.5) / 50.0
+    inside = (inside >= 0.5) & (inside < 1.0)
+    focused = np.where(inside, 0.6 / 25, 0.4 / 75)
+    right = [Segment(0.0, 0.5, "neu"), Segment(0.5, 1.0, "ang"), Segment(1.0, 2.0, "neu")]
+
+    def prediction(weights, segments):
+        return Prediction(2.0, ["neu", "ang"], "ang", np.array([0.5, 0.5]), np.full((100, 2), 0.5), weights, segments, 50.0)
+
+    truth = {"a": {"wav": "", "duration": 2.0, "emotion": [{"emo": "ang", "start": 0.5, "end": 1.0}]}}
+    truth["b"] = truth["a"]
+    predictions = [prediction(focused, right), prediction(np.full(100, 0.01), [Segment(0.0, 2.0, "neu")])]
+    figures = frame_figures(predictions, ["/x/a.wav", "/x/b.wav"], truth, "neu")
+    assert figures["eder"] == pytest.approx(12.5) and figures["attention_focus"] == pytest.approx(1.7)
+    assert figures["utterances"] == 2 and figures["focus_utterances"] == 2
