@@ -146,8 +146,12 @@ def test_faiss_kmeans_goes_through_fairseqs_dump_km_label(stock_hubert, demo_fol
 
     out = tmp_path / "faiss"
     feats = _labels_with_features(stock_hubert, demo_folds, out, tmp_path / "feats", "--kmeans-backend", "faiss")
-    ours = np.array([int(x) for line in km_lines(out, "train") for x in line])
-    np.testing.assert_array_equal(ApplyKmeans(str(out / "kmeans.bin"))(feats), ours)
+    ours = [[int(x) for x in line] for line in km_lines(out, "train")]
+    # Utterance by utterance, as dump_label applies it: one matmul over all frames rounds differently, and a frame
+    # whose two nearest centroids tie to float32 precision may then flip (seen once in 4,815).
+    cuts = np.cumsum([0] + [int(n) for n in (tmp_path / "feats" / "train_0_1.len").read_text().split()])
+    apply = ApplyKmeans(str(out / "kmeans.bin"))
+    assert [apply(feats[a:b]).tolist() for a, b in zip(cuts[:-1], cuts[1:])] == ours
     info = json.loads((out / "labels.json").read_text())["kmeans"]
     assert (info["backend"], info["max_iter"], info["n_init"]) == ("faiss", 25, 1)
 
