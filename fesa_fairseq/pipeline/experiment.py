@@ -179,8 +179,8 @@ def check_hydra_path(value: str, where: str) -> None:
 def _paths(cfg: ExperimentConfig) -> List[Tuple[str, str]]:
     values = [("corpus", cfg.corpus), ("manifests", cfg.manifests), ("source_checkpoint", cfg.source_checkpoint)]
     values += [(f"{k}.kmeans_model", getattr(cfg, k).kmeans_model) for k in ("tapt_labels", "emotion_labels")]
-    values += [(f"configs.{f.name}", getattr(cfg.configs, f.name)) for f in fields(cfg.configs)]
-    return [(k, str(Path(v).resolve())) for k, v in values if v is not None]
+    paths = [(k, str(Path(v).resolve())) for k, v in values if v is not None]
+    return paths + [(f"configs.{f.name}", str(stage_yaml(f.name, getattr(cfg.configs, f.name)))) for f in fields(cfg.configs)]
 
 
 def _strings(node: object, prefix: str = "") -> List[Tuple[str, str]]:
