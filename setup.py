@@ -39,7 +39,7 @@ setup(
         "faiss-cpu",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "ruff"],
+        "test": ["pytest", "pytest-timeout", "pytest-random-order", "ruff"],
         "slurm": ["hydra-submitit-launcher"],
         "export": ["onnx", "onnxruntime", "onnxscript"],  # fesa export --onnx (torch.onnx's dynamo exporter needs onnxscript)
     },

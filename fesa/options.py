@@ -77,6 +77,17 @@ class FrameOptions:
 
 
 @dataclass
+class HoldoutOptions:
+    """How a corpus preparation holds part of each fold's training sessions out for validation."""
+
+    valid_fraction: float = field(default=0.1, metadata=_help("share of each label held out of the training sessions for validation"))
+    seed: int = field(default=1, metadata=_help("seed of the validation holdout"))
+
+
+HOLDOUT = HoldoutOptions()
+
+
+@dataclass
 class KMeansOptions:
     """k-means settings. backend faiss (default) or sklearn (fairseq's recipe: k-means++, batch 10,000); max_iter and
     n_init left None take the backend's defaults (KMEANS_DEFAULTS: sklearn 100 and 20, faiss 25 and 1)."""

@@ -1,6 +1,7 @@
 """fesa export --onnx: a real tiny classifier through torch.onnx and onnxruntime, against PyTorch."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,7 +68,17 @@ def test_metadata_and_int8_twin(exported):
     assert int8.stat().st_size < out.stat().st_size
     wav = np.zeros((1, 16000), dtype=np.float32)
     assert onnxruntime.InferenceSession(str(int8)).run(["logits"], {"waveform": wav})[0].shape == (1, 4)
-    assert "fp32: max |logit difference| vs PyTorch" in stdout and "int8:" in stdout
+    expected = [  # every line of what fesa export printed, in order
+        r"classes \['neu', 'hap', 'ang', 'sad'\]; checked on (\d+) lengths \((\d+(, )?)+ samples\):",
+        r"  fp32: max \|logit difference\| vs PyTorch (\S+), same label (\d+)/\2",
+        r"  int8: max \|logit difference\| vs PyTorch (\S+), same label \d+/\d+",
+        rf"wrote {re.escape(str(out))}, {re.escape(str(int8))}",
+    ]
+    lines = stdout.splitlines()
+    assert len(lines) == len(expected), stdout
+    for line, pattern in zip(lines, expected):
+        assert re.fullmatch(pattern, line), (line, pattern)
+    assert float(re.fullmatch(expected[1], lines[1]).group(1)) <= 1e-3
 
 
 def test_the_readme_example_runs_without_torch_or_fairseq(exported, checkpoint, tmp_path):

@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +9,7 @@ from fesa_fairseq.data.files import read_manifest
 from fesa_fairseq.errors import FesaError
 
 from iemocap_fixture import kept_ids, make_iemocap_tree
+from tiny_hubert import run_fesa
 
 
 @pytest.fixture
@@ -20,7 +19,7 @@ def tree(tmp_path):
 
 
 def fesa(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "fesa.cli", "-q", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return run_fesa("-q", *args, cwd=cwd)
 
 
 def read_split(fold_dir: Path, split: str):

@@ -1,6 +1,9 @@
 """Generated audio and a tiny HuBERT trained by *stock* fairseq (its own task, model and yaml), for tests."""
 
 import argparse
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
@@ -124,14 +127,32 @@ def to_release_format(stock_ckpt: Path, out: Path, legacy_args: bool) -> Path:
     return out
 
 
-def run_fesa(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fesa.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-    )
+def run_fesa(*args, cwd=None, env=None, fresh: bool = False) -> subprocess.CompletedProcess:
+    """`fesa ARGS`: in this process (fairseq imported once for the whole session), or with `fresh` in a new one
+    (for what a process does only once: signals, imports, exit codes of the interpreter)."""
+    argv = [str(a) for a in args]
+    if fresh:
+        cmd = [sys.executable, "-m", "fesa.cli", *argv]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})})
+    from fesa.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    handlers, level, saved_env, here = root.handlers[:], root.level, dict(os.environ), os.getcwd()
+    try:
+        os.environ.update(env or {})
+        os.chdir(cwd or here)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else 2
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        root.handlers[:], root.level = handlers, level
+    return subprocess.CompletedProcess(["fesa", *argv], code, out.getvalue(), err.getvalue())
 
 
 PLUGIN = Path(__file__).resolve().parent.parent / "fesa_fairseq"

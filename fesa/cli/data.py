@@ -4,8 +4,8 @@ import argparse
 import time
 from pathlib import Path
 
-from fesa.cli.common import Subparsers, add_out, add_overwrite, add_seed, output_path
-from fesa.options import SEGMENT_FORMATS
+from fesa.cli.common import Subparsers, add_options, add_out, add_overwrite, add_seed, output_path
+from fesa.options import SEGMENT_FORMATS, HoldoutOptions
 
 
 def add_parsers(sub: Subparsers) -> None:
@@ -54,10 +54,7 @@ def _add_prepare_iemocap(sub: Subparsers) -> None:
     )
     p.add_argument("iemocap_root", help="folder holding Session1 .. Session5 (IEMOCAP_full_release)")
     p.add_argument("out_dir", type=output_path, help="where the fold folders go")
-    p.add_argument(
-        "--valid-fraction", type=float, default=0.1, help="share of each label held out of the training sessions for validation (default 0.1)"
-    )
-    add_seed(p, "seed of the validation holdout", default=1)
+    add_options(p, HoldoutOptions, ("valid_fraction", "seed"))
     totals = p.add_mutually_exclusive_group()
     totals.add_argument(
         "--check-totals",

@@ -34,6 +34,7 @@ import soundfile as sf
 from scipy.signal import lfilter
 from tqdm import tqdm
 
+from fesa.options import HOLDOUT
 from fesa_fairseq.corpora.iemocap import SAMPLE_RATE, SESSIONS
 from fesa_fairseq.data.files import atomic_write_json, read_lines, staged_dir, write_manifest
 from fesa_fairseq.data.segments import Segment, read_segment_lines
@@ -233,7 +234,7 @@ def make_pretraining_corpus(
     speakers: int = 12,
     utterances_per_speaker: int = 40,
     seed: int = 1000,
-    valid_fraction: float = 0.1,
+    valid_fraction: float = HOLDOUT.valid_fraction,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Dict[str, object]:

@@ -22,6 +22,7 @@ from typing import Dict, List, Sequence
 
 from tqdm import tqdm
 
+from fesa.options import HOLDOUT
 from fesa_fairseq.data.audio import check_audio
 from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines, check_output_dir, staged_dir, write_manifest
 from fesa_fairseq.errors import FesaError
@@ -202,8 +203,8 @@ def write_listing(path: Path, utterances: Sequence[Utterance]) -> None:
 def prepare_iemocap(
     root: Path,
     out_dir: Path,
-    valid_fraction: float = 0.1,
-    seed: int = 1,
+    valid_fraction: float = HOLDOUT.valid_fraction,
+    seed: int = HOLDOUT.seed,
     check_totals: bool = True,
     progress: bool = True,
     overwrite: bool = False,

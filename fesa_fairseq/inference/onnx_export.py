@@ -43,6 +43,7 @@ class OnnxClassifier(nn.Module):
         self.model = model.eval()
         self.model.encoder.w2v_model.encoder.required_seq_len_multiple = 1
         self.normalize = normalize
+        self.eval()  # torch.onnx.export looks at the wrapper's own flag, not only its children's
 
     def forward(self, waveform: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.normalize:  # F.layer_norm over the whole waveform, written out so the length stays symbolic
@@ -69,7 +70,13 @@ def export_onnx(checkpoint: str, out: Path, int8: bool = False, seed: int = 0) -
         example = torch.zeros(1, g.sample_rate * 2)
         with torch.no_grad():
             program = torch.onnx.export(
-                wrapper, (example,), input_names=["waveform"], output_names=list(OUTPUTS), dynamic_shapes=({1: samples},), dynamo=True
+                wrapper,
+                (example,),
+                input_names=["waveform"],
+                output_names=list(OUTPUTS),
+                dynamic_shapes=({1: samples},),
+                dynamo=True,
+                verbose=False,  # its progress lines would go to stdout, which holds the command's result
             )
         program.save(str(staged))
         graph = onnx.load(str(staged))

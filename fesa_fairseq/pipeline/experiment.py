@@ -13,8 +13,8 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fesa.options import HOLDOUT, check_device_name
 from fesa.options import KMEANS_BACKENDS as BACKENDS
-from fesa.options import check_device_name
 from fesa_fairseq.checkpoints import inspect_checkpoint
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.pooling import POOLING_CHOICES
@@ -72,7 +72,7 @@ class ExperimentConfig:
     manifests: Optional[str] = None  # already prepared fold folders (fold1..fold5): no prepare stage
     source_checkpoint: str = MISSING  # hubert_base_ls960.pt (or any HuBERT checkpoint), or "bootstrap"
     folds: List[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
-    valid_fraction: float = 0.1  # share of each label of the training sessions held out for validation (prepare)
+    valid_fraction: float = HOLDOUT.valid_fraction  # share of each label of the training sessions held out for validation (prepare)
     skip_tapt: bool = False  # fine-tune the source directly (no task-adaptive pretraining)
     tapt_labels: LabelsConfig = field(default_factory=lambda: LabelsConfig(layer=9, clusters=500))
     emotion_labels: LabelsConfig = field(default_factory=LabelsConfig)
