@@ -263,6 +263,9 @@ def test_evaluate_measures_the_alignment_on_the_demo(checkpoint, demo_folds, tmp
     n = len((demo_folds / "fold1" / "test.emo").read_text().split())
     assert frame["utterances"] == n and 0 <= frame["eder"] <= 100 and frame["attention_focus"] > 0
     assert "frame level" in res.stdout and "EDER" in res.stdout
+    rows = [line.split("\t") for line in (tmp_path / "ev" / "frame_level.tsv").read_text().splitlines()]
+    assert rows[0] == ["utt_id", "eder", "attention_focus"] and len(rows) == n + 1
+    assert np.mean([float(r[1]) for r in rows[1:]]) * 100 == pytest.approx(frame["eder"], abs=0.01)
 
 
 def test_evaluate_scores_each_utterance_as_predict_does(checkpoint, demo_folds, tmp_path):
@@ -300,3 +303,4 @@ def test_frame_figures_of_evaluate_against_a_case_computed_by_hand():
     figures = frame_figures(predictions, ["/x/a.wav", "/x/b.wav"], truth, "neu")
     assert figures["eder"] == pytest.approx(12.5) and figures["attention_focus"] == pytest.approx(1.7)
     assert figures["utterances"] == 2 and figures["focus_utterances"] == 2
+    assert figures["per_utterance"] == {"a": (0.0, pytest.approx(2.4)), "b": (0.25, pytest.approx(1.0))}

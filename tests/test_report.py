@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from fesa_fairseq.errors import FesaError
@@ -101,3 +102,55 @@ def test_read_curve(tmp_path):
     curve = read_curve(tmp_path / "run" / "hydra_train.log", "run")
     assert curve.train == [(10, 1.5), (20, 1.25)] and curve.valid == [(15, 30.0), (30, 45.5)] and curve.metric == "ua"
     assert curve.best() == (30, 45.5) and curve.still_improving
+
+
+def write_predictions(exp, fold, variant, truth, predicted, eder=None):
+    """metrics.json as the scorers write it, with the predictions.tsv (and frame_level.tsv) it came from."""
+    from fesa_fairseq.pipeline.evaluate import write_frame_rows, write_results
+
+    labels = ["neu", "hap"]
+    prob = np.eye(2)[[labels.index(p) for p in predicted]]
+    out = exp / f"fold{fold}" / "evaluate" / variant
+    ids = [f"/x/u{i}.wav" for i in range(len(truth))]
+    if eder is not None:
+        write_frame_rows(out, {f"u{i}": (e, None) for i, e in enumerate(eder)})
+    write_results(out, ids, [labels.index(t) for t in truth], prob, labels, {"split": "test"})
+
+
+def test_paired_statistics_against_the_baseline_and_the_controls(tmp_path):
+    """The method right on every utterance, the baseline on 3 of 4 per fold, the control wrong wherever the method is
+    right on fold 1 and equal to the baseline on fold 2; the reference is the baseline's twin."""
+    truth = ["neu", "hap"] * 10
+    wrong = ["hap", "neu"] * 10
+    baseline = [t if i % 4 else w for i, (t, w) in enumerate(zip(truth, wrong))]
+    for fold in (1, 2):
+        write_predictions(tmp_path, fold, "reference", truth, baseline)
+        write_predictions(tmp_path, fold, "baseline", truth, baseline, eder=[0.5] * 20)
+        write_predictions(tmp_path, fold, "L9-K50-attention", truth, truth, eder=[0.2] * 20)
+        write_predictions(tmp_path, fold, "L9-K50-shuffled-attention", truth, wrong if fold == 1 else baseline)
+    report = make_report(tmp_path)
+    got = {(r["a"], r["b"], r["metric"]): r for r in report["paired"]}
+    assert set(got) == {
+        ("reference", "baseline", "ua"),
+        ("reference", "baseline", "wa"),
+        ("L9-K50-attention", "baseline", "ua"),
+        ("L9-K50-attention", "baseline", "wa"),
+        ("L9-K50-attention", "baseline", "eder"),
+        ("L9-K50-shuffled-attention", "baseline", "ua"),
+        ("L9-K50-shuffled-attention", "baseline", "wa"),
+        ("L9-K50-attention", "L9-K50-shuffled-attention", "ua"),
+        ("L9-K50-attention", "L9-K50-shuffled-attention", "wa"),
+    }
+    twin = got[("reference", "baseline", "ua")]
+    assert (twin["difference"], twin["low"], twin["high"], twin["p_value"], twin["verdict"]) == (0, 0, 0, 1.0, "no difference shown")
+    method = got[("L9-K50-attention", "baseline", "ua")]
+    assert method["difference"] == 25.0 and method["low"] > 0 and method["verdict"] == "ahead" and method["folds_ahead"] == 2
+    eder = got[("L9-K50-attention", "baseline", "eder")]
+    assert eder["difference"] == pytest.approx(-0.3) and eder["verdict"] == "ahead"
+    control = got[("L9-K50-attention", "L9-K50-shuffled-attention", "ua")]
+    assert control["difference"] == pytest.approx((100 + 25) / 2) and control["folds_ahead"] == 2
+    lines = report["markdown"].splitlines()
+    assert "| L9-K50-attention vs baseline | UA | +25.0 | [" in "\n".join(lines)
+    assert "| L9-K50-attention vs baseline | EDER | -30.0 | [-30.0, -30.0] | 2/2 |" in "\n".join(lines)
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["paired"] == report["paired"]
+    assert report["paired"][0]["a"] == "reference"  # every table starts from the acoustic reference

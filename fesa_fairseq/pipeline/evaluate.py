@@ -72,6 +72,7 @@ def evaluate(
     about: Dict[str, object] = {"checkpoint": str(checkpoint), "data": str(fold_dir), "split": split, "precision": precision_name(dtype)}
     if reference:
         about["frame_level"] = frame_figures(result["frames"], result["paths"], reference, neutral)
+        write_frame_rows(Path(out_dir), about["frame_level"].pop("per_utterance", {}))
     if timelines:
         truth = {utt: [Segment.of_event(e) for e in entry["emotion"]] for utt, entry in (reference or {}).items()}
         plot_timelines(recognizer, result, Path(out_dir) / "timelines", timelines, truth)
@@ -85,7 +86,7 @@ def frame_figures(predictions: Sequence[Prediction], paths: Sequence[str], refer
     per utterance with emotional (non-neutral) segments, the share of pooling weight on them divided by their
     share of the duration (1.0: no focus), then the mean.
     """
-    hypothesis, truth, focus = {}, {}, []
+    hypothesis, truth, focus = {}, {}, {}
     for pred, path in zip(predictions, paths):
         utt = Path(path).stem
         if utt not in reference:
@@ -94,16 +95,25 @@ def frame_figures(predictions: Sequence[Prediction], paths: Sequence[str], refer
         truth[utt] = reference[utt]
         share = attention_focus(pred.pooling_weights, pred.frame_rate, truth[utt]["emotion"], pred.duration, neutral)
         if share is not None:
-            focus.append(share)
+            focus[utt] = share
     if not truth:
         return {}
+    scored = eder(truth, hypothesis, neutral=neutral)
     return {
-        "eder": round(eder(truth, hypothesis, neutral=neutral)["eder"], 2),
-        "attention_focus": round(float(np.mean(focus)), 3) if focus else None,
+        "eder": round(scored["eder"], 2),
+        "attention_focus": round(float(np.mean(list(focus.values()))), 3) if focus else None,
         "utterances": len(truth),
         "focus_utterances": len(focus),
         "neutral": neutral,
+        "per_utterance": {utt: (value, focus.get(utt)) for utt, value in scored["per_utterance"].items()},
     }
+
+
+def write_frame_rows(out: Path, rows: Mapping[str, Tuple[float, Optional[float]]]) -> None:
+    """frame_level.tsv: EDER (a fraction) and attention focus per utterance, for the report's paired statistics."""
+    lines = ["utt_id\teder\tattention_focus"] + [f"{utt}\t{e:.6f}\t{'' if f is None else f'{f:.6f}'}" for utt, (e, f) in rows.items()]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_lines(out / "frame_level.tsv", lines)
 
 
 def attention_focus(weights: np.ndarray, frame_rate: float, events: Sequence[Mapping], duration: float, neutral: str) -> Optional[float]:

@@ -12,6 +12,7 @@ import numpy as np
 from fesa_fairseq.data.files import atomic_write_json, atomic_write_text
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.pipeline.curves import fold_curves
+from fesa_fairseq.pipeline.paired import SHORT_NAMES, paired_statistics, paired_table
 from fesa_fairseq.pipeline.plan import REFERENCE, STALE
 from fesa_fairseq.plots import plot_confusion, plot_curves
 from fesa_fairseq.scoring import counts_of, unweighted_accuracy, weighted_accuracy
@@ -165,6 +166,8 @@ def make_report(exp_dir: Path) -> Dict[str, object]:
     text += "\n\nLearning curves: curves_fold*.png (training loss and validation, against updates, every training stage)."
     if improving:
         text += "\n" + "\n".join(improving)
+    paired = paired_statistics(exp_dir, {v: summaries[v] for v in _order(list(summaries))})  # the reference first
+    text += "\n" + "\n".join(paired_table(paired, SHORT_NAMES)) if paired else ""
     atomic_write_text(out / "report.md", text + "\n")
-    atomic_write_json(out / "report.json", summaries)
-    return {"markdown": text, "summaries": summaries, "dir": out}
+    atomic_write_json(out / "report.json", {**summaries, "paired": paired})
+    return {"markdown": text, "summaries": summaries, "paired": paired, "dir": out}
