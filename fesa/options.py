@@ -33,6 +33,10 @@ KMEANS_BACKENDS = ("faiss", "sklearn")
 # Per backend, the settings its KMeansOptions leaves None: fairseq's recipe (sklearn) and faiss' own.
 KMEANS_DEFAULTS = {"sklearn": {"max_iter": 100, "n_init": 20}, "faiss": {"max_iter": 25, "n_init": 1}}
 GRID_SKLEARN_N_INIT = 3  # fesa analyze-clusters: a grid of cells, fewer sklearn restarts than the recipe's 20
+# What continued pretraining predicts: the method's frame clusters, or a control trained the same way (README:
+# Controls): the utterance's emotion on every frame, the clusters shuffled between utterances, the TAPT stage's units.
+CPT_TARGETS = ("clusters", "utterance", "shuffled", "tapt")
+CONTROL_LABEL_KINDS = ("utterance", "shuffled")
 SEGMENT_FORMATS = ("auto", "zed", "demo", "tsv")  # fesa convert-segments: where true emotion segments come from
 
 

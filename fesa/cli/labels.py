@@ -3,9 +3,9 @@
 import argparse
 from pathlib import Path
 
-from fesa.cli.common import Subparsers, add_device, add_options, add_out, add_precision, add_seed, ints, values
+from fesa.cli.common import Subparsers, add_device, add_options, add_out, add_overwrite, add_precision, add_seed, ints, values
 from fesa.errors import FesaError
-from fesa.options import GRID_SKLEARN_N_INIT, LABEL_DUMP_PRECISION, MAX_CHUNK, KMeansOptions
+from fesa.options import CONTROL_LABEL_KINDS, GRID_SKLEARN_N_INIT, LABEL_DUMP_PRECISION, MAX_CHUNK, KMeansOptions
 
 PSEUDO_LABEL_KMEANS = ("backend", "batch_size", "n_init", "max_iter")
 CLUSTER_GRID_KMEANS = ("backend", "n_init")
@@ -13,7 +13,33 @@ CLUSTER_GRID_KMEANS = ("backend", "n_init")
 
 def add_parsers(sub: Subparsers) -> None:
     _add_pseudo_labels(sub)
+    _add_control_labels(sub)
     _add_analyze_clusters(sub)
+
+
+def _control_labels(args: argparse.Namespace) -> None:
+    from fesa_fairseq.labels.control_labels import make_control_labels
+
+    info = make_control_labels(Path(args.labels_dir), Path(args.manifest_dir), Path(args.out), args.kind, args.seed, args.overwrite)
+    print(f"wrote {info['kind']} labels of {args.labels_dir} to {args.out}: " + ", ".join(f"{s} {n} lines" for s, n in info["splits"].items()))
+
+
+def _add_control_labels(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "control-labels",
+        help="control targets for continued pretraining, from pseudo-labels: utterance emotion on every frame, or shuffled",
+        description="Reads LABELS_DIR/{train,valid}.km (fesa pseudo-labels) and writes OUT/{train,valid}.km, dict.km.txt and "
+        "labels.json with the same line lengths. utterance: every frame labelled with its utterance's class (from "
+        "MANIFEST_DIR/{split}.emo); shuffled: each utterance given another utterance's cluster sequence of the same split, "
+        "cut or tiled to its length. CPT on these, trained exactly as on the clusters, tells what the clusters add.",
+    )
+    p.add_argument("labels_dir", help="a fesa pseudo-labels folder of the fold")
+    p.add_argument("--kind", required=True, choices=CONTROL_LABEL_KINDS, help="which control")
+    p.add_argument("--manifest-dir", required=True, help="the fold folder (dict.emo.txt, {train,valid}.emo)")
+    add_out(p, "folder to write")
+    add_seed(p, "seed of the shuffle")
+    add_overwrite(p, "replace labels this command wrote at OUT (swapped in whole)")
+    p.set_defaults(func=_control_labels)
 
 
 def _pseudo_labels(args: argparse.Namespace) -> None:

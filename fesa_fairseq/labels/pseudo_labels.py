@@ -211,6 +211,7 @@ def make_pseudo_labels(reader, job: PseudoLabelJob) -> Dict[str, object]:
         atomic_write_lines(out / f"{split}.km", lines)
     atomic_write_lines(out / "dict.km.txt", [f"{k} {c}" for k, c in enumerate(counts)])
     summary = {
+        "kind": "clusters",  # what CPT learns to predict (fesa control-labels writes its controls' kinds)
         **job.describe,
         "clusters": job.clusters,
         "label_rate": reader.label_rate,

@@ -13,7 +13,7 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fesa.options import HOLDOUT, check_device_name
+from fesa.options import CPT_TARGETS, HOLDOUT, check_device_name
 from fesa.options import KMEANS_BACKENDS as BACKENDS
 from fesa_fairseq.checkpoints import inspect_checkpoint
 from fesa_fairseq.errors import FesaError
@@ -24,9 +24,9 @@ logger = logging.getLogger(__name__)
 BOOTSTRAP = "bootstrap"
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "config"
 HUBERT_DEFAULT_LAYERS = 12  # fairseq HubertConfig.encoder_layers, for a TAPT yaml that does not say
-GRID_KEYS = ("layer", "K", "pooling")
+GRID_KEYS = ("layer", "K", "pooling", "cpt_targets")
 IEMOCAP_FOLDS = (1, 2, 3, 4, 5)  # fold k tests on Session k
-Cell = Dict[str, Union[int, str]]  # one cell of --grid: layer (int), K (int), pooling (str); absent keys: the config's
+Cell = Dict[str, Union[int, str]]  # one cell of --grid: layer, K (int), pooling, cpt_targets (str); absent keys: the config's
 
 
 @dataclass
@@ -78,6 +78,7 @@ class ExperimentConfig:
     emotion_labels: LabelsConfig = field(default_factory=LabelsConfig)
     pooling: str = "attention"  # attention or mean
     cpt_init: str = "source"  # warm start of CPT: "source" (the authors' recipe) or "tapt"
+    cpt_targets: str = "clusters"  # what CPT predicts: clusters (the method), or a control: utterance, shuffled, tapt
     configs: StageConfigs = field(default_factory=StageConfigs)
     overrides: StageOverrides = field(default_factory=StageOverrides)
     device: str = "auto"  # fesa pseudo-labels and evaluate; "cpu" also hides GPUs from every stage, training included
@@ -144,6 +145,7 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
         raise FesaError(
             f"{path}: with source_checkpoint: bootstrap the TAPT model is the only pretrained model: set cpt_init: tapt and keep skip_tapt: false"
         )
+    _check_targets(f"{path}: 'cpt_targets'", cfg.cpt_targets)
     if cfg.skip_tapt and cfg.cpt_init == "tapt":
         raise FesaError(f"{path}: cpt_init: tapt needs the TAPT stage (skip_tapt is true)")
     if not 0 < cfg.valid_fraction < 1:
@@ -214,10 +216,18 @@ def _grid_value(key: str, value: str) -> Union[int, str]:
     if key == "pooling":
         _check_pooling(f"--grid pooling={value}:", value)
         return value
+    if key == "cpt_targets":
+        _check_targets(f"--grid cpt_targets={value}:", value)
+        return value
     try:
         return int(value)
     except ValueError:
         raise FesaError(f"--grid {key}={value}: {value!r} is not a whole number") from None
+
+
+def _check_targets(where: str, value: str) -> None:
+    if value not in CPT_TARGETS:
+        raise FesaError(f"{where} must be one of {', '.join(CPT_TARGETS)}, got {value!r}")
 
 
 def _check_pooling(where: str, value: str) -> None:
@@ -257,3 +267,5 @@ def check_values(cfg: ExperimentConfig, cells: Sequence[Cell], path: Path) -> No
     for key, k in clusters:
         if k < 2:
             raise FesaError(f"{path}: '{key}' is {k}; k-means needs K >= 2 clusters")
+    if cfg.skip_tapt and "tapt" in {c.get("cpt_targets", cfg.cpt_targets) for c in cells}:
+        raise FesaError(f"{path}: cpt_targets tapt continues pretraining on the TAPT stage's labels, and skip_tapt is true")

@@ -31,7 +31,7 @@ import shlex
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from fesa_fairseq.data.files import STAGE_STAMP, atomic_write_text
 from fesa_fairseq.errors import FesaError
@@ -45,6 +45,7 @@ PLUGIN = Path(__file__).resolve().parent.parent
 BEST = Path("checkpoints") / "checkpoint_best.pt"
 DAMAGED = "damaged"  # the state of a stamp that is not the json a stage wrote
 STALE = ".stale-"  # <dir>.stale-<time>: a stage's old output, moved aside when its command or inputs changed
+TAPT_UNITS = "tapt-units"  # the control of cpt_targets: tapt, CPT on the TAPT stage's own labels
 REFERENCE = "reference"  # EXP/fold{k}/evaluate/reference: the acoustic reference, scored like every model
 
 
@@ -213,6 +214,7 @@ class Plan:
         self.cfg, self.exp = cfg, exp_dir.resolve()
         check_hydra_path(str(self.exp), "--exp-dir")
         self.stages: List[Stage] = []
+        self.tapt_labels: Dict[int, Stage] = {}
         self.manifests = Path(cfg.manifests).resolve() if cfg.manifests else self.exp / "manifests"
         prepare = self._prepare() if cfg.corpus else None
         for k in cfg.folds:
@@ -254,6 +256,7 @@ class Plan:
         mfcc = ["--features", "mfcc", "--clusters", str(cfg.tapt_labels.clusters), "--kmeans-backend", cfg.tapt_labels.kmeans_backend]
         how = mfcc if cfg.bootstrap else _labels_args(cfg.tapt_labels, source)
         labels = self._add(labels_stage(name="tapt-labels", fold=k, data=data, out=fold_dir / "tapt-labels", how=how, device=cfg.device, deps=deps))
+        self.tapt_labels[k] = labels
         init = ["model.init_checkpoint=null", "model.label_rate=100"] if cfg.bootstrap else [hydra_path("model.init_checkpoint", source)]
         overrides = [hydra_path("task.data", data), hydra_path("task.label_dir", labels.out_dir), *init, *cfg.overrides.tapt]
         return self._add(
@@ -273,35 +276,55 @@ class Plan:
         )
 
     def _cell(self, k: int, data: Path, cell: Cell, baseline: Stage, init_from: Optional[str], tapt_deps: List[Stage]) -> None:
-        """One cell of the grid: the emotion labels of its layer and K, continued pretraining on them, fine-tuning
-        with its pooling, scoring."""
+        """One cell of the grid: the CPT targets of its layer, K and target kind, continued pretraining on them,
+        fine-tuning with its pooling, scoring."""
         cfg, fold_dir = self.cfg, self.exp / f"fold{k}"
-        layer, clusters = int(cell.get("layer", cfg.emotion_labels.layer)), int(cell.get("K", cfg.emotion_labels.clusters))
-        lk, pooling = f"L{layer}-K{clusters}", cell.get("pooling", cfg.pooling)
-        how = _labels_args(replace(cfg.emotion_labels, layer=layer, clusters=clusters), str(baseline.done))
-        out = fold_dir / "emotion-labels" / lk
-        labels = self._add(labels_stage(name="emotion-labels", fold=k, variant=lk, data=data, out=out, how=how, device=cfg.device, deps=[baseline]))
-        overrides = [
-            hydra_path("task.data", data),
-            hydra_path("task.label_dir", out),
-            hydra_path("model.init_checkpoint", init_from),
-            *cfg.overrides.cpt,
-        ]
+        labels, name = self._cpt_labels(k, data, cell, baseline)
+        overrides = [hydra_path("task.data", data), hydra_path("task.label_dir", labels.out_dir), hydra_path("model.init_checkpoint", init_from)]
+        if cfg.bootstrap and name == TAPT_UNITS:
+            overrides.append("model.label_rate=100")  # the bootstrap's TAPT labels are MFCC frames, 100 a second
         deps = [labels] + (tapt_deps if cfg.cpt_init == "tapt" else [])
+        out = fold_dir / "cpt" / name
         cpt = self._add(
             training_stage(
-                name="cpt", fold=k, variant=lk, group="cpt", config=cfg.configs.cpt, out=fold_dir / "cpt" / lk, overrides=overrides, deps=deps
+                name="cpt", fold=k, variant=name, group="cpt", config=cfg.configs.cpt, out=out, overrides=overrides + cfg.overrides.cpt, deps=deps
             )
         )
-        variant = f"{lk}-{pooling}"
-        overrides = [hydra_path("task.data", data), hydra_path("model.w2v_path", cpt.done), f"model.pooling={pooling}", *cfg.overrides.finetune]
+        variant = f"{name}-{cell.get('pooling', cfg.pooling)}"
+        overrides = [hydra_path("task.data", data), hydra_path("model.w2v_path", cpt.done), f"model.pooling={cell.get('pooling', cfg.pooling)}"]
         out = fold_dir / "finetune" / variant
         method = self._add(
             training_stage(
-                name="finetune", fold=k, variant=variant, group="finetune", config=cfg.configs.finetune, out=out, overrides=overrides, deps=[cpt]
+                name="finetune",
+                fold=k,
+                variant=variant,
+                group="finetune",
+                config=cfg.configs.finetune,
+                out=out,
+                overrides=overrides + cfg.overrides.finetune,
+                deps=[cpt],
             )
         )
         self._evaluate(k, variant, method, data)
+
+    def _cpt_labels(self, k: int, data: Path, cell: Cell, baseline: Stage) -> Tuple[Stage, str]:
+        """The labels CPT predicts in this cell, and the cell's name: the method's clusters of layer l (L{l}-K{k}),
+        a control made from them (L{l}-K{k}-utterance, -shuffled), or the TAPT stage's own units (tapt-units)."""
+        cfg, fold_dir = self.cfg, self.exp / f"fold{k}"
+        target = cell.get("cpt_targets", cfg.cpt_targets)
+        if target == "tapt":
+            return self.tapt_labels[k], TAPT_UNITS
+        layer, clusters = int(cell.get("layer", cfg.emotion_labels.layer)), int(cell.get("K", cfg.emotion_labels.clusters))
+        lk = f"L{layer}-K{clusters}"
+        how = _labels_args(replace(cfg.emotion_labels, layer=layer, clusters=clusters), str(baseline.done))
+        out = fold_dir / "emotion-labels" / lk
+        labels = self._add(labels_stage(name="emotion-labels", fold=k, variant=lk, data=data, out=out, how=how, device=cfg.device, deps=[baseline]))
+        if target == "clusters":
+            return labels, lk
+        name = f"{lk}-{target}"
+        out = fold_dir / "emotion-labels" / name
+        args = ("control-labels", labels.out_dir, "--kind", target, "--manifest-dir", data, "--out", out, "--overwrite")
+        return self._add(fesa_stage(name="emotion-labels", fold=k, variant=name, out=out, args=args, done=out / "labels.json", deps=[labels])), name
 
     def _evaluate(self, k: int, variant: str, trained: Stage, data: Path) -> Stage:
         out = self.exp / f"fold{k}" / "evaluate" / variant
