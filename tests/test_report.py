@@ -154,3 +154,19 @@ def test_paired_statistics_against_the_baseline_and_the_controls(tmp_path):
     assert "| L9-K50-attention vs baseline | EDER | -30.0 | [-30.0, -30.0] | 2/2 |" in "\n".join(lines)
     assert json.loads((tmp_path / "report" / "report.json").read_text())["paired"] == report["paired"]
     assert report["paired"][0]["a"] == "reference"  # every table starts from the acoustic reference
+
+
+def test_alignment_table_from_the_alignment_stages(tmp_path):
+    write_metrics(tmp_path, 1, "baseline", 70.0, 72.0, [[3, 1], [1, 3]])
+    figures = {"source-L9-K50": (0.5, 0.1, 40.0), "tapt-L9-K50": (0.6, 0.2, 50.0), "cpt-L9-K50": (0.7, 0.3, 60.0)}
+    for fold, delta in ((1, -0.1), (2, 0.1)):
+        for name, (purity, nmi, probe) in figures.items():
+            out = tmp_path / f"fold{fold}" / "alignment" / name
+            out.mkdir(parents=True)
+            values = {"purity": purity + delta, "majority_share": 0.5, "nmi": nmi, "probe_ua": probe + 10 * delta, "chance_ua": 25.0}
+            (out / "alignment.json").write_text(json.dumps(values))
+    report = make_report(tmp_path)
+    rows = [line for line in report["markdown"].split("Alignment of frames")[1].splitlines() if line.startswith("| ")][1:]
+    assert [r.split(" | ")[0] for r in rows] == ["| source-L9-K50", "| tapt-L9-K50", "| cpt-L9-K50"]
+    assert rows[2] == "| cpt-L9-K50 | 0.700 ± 0.141 | 0.500 ± 0.000 | 0.300 ± 0.000 | 60.0 ± 1.4 | 25.0 ± 0.0 |"
+    assert set(json.loads((tmp_path / "report" / "report.json").read_text())["alignment"]) == set(figures)

@@ -8,7 +8,7 @@ from dataclasses import fields
 from typing import Dict, List, Optional, Sequence, Type, Union, get_args, get_origin
 
 from fesa.errors import FesaError
-from fesa.options import DEVICE_HELP, PRECISION_HELP, PRECISIONS, check_device_name
+from fesa.options import DEVICE_HELP, NEUTRAL, PRECISION_HELP, PRECISIONS, check_device_name
 
 Parser = argparse.ArgumentParser
 Subparsers = argparse._SubParsersAction
@@ -41,6 +41,10 @@ def add_out(p: Parser, help: str, required: bool = True) -> None:
 
 def add_device(p: Parser) -> None:
     p.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
+
+
+def add_neutral(p: Parser) -> None:
+    p.add_argument("--neutral", default=NEUTRAL, help=f"the label of time no true segment covers (default {NEUTRAL})")
 
 
 def add_seed(p: Parser, help: str, default: int = 0) -> None:

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from fesa.cli.common import Subparsers, add_device, add_options, add_out, add_overwrite, add_precision, add_seed, ints, values
+from fesa.cli.common import Subparsers, add_device, add_neutral, add_options, add_out, add_overwrite, add_precision, add_seed, ints, values
 from fesa.errors import FesaError
 from fesa.options import CONTROL_LABEL_KINDS, GRID_SKLEARN_N_INIT, LABEL_DUMP_PRECISION, MAX_CHUNK, KMeansOptions
 
@@ -15,6 +15,7 @@ def add_parsers(sub: Subparsers) -> None:
     _add_pseudo_labels(sub)
     _add_control_labels(sub)
     _add_analyze_clusters(sub)
+    _add_alignment(sub)
 
 
 def _control_labels(args: argparse.Namespace) -> None:
@@ -159,3 +160,47 @@ def _add_analyze_clusters(sub: Subparsers) -> None:
     grid_help = {"n_init": f"restarts per cell (sklearn: default {GRID_SKLEARN_N_INIT} here; faiss: default 1)"}
     add_options(p, KMeansOptions, CLUSTER_GRID_KMEANS, prefix="kmeans", helps=grid_help)
     p.set_defaults(func=_analyze_clusters)
+
+
+def _alignment(args: argparse.Namespace) -> None:
+    from fesa_fairseq.devices import resolve_device, resolve_precision
+    from fesa_fairseq.inference.references import segment_truth
+    from fesa_fairseq.labels.alignment import format_alignment, measure_alignment, write_alignment
+    from fesa_fairseq.labels.readers import HubertFeatureReader
+
+    truth = segment_truth(args.reference, Path(args.fold_dir))
+    if truth is None:
+        raise FesaError(f"{args.fold_dir} was not made from a demo corpus: give the true segments with --reference (fesa convert-segments)")
+    device = resolve_device(args.device)
+    reader = HubertFeatureReader(args.checkpoint, args.layer, device, data_dir=args.fold_dir, precision=resolve_precision(args.precision, device))
+    kmeans = KMeansOptions(**values(args, CLUSTER_GRID_KMEANS, prefix="kmeans"))
+    result = measure_alignment(
+        reader, Path(args.fold_dir), truth, args.clusters, args.neutral, args.max_utterances, args.seed, kmeans, not args.quiet
+    )
+    write_alignment(result, Path(args.out))
+    print("\n".join(format_alignment(result)))
+    print(f"wrote {args.out}/alignment.json")
+
+
+def _add_alignment(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "alignment",
+        help="how a model's frames line up with each frame's true emotional state: cluster purity, NMI, linear probe",
+        description="Each frame's true state is the class of the emotional segment covering it, else neutral. At LAYER of "
+        "CHECKPOINT: k-means (K clusters) fitted on training-split frames and a linear probe trained on them, both "
+        "scored on test-split frames (purity, NMI, frame UA). No utterance label is used. Truth: the demo corpus's own "
+        "segments, or --reference.",
+    )
+    p.add_argument("checkpoint", help="a HuBERT-family checkpoint (source, TAPT, CPT, or a fine-tuned classifier)")
+    p.add_argument("fold_dir", help="fold folder with {train,test}.{tsv,emo} and dict.emo.txt")
+    p.add_argument("--layer", type=int, required=True, help="transformer layer (1 = first), as fesa pseudo-labels counts")
+    p.add_argument("--clusters", type=int, default=50, help="K of the k-means scored (default 50)")
+    p.add_argument("--reference", help="true segments in fesa eder's layout (default: the demo corpus's own)")
+    add_neutral(p)
+    add_out(p, "folder for alignment.json")
+    p.add_argument("--max-utterances", type=int, default=400, help="utterances sampled per split (default 400)")
+    add_device(p)
+    add_precision(p, LABEL_DUMP_PRECISION)
+    add_seed(p, "seed of the sample, k-means and the probe")
+    add_options(p, KMeansOptions, CLUSTER_GRID_KMEANS, prefix="kmeans")
+    p.set_defaults(func=_alignment)

@@ -4,16 +4,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from fesa.cli.common import Subparsers, add_device, add_out, add_precision, add_seed, output_path, print_scores
-from fesa.options import NEUTRAL, SCORING_PRECISION
+from fesa.cli.common import Subparsers, add_device, add_neutral, add_out, add_precision, add_seed, output_path, print_scores
+from fesa.options import SCORING_PRECISION
 
 logger = logging.getLogger(__name__)
 
 OLD_NAME = "reference"  # fesa acoustic-baseline's name until this release
-
-
-def add_neutral(p: Subparsers) -> None:
-    p.add_argument("--neutral", default=NEUTRAL, help=f"the label of time no true segment covers (default {NEUTRAL})")
 
 
 def add_parsers(sub: Subparsers) -> None:
@@ -24,16 +20,10 @@ def add_parsers(sub: Subparsers) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from fesa_fairseq.corpora.demo import find_demo_root
-    from fesa_fairseq.inference.eder import read_segments_json
-    from fesa_fairseq.inference.references import convert_references
+    from fesa_fairseq.inference.references import segment_truth
     from fesa_fairseq.pipeline.evaluate import evaluate
 
-    if args.reference:
-        reference = read_segments_json(Path(args.reference), reference=True)
-    else:  # the demo corpus carries its segment truth
-        root = find_demo_root(Path(args.fold_dir) / f"{args.split}.tsv")
-        reference = convert_references(root, "demo") if root else None
+    reference = segment_truth(args.reference, Path(args.fold_dir), args.split)
     m = evaluate(
         args.checkpoint,
         args.fold_dir,

@@ -18,7 +18,7 @@ from typing import Dict, Optional
 import soundfile as sf
 
 from fesa.options import SEGMENT_FORMATS
-from fesa_fairseq.corpora.demo import SEGMENTS_FILE
+from fesa_fairseq.corpora.demo import SEGMENTS_FILE, find_demo_root
 from fesa_fairseq.corpora.iemocap import LABEL_OF_CODE
 from fesa_fairseq.data.files import atomic_write_json, read_manifest
 from fesa_fairseq.data.segments import read_segment_lines
@@ -94,3 +94,12 @@ def _manifest_wavs(manifest: Path) -> Dict[str, Path]:
 
 def write_references(data: Dict[str, dict], out: Path) -> None:
     atomic_write_json(out, data, indent=1)
+
+
+def segment_truth(reference: Optional[Path], fold_dir: Path, split: str = "test") -> Optional[Dict[str, dict]]:
+    """True segments: from a file in fesa eder's layout, else from the demo corpus the fold's split was made from
+    (it carries its segments), else None."""
+    if reference:
+        return read_segments_json(Path(reference), reference=True)
+    root = find_demo_root(Path(fold_dir) / f"{split}.tsv")
+    return convert_references(root, "demo") if root else None

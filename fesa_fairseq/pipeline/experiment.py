@@ -81,6 +81,8 @@ class ExperimentConfig:
     cpt_targets: str = "clusters"  # what CPT predicts: clusters (the method), or a control: utterance, shuffled, tapt
     configs: StageConfigs = field(default_factory=StageConfigs)
     overrides: StageOverrides = field(default_factory=StageOverrides)
+    segments: Optional[str] = None  # true emotion segments (fesa eder's layout, fesa convert-segments); the demo corpora carry theirs
+    alignment: Optional[bool] = None  # fesa alignment of the source, TAPT and CPT models' frames; None: wherever segment truth exists
     device: str = "auto"  # fesa pseudo-labels and evaluate; "cpu" also hides GPUs from every stage, training included
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
@@ -119,7 +121,7 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     def resolve(value: Optional[str]) -> Optional[str]:
         return None if value is None or value == BOOTSTRAP else str(Path(value).resolve())
 
-    cfg.corpus, cfg.manifests = resolve(cfg.corpus), resolve(cfg.manifests)
+    cfg.corpus, cfg.manifests, cfg.segments = resolve(cfg.corpus), resolve(cfg.manifests), resolve(cfg.segments)
     cfg.source_checkpoint = resolve(cfg.source_checkpoint) or cfg.source_checkpoint
     for labels in (cfg.tapt_labels, cfg.emotion_labels):
         labels.kmeans_model = resolve(labels.kmeans_model)
@@ -133,6 +135,8 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
         value = getattr(cfg, key)
         if value is not None and not Path(value).is_dir():
             raise FesaError(f"{path}: '{key}' is {value}, which is not a folder")
+    if cfg.segments is not None and not Path(cfg.segments).is_file():
+        raise FesaError(f"{path}: 'segments' {cfg.segments} does not exist (fesa convert-segments writes it)")
     if not cfg.bootstrap and not Path(cfg.source_checkpoint).is_file():
         raise FesaError(f"{path}: 'source_checkpoint' {cfg.source_checkpoint} does not exist (or say 'bootstrap')")
     for key, model in (("tapt_labels.kmeans_model", cfg.tapt_labels.kmeans_model), ("emotion_labels.kmeans_model", cfg.emotion_labels.kmeans_model)):
@@ -179,7 +183,7 @@ def check_hydra_path(value: str, where: str) -> None:
 
 
 def _paths(cfg: ExperimentConfig) -> List[Tuple[str, str]]:
-    values = [("corpus", cfg.corpus), ("manifests", cfg.manifests), ("source_checkpoint", cfg.source_checkpoint)]
+    values = [("corpus", cfg.corpus), ("manifests", cfg.manifests), ("source_checkpoint", cfg.source_checkpoint), ("segments", cfg.segments)]
     values += [(f"{k}.kmeans_model", getattr(cfg, k).kmeans_model) for k in ("tapt_labels", "emotion_labels")]
     paths = [(k, str(Path(v).resolve())) for k, v in values if v is not None]
     return paths + [(f"configs.{f.name}", str(stage_yaml(f.name, getattr(cfg.configs, f.name)))) for f in fields(cfg.configs)]

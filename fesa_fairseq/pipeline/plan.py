@@ -33,13 +33,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fesa_fairseq.corpora.demo import find_demo_root, is_demo_corpus
 from fesa_fairseq.data.files import STAGE_STAMP, atomic_write_text
 from fesa_fairseq.errors import FesaError
+from fesa_fairseq.labels.alignment import ALIGNMENT_FILE
 from fesa_fairseq.pipeline.experiment import Cell, ExperimentConfig, check_hydra_path, stage_yaml
 
 logger = logging.getLogger(__name__)
 
-STAGE_ORDER = ("prepare", "reference", "tapt-labels", "tapt", "tapt-finetune", "emotion-labels", "cpt", "finetune", "evaluate")
+STAGE_ORDER = ("prepare", "reference", "tapt-labels", "tapt", "tapt-finetune", "emotion-labels", "cpt", "finetune", "evaluate", "alignment")
 STAMP = STAGE_STAMP
 PLUGIN = Path(__file__).resolve().parent.parent
 BEST = Path("checkpoints") / "checkpoint_best.pt"
@@ -215,6 +217,8 @@ class Plan:
         check_hydra_path(str(self.exp), "--exp-dir")
         self.stages: List[Stage] = []
         self.tapt_labels: Dict[int, Stage] = {}
+        self.tapt: Dict[int, Stage] = {}
+        self.source = None if cfg.bootstrap else str(Path(cfg.source_checkpoint).resolve())
         self.manifests = Path(cfg.manifests).resolve() if cfg.manifests else self.exp / "manifests"
         prepare = self._prepare() if cfg.corpus else None
         for k in cfg.folds:
@@ -241,7 +245,7 @@ class Plan:
         out = self.exp / f"fold{k}" / "evaluate" / REFERENCE
         args = ("-q", "acoustic-baseline", data, "--split", "test", "--out", out)
         self._add(fesa_stage(name="reference", fold=k, out=out, args=args, done=out / "metrics.json", deps=deps))
-        source = None if self.cfg.bootstrap else str(Path(self.cfg.source_checkpoint).resolve())
+        source = self.source
         pretrained = source
         if not self.cfg.skip_tapt:
             tapt = self._tapt(k, data, source, deps)
@@ -259,9 +263,10 @@ class Plan:
         self.tapt_labels[k] = labels
         init = ["model.init_checkpoint=null", "model.label_rate=100"] if cfg.bootstrap else [hydra_path("model.init_checkpoint", source)]
         overrides = [hydra_path("task.data", data), hydra_path("task.label_dir", labels.out_dir), *init, *cfg.overrides.tapt]
-        return self._add(
+        self.tapt[k] = self._add(
             training_stage(name="tapt", fold=k, group="tapt", config=cfg.configs.tapt, out=fold_dir / "tapt", overrides=overrides, deps=[labels])
         )
+        return self.tapt[k]
 
     def _baseline(self, k: int, data: Path, pretrained: str, pooling: str, deps: List[Stage]) -> Stage:
         out = self.exp / f"fold{k}" / "tapt-finetune"
@@ -290,6 +295,7 @@ class Plan:
                 name="cpt", fold=k, variant=name, group="cpt", config=cfg.configs.cpt, out=out, overrides=overrides + cfg.overrides.cpt, deps=deps
             )
         )
+        self._alignments(k, data, cell, name, cpt)
         variant = f"{name}-{cell.get('pooling', cfg.pooling)}"
         overrides = [hydra_path("task.data", data), hydra_path("model.w2v_path", cpt.done), f"model.pooling={cell.get('pooling', cfg.pooling)}"]
         out = fold_dir / "finetune" / variant
@@ -326,9 +332,36 @@ class Plan:
         args = ("control-labels", labels.out_dir, "--kind", target, "--manifest-dir", data, "--out", out, "--overwrite")
         return self._add(fesa_stage(name="emotion-labels", fold=k, variant=name, out=out, args=args, done=out / "labels.json", deps=[labels])), name
 
+    def _alignments(self, k: int, data: Path, cell: Cell, name: str, cpt: Stage) -> None:
+        """fesa alignment at the cell's layer and K of the models before CPT (source, TAPT) and after it."""
+        if not self.truth(k):
+            return
+        lk = f"L{cell.get('layer', self.cfg.emotion_labels.layer)}-K{cell.get('K', self.cfg.emotion_labels.clusters)}"
+        models = [("cpt-" + (name if name.startswith(lk) else f"{name}-{lk}"), str(cpt.done), [cpt])]
+        if k in self.tapt:
+            models.append((f"tapt-{lk}", str(self.tapt[k].done), [self.tapt[k]]))
+        if self.source:
+            models.append((f"source-{lk}", self.source, [s for s in self.stages if s.name == "prepare"]))
+        layer, clusters = lk[1:].split("-K")
+        for variant, model, needs in models:
+            out = self.exp / f"fold{k}" / "alignment" / variant
+            args = ("-q", "alignment", model, data, "--layer", layer, "--clusters", clusters, "--out", out, "--device", self.cfg.device)
+            args += ("--reference", self.cfg.segments) if self.cfg.segments else ()
+            self._add(fesa_stage(name="alignment", fold=k, variant=variant, out=out, args=args, done=out / ALIGNMENT_FILE, deps=needs))
+
+    def truth(self, k: int) -> bool:
+        """Whether the fold's test utterances have true segments, and the experiment wants its alignment measured."""
+        if self.cfg.alignment is False:
+            return False
+        if self.cfg.segments:
+            return True
+        test = self.manifests / f"fold{k}" / "test.tsv"
+        return bool(is_demo_corpus(Path(self.cfg.corpus))) if self.cfg.corpus else test.is_file() and find_demo_root(test) is not None
+
     def _evaluate(self, k: int, variant: str, trained: Stage, data: Path) -> Stage:
         out = self.exp / f"fold{k}" / "evaluate" / variant
         args = ("-q", "evaluate", trained.done, data, "--split", "test", "--out", out, "--device", self.cfg.device)
+        args += ("--reference", self.cfg.segments) if self.cfg.segments else ()
         return self._add(fesa_stage(name="evaluate", fold=k, variant=variant, out=out, args=args, done=out / "metrics.json", deps=[trained]))
 
     def select(self, stages: Optional[str]) -> List[Stage]:

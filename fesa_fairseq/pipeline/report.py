@@ -131,6 +131,38 @@ def _mean_std(x: np.ndarray, digits: int) -> str:
     return f"{x.mean():.{digits}f} ± {x.std(ddof=1) if len(x) > 1 else 0.0:.{digits}f}"
 
 
+def collect_alignment(exp_dir: Path) -> Dict[str, Dict[int, dict]]:
+    """model -> fold -> alignment.json content (fesa alignment's stages)."""
+    found: Dict[str, Dict[int, dict]] = {}
+    for path in sorted(exp_dir.glob("fold*/alignment/*/alignment.json")):
+        if STALE not in path.parent.name:
+            found.setdefault(path.parent.name, {})[int(path.parts[-4][len("fold") :])] = json.loads(path.read_text())
+    return found
+
+
+def alignment_table(found: Dict[str, Dict[int, dict]]) -> List[str]:
+    """Purity, NMI and probe frame UA per model, mean ± std over folds: the mechanism, before and after CPT."""
+    if not found:
+        return []
+    order = sorted(found, key=lambda v: (not v.startswith("source"), not v.startswith("tapt"), v))
+    lines = [
+        "",
+        "Alignment of frames with their true state (emotional segment of its class, else neutral), test-split frames, "
+        "k-means and probe fitted on training frames (fesa alignment); mean ± std over folds:",
+        "",
+        "| model, layer and K | purity | majority share | NMI | probe frame UA | chance UA |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in order:
+        folds = found[name].values()
+        col = {
+            key: _mean_std(np.array([f[key] for f in folds]), 1 if key.endswith("ua") else 3)
+            for key in ("purity", "majority_share", "nmi", "probe_ua", "chance_ua")
+        }
+        lines.append(f"| {name} | {col['purity']} | {col['majority_share']} | {col['nmi']} | {col['probe_ua']} | {col['chance_ua']} |")
+    return lines
+
+
 def learning_curves(exp_dir: Path, out: Path) -> List[str]:
     """curves_fold{k}.png per fold; returns the report's lines about runs stopped while still improving."""
     lines = []
@@ -166,8 +198,10 @@ def make_report(exp_dir: Path) -> Dict[str, object]:
     text += "\n\nLearning curves: curves_fold*.png (training loss and validation, against updates, every training stage)."
     if improving:
         text += "\n" + "\n".join(improving)
+    alignment = collect_alignment(exp_dir)
+    text += "\n" + "\n".join(alignment_table(alignment)) if alignment else ""
     paired = paired_statistics(exp_dir, {v: summaries[v] for v in _order(list(summaries))})  # the reference first
     text += "\n" + "\n".join(paired_table(paired, SHORT_NAMES)) if paired else ""
     atomic_write_text(out / "report.md", text + "\n")
-    atomic_write_json(out / "report.json", {**summaries, "paired": paired})
+    atomic_write_json(out / "report.json", {**summaries, "paired": paired, "alignment": alignment})
     return {"markdown": text, "summaries": summaries, "paired": paired, "dir": out}
