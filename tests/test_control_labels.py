@@ -87,3 +87,19 @@ def test_bad_targets_are_refused(demo_folds, tmp_path, value, message):
     assert res.returncode == 2 and message in res.stderr
     res = run_fesa("run", config, "--exp-dir", tmp_path / "exp", "--dry-run", value)
     assert res.returncode == 2 and message in res.stderr
+
+
+def test_alignment_stages_measure_every_pretrained_model_where_truth_exists(demo_folds, tmp_path):
+    config = tmp_path / "e.yaml"
+    config.write_text(yaml.safe_dump({"corpus": str(demo_folds.parent / "corpus"), **TINY_RUN, "alignment": None}))
+    res = run_fesa("run", config, "--exp-dir", tmp_path / "exp", "--dry-run", "--grid", "cpt_targets=clusters,tapt")
+    assert res.returncode == 0, res.stderr[-3000:]
+    keys = re.findall(r"^# (fold1/alignment/\S+)", res.stdout, flags=re.M)
+    assert keys == ["fold1/alignment/cpt-L1-K6", "fold1/alignment/tapt-L1-K6", "fold1/alignment/cpt-tapt-units-L1-K6"]  # bootstrap: no source
+    line = next(line for line in res.stdout.splitlines() if "alignment/tapt-L1-K6 " in line or line.endswith("alignment/tapt-L1-K6 --device cpu"))
+    assert (
+        f"fesa -q alignment {tmp_path / 'exp' / 'fold1' / 'tapt' / 'checkpoints' / 'checkpoint_best.pt'}" in line and "--layer 1 --clusters 6" in line
+    )
+    config.write_text(yaml.safe_dump({"corpus": str(demo_folds.parent / "corpus"), **TINY_RUN, "alignment": False}))
+    res = run_fesa("run", config, "--exp-dir", tmp_path / "exp", "--dry-run")
+    assert res.returncode == 0 and "fesa -q alignment" not in res.stdout

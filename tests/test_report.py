@@ -91,8 +91,15 @@ def test_learning_curves_and_runs_stopped_while_improving(tmp_path):
     hydra_log(fold / "tapt-finetune.stale-20260101-000000", [(10, 1.0)], [(10, 10.0), (20, 90.0)])
     text = make_report(tmp_path)["markdown"]
     assert (tmp_path / "report" / "curves_fold1.png").is_file()
-    assert "- fold1/tapt-finetune: stopped while still improving (valid UA 70.0 at update 100" in text
-    assert "finetune/L9-K50-attention: stopped" not in text and "cpt/L9-K50: stopped" not in text and "stale" not in text
+    assert "- fold1/tapt-finetune: stopped at its maximum while still improving (valid UA 70.0 at update 100" in text
+    assert "- fold1/cpt/L9-K50: stopped at its maximum while still improving (valid loss 5.000 at update 20" in text  # pretraining too
+    assert "finetune/L9-K50-attention: stopped" not in text and "stale" not in text
+    plateau = fold / "cpt" / "L9-K50" / "hydra_train.log"  # fairseq stopped it on its validation plateau: not flagged
+    plateau.write_text(
+        plateau.read_text()
+        + "[2026-01-01 00:00:04,000][fairseq_cli.train][INFO] - early stop since valid performance hasn't improved for last 4 runs\n"
+    )
+    assert "cpt/L9-K50: stopped" not in make_report(tmp_path)["markdown"]
 
 
 def test_read_curve(tmp_path):

@@ -22,6 +22,7 @@ LOG_NAME = "hydra_train.log"
 _LINE = re.compile(r"(?:\[|\| )(?P<tag>train_inner|valid)(?:\]| \|).*?(?P<stats>\{.*\})\s*$")
 # Runs of classifier stages are named after them; see pipeline/plan.py for the layout.
 TRAINING_STAGES = ("tapt", "tapt-finetune", "cpt", "finetune")
+EARLY_STOP = "early stop since valid performance hasn't improved"  # fairseq_cli/train.py, checkpoint.patience
 
 
 @dataclass
@@ -33,12 +34,17 @@ class Curve:
     valid: List[Tuple[int, float]] = field(default_factory=list)
     metric: str = "loss"  # "ua" (higher is better) for classifiers, "loss" for pretraining
 
+    early_stopped: bool = False  # fairseq stopped it on a validation plateau (checkpoint.patience), not at max_update
+
     @property
     def still_improving(self) -> bool:
-        """Validation UA was at its best at the last validation, and first got there in the last quarter of the run."""
-        if self.metric != "ua" or len(self.valid) < 2:
+        """Stopped at its maximum budget, not on a plateau, with its last validation its best; for UA (noisy, often
+        tied) that best must also have been reached first in the last quarter of the run."""
+        if self.early_stopped or len(self.valid) < 2:
             return False
         values = [v for _, v in self.valid]
+        if self.metric != "ua":
+            return values[-1] < min(values[:-1])
         first_best = self.valid[values.index(max(values))][0]
         return values[-1] == max(values) and first_best >= 0.75 * self.valid[-1][0]
 
@@ -52,6 +58,7 @@ class Curve:
 def read_curve(log: Path, stage: str) -> Curve:
     curve = Curve(stage)
     for line in log.read_text(errors="replace").splitlines():
+        curve.early_stopped |= EARLY_STOP in line
         m = _LINE.search(line)
         if not m:
             continue

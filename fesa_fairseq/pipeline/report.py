@@ -173,10 +173,11 @@ def learning_curves(exp_dir: Path, out: Path) -> List[str]:
         plot_curves(list(curves.values()), out / f"curves_{fold_dir.name}.png", title=f"{fold_dir.name}: training loss and validation")
         for run, curve in curves.items():
             if curve.still_improving:
-                update, ua = curve.valid[-1]
+                update, value = curve.valid[-1]
+                figure = f"valid UA {value:.1f}" if curve.metric == "ua" else f"valid loss {value:.3f}"
                 lines.append(
-                    f"- {fold_dir.name}/{run}: stopped while still improving (valid UA {ua:.1f} at update {update}, "
-                    "its last validation and its best): more updates would likely help"
+                    f"- {fold_dir.name}/{run}: stopped at its maximum while still improving ({figure} at update {update}, "
+                    "its last validation and its best): a larger max_update would likely help"
                 )
     return lines
 
