@@ -22,10 +22,11 @@ AHEAD, BEHIND, UNDECIDED = "ahead", "behind", "no difference shown"
 
 @dataclass
 class FoldOutcomes:
-    """Per test utterance of one fold, both systems: their predicted class indices, or a per-utterance value."""
+    """Per test utterance of one fold, both systems: their predicted class indices, or a per-utterance value; a
+    system replicated over seeds gives one row per seed."""
 
-    targets: np.ndarray  # class index per utterance (UA, WA); unused by "mean"
-    a: np.ndarray
+    targets: np.ndarray  # class index per utterance (UA, WA); unused by "eder"
+    a: np.ndarray  # (utterances,) or (seeds, utterances)
     b: np.ndarray
 
 
@@ -68,11 +69,17 @@ def _mean(weights: Optional[np.ndarray], onehot: np.ndarray, values: np.ndarray)
     return weights @ values / weights.sum(axis=1)
 
 
+def _correct(pred: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Per utterance, the share of the system's runs (seeds: rows) that got it right. UA, WA and means are linear in
+    it for a fixed draw of utterances, so the figure of the mean is the mean of the seeds' figures."""
+    return np.atleast_2d(pred == t).mean(axis=0)
+
+
 # metric -> (statistic, the per-utterance outcome it reads, higher is better)
 METRICS: Dict[str, tuple] = {
-    "ua": (_ua, lambda pred, t: (pred == t).astype(np.float64), True),
-    "wa": (_wa, lambda pred, t: (pred == t).astype(np.float64), True),
-    "eder": (_mean, lambda value, t: np.asarray(value, dtype=np.float64), False),
+    "ua": (_ua, _correct, True),
+    "wa": (_wa, _correct, True),
+    "eder": (_mean, lambda value, t: np.atleast_2d(np.asarray(value, dtype=np.float64)).mean(axis=0), False),
 }
 
 
@@ -83,7 +90,7 @@ def compare(folds: Sequence[FoldOutcomes], metric: str = "ua", resamples: int = 
     observed, boot, perm = [], np.zeros(resamples), np.zeros(resamples)
     for fold in folds:
         t = np.asarray(fold.targets, dtype=np.int64)
-        onehot = np.eye(int(t.max()) + 1)[t] if metric != "eder" else np.zeros((len(fold.a), 1))
+        onehot = np.eye(int(t.max()) + 1)[t] if metric != "eder" else np.zeros((len(t), 1))
         a, b = outcome(np.asarray(fold.a), t), outcome(np.asarray(fold.b), t)
         observed.append((statistic(None, onehot, a[None])[0], statistic(None, onehot, b[None])[0]))
         for start in range(0, resamples, CHUNK):

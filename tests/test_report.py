@@ -177,3 +177,26 @@ def test_alignment_table_from_the_alignment_stages(tmp_path):
     assert [r.split(" | ")[0] for r in rows] == ["| source-L9-K50", "| tapt-L9-K50", "| cpt-L9-K50"]
     assert rows[2] == "| cpt-L9-K50 | 0.700 ± 0.141 | 0.500 ± 0.000 | 0.300 ± 0.000 | 60.0 ± 1.4 | 25.0 ± 0.0 |"
     assert set(json.loads((tmp_path / "report" / "report.json").read_text())["alignment"]) == set(figures)
+
+
+def test_seeds_are_averaged_per_fold_and_their_spread_shown(tmp_path):
+    """Seed 1 right on 16 of 20 utterances, seed 2 on 12: the fold's UA is their mean, 70; the method's seeds 90, 80."""
+    truth = ["neu", "hap"] * 10
+    wrong = ["hap", "neu"] * 10
+
+    def right_on(n):
+        return [t if i < n else w for i, (t, w) in enumerate(zip(truth, wrong))]
+
+    for fold in (1, 2):
+        write_predictions(tmp_path, fold, "reference", truth, right_on(10))
+        write_predictions(tmp_path, fold, "baseline-s1", truth, right_on(16))
+        write_predictions(tmp_path, fold, "baseline-s2", truth, right_on(12))
+        write_predictions(tmp_path, fold, "L9-K50-attention-s1", truth, right_on(18))
+        write_predictions(tmp_path, fold, "L9-K50-attention-s2", truth, right_on(16))
+    report = make_report(tmp_path)
+    base = report["summaries"]["baseline"]
+    assert base["seeds"] == [1, 2] and base["ua"] == {1: 70.0, 2: 70.0} and base["ua_seed_std"] == pytest.approx(14.14, abs=0.01)
+    assert report["summaries"]["reference"]["seeds"] == [] and report["summaries"]["reference"]["ua_seed_std"] is None
+    assert "| baseline (TAPT fine-tuned) | 70.0 / 70.0 | 70.0 / 70.0 | 70.0 ± 0.0 | 70.0 ± 0.0 | 2 | 14.1 |" in report["markdown"]
+    method = next(r for r in report["paired"] if (r["a"], r["b"], r["metric"]) == ("L9-K50-attention", "baseline", "wa"))
+    assert (method["a_mean"], method["b_mean"], method["difference"]) == (85.0, 70.0, 15.0) and method["verdict"] == "ahead"

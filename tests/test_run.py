@@ -215,3 +215,25 @@ def test_status_of_a_run_not_started(experiment):
     assert len(rows) == 10 and all(row[1:] == ["to", "do"] for row in rows) and res.stdout.strip().endswith("10 to do")
     res = run_fesa("status", exp.parent / "nowhere")
     assert res.returncode == 2 and "holds no experiment.yaml" in res.stderr
+
+
+def test_seeds_repeat_fine_tuning_and_cpt_and_share_the_rest(experiment):
+    config, exp = experiment
+    res = run_fesa("run", config, "--exp-dir", exp.parent / "seeds", "--dry-run", "seeds=[1,2]")
+    assert res.returncode == 0, res.stderr[-3000:]
+    keys = re.findall(r"^# (\S+)", res.stdout, flags=re.M)[1:]
+    assert keys.count("fold1/tapt") == 1 and keys.count("fold1/tapt-labels") == 1 and keys.count("fold1/emotion-labels/L1-K6") == 1
+    assert [k for k in keys if "finetune" in k or "/cpt/" in k] == [
+        "fold1/tapt-finetune/s1",
+        "fold1/tapt-finetune/s2",
+        "fold1/cpt/L1-K6-s1",
+        "fold1/finetune/L1-K6-attention-s1",
+        "fold1/cpt/L1-K6-s2",
+        "fold1/finetune/L1-K6-attention-s2",
+    ]
+    lines = [line for line in res.stdout.splitlines() if "fairseq-hydra-train" in line]
+    assert [line.endswith(" common.seed=2") for line in lines] == [False, False, True, False, False, True, True]
+    labels = next(line for line in res.stdout.splitlines() if "fesa pseudo-labels" in line and "emotion-labels" in line)
+    assert "tapt-finetune-s1/checkpoints/checkpoint_best.pt" in labels  # the first seed's baseline gives the shared labels
+    bad = run_fesa("run", config, "--exp-dir", exp.parent / "seeds", "--dry-run", "seeds=[1,1]")
+    assert bad.returncode == 2 and "'seeds' must be a list of different whole numbers" in bad.stderr

@@ -82,3 +82,13 @@ def test_the_same_seed_gives_the_same_interval():
     rng = np.random.default_rng(4)
     folds = [random_fold(rng) for _ in range(2)]
     assert compare(folds, resamples=1500) == compare(folds, resamples=1500)
+
+
+def test_seeds_count_as_their_mean():
+    """Two seeds of a, one right where the other is wrong: a's UA is the mean of the seeds' UAs, 50 against b's 50."""
+    t = np.array([0, 1, 0, 1] * 5)
+    wrong = 1 - t
+    c = compare([FoldOutcomes(t, np.stack([t, wrong]), np.where(np.arange(20) % 2 == 0, t, wrong))], "ua", resamples=500)
+    assert c.a_mean == 50 and c.b_mean == 50 and c.difference == 0
+    c = compare([FoldOutcomes(t, np.stack([t, t, wrong]), wrong)], "wa", resamples=500)
+    assert c.a_mean == pytest.approx(200 / 3) and c.b_mean == 0

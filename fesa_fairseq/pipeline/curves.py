@@ -79,7 +79,12 @@ def fold_curves(fold_dir: Path) -> Dict[str, Curve]:
     """Every current (not moved-aside) training run of a fold, keyed like the plan's stages."""
     curves: Dict[str, Curve] = {}
     for stage in TRAINING_STAGES:
-        for log in sorted(fold_dir.glob(f"{stage}/{LOG_NAME}")) + sorted(fold_dir.glob(f"{stage}/*/{LOG_NAME}")):
+        logs = (
+            sorted(fold_dir.glob(f"{stage}/{LOG_NAME}"))
+            + sorted(fold_dir.glob(f"{stage}-s*/{LOG_NAME}"))
+            + sorted(fold_dir.glob(f"{stage}/*/{LOG_NAME}"))
+        )
+        for log in logs:  # tapt-finetune-s2: the baseline of seed 2
             run = log.parent.relative_to(fold_dir).as_posix()
             if STALE in run:
                 continue

@@ -78,6 +78,7 @@ class ExperimentConfig:
     emotion_labels: LabelsConfig = field(default_factory=LabelsConfig)
     pooling: str = "attention"  # attention or mean
     cpt_init: str = "source"  # warm start of CPT: "source" (the authors' recipe) or "tapt"
+    seeds: Optional[List[int]] = None  # replicate fine-tuning and CPT per seed (common.seed); None: one run at the yaml's seed
     cpt_targets: str = "clusters"  # what CPT predicts: clusters (the method), or a control: utterance, shuffled, tapt
     configs: StageConfigs = field(default_factory=StageConfigs)
     overrides: StageOverrides = field(default_factory=StageOverrides)
@@ -150,6 +151,8 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
             f"{path}: with source_checkpoint: bootstrap the TAPT model is the only pretrained model: set cpt_init: tapt and keep skip_tapt: false"
         )
     _check_targets(f"{path}: 'cpt_targets'", cfg.cpt_targets)
+    if cfg.seeds is not None and (not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds) or min(cfg.seeds) < 0):
+        raise FesaError(f"{path}: 'seeds' must be a list of different whole numbers >= 0, e.g. [1, 2, 3]; got {cfg.seeds}")
     if cfg.skip_tapt and cfg.cpt_init == "tapt":
         raise FesaError(f"{path}: cpt_init: tapt needs the TAPT stage (skip_tapt is true)")
     if not 0 < cfg.valid_fraction < 1:

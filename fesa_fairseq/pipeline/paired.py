@@ -49,28 +49,42 @@ def _frame_eder(run: Path) -> Optional[Dict[str, float]]:
     return {r[0]: float(r[1]) for r in (line.split("\t") for line in read_lines(path)[1:] if line)}
 
 
-def fold_outcomes(exp_dir: Path, a: str, b: str, folds: Sequence[int], metric: str) -> Optional[List[FoldOutcomes]]:
-    """Both systems' outcomes per fold, utterance by utterance; None where they did not score the same utterances."""
+def _runs(exp_dir: Path, k: int, variant: str, seeds: Sequence[int]) -> List[Path]:
+    """The evaluate folders of a model on fold k: one, or one per seed."""
+    folder = exp_dir / f"fold{k}" / "evaluate"
+    return [folder / f"{variant}-s{s}" for s in seeds] if seeds else [folder / variant]
+
+
+def _stacked(runs: Sequence[Path], read, utts: Sequence[str], index: Optional[Dict[str, int]] = None) -> np.ndarray:
+    rows = [read(r) for r in runs]
+    return np.array([[row[u] if index is None else index[row[u][1]] for u in utts] for row in rows])
+
+
+def fold_outcomes(exp_dir: Path, a: str, b: str, folds: Sequence[int], metric: str, seeds: Dict[str, List[int]]) -> Optional[List[FoldOutcomes]]:
+    """Both systems' outcomes per fold, utterance by utterance (a row per seed); None where they did not score the
+    same utterances."""
     out = []
     for k in folds:
-        runs = [exp_dir / f"fold{k}" / "evaluate" / v for v in (a, b)]
-        if metric == "eder":
-            ea, eb = (_frame_eder(r) for r in runs)
-            if ea is None or eb is None or set(ea) != set(eb):
-                return None
-            utts = sorted(ea)
-            out.append(FoldOutcomes(np.zeros(len(utts)), np.array([ea[u] for u in utts]), np.array([eb[u] for u in utts])))
-            continue
-        if not all((r / "predictions.tsv").is_file() for r in runs):
+        ra, rb = _runs(exp_dir, k, a, seeds[a]), _runs(exp_dir, k, b, seeds[b])
+        name = "frame_level.tsv" if metric == "eder" else "predictions.tsv"
+        if not all((r / name).is_file() for r in ra + rb):
             return None
-        oa, ob = (_outcomes(r) for r in runs)
-        if set(oa) != set(ob) or any(oa[u][0] != ob[u][0] for u in oa):
+        read = _frame_eder if metric == "eder" else _outcomes
+        every = [read(r) for r in ra + rb]
+        utts = sorted(every[0])
+        if any(set(e) != set(utts) for e in every):
             logger.warning("fold %d: %s and %s scored different test utterances: not paired", k, a, b)
             return None
-        utts, labels = sorted(oa), sorted({lab for pair in oa.values() for lab in pair} | {ob[u][1] for u in ob})
+        if metric == "eder":
+            out.append(FoldOutcomes(np.zeros(len(utts)), _stacked(ra, read, utts), _stacked(rb, read, utts)))
+            continue
+        if any(e[u][0] != every[0][u][0] for e in every[1:] for u in utts):
+            logger.warning("fold %d: %s and %s scored the same utterances against different labels: not paired", k, a, b)
+            return None
+        labels = sorted({lab for e in every for pair in e.values() for lab in pair})
         index = {lab: i for i, lab in enumerate(labels)}
-        t, pa, pb = (np.array([index[src[u][j]] for u in utts]) for src, j in ((oa, 0), (oa, 1), (ob, 1)))
-        out.append(FoldOutcomes(t, pa, pb))
+        targets = np.array([index[every[0][u][0]] for u in utts])
+        out.append(FoldOutcomes(targets, _stacked(ra, read, utts, index), _stacked(rb, read, utts, index)))
     return out
 
 
@@ -80,7 +94,8 @@ def paired_statistics(exp_dir: Path, summaries: Dict[str, dict], resamples: int 
     for a, b in pairs(list(summaries)):
         folds = sorted(set(summaries[a]["folds"]) & set(summaries[b]["folds"]))
         for metric in ("ua", "wa", "eder"):
-            outcomes = fold_outcomes(exp_dir, a, b, folds, metric) if folds else None
+            seeds = {a: summaries[a].get("seeds", []), b: summaries[b].get("seeds", [])}
+            outcomes = fold_outcomes(exp_dir, a, b, folds, metric, seeds) if folds else None
             if outcomes:
                 results.append({"a": a, "b": b, **compare(outcomes, metric, resamples=resamples).as_dict()})
     return results

@@ -192,6 +192,15 @@ def _labels_args(labels, source: str) -> List[str]:
     ]
 
 
+def seed_suffix(seed: Optional[int]) -> str:
+    """-s{seed} on the folder and result names of a replicated stage; nothing without seeds (names unchanged)."""
+    return "" if seed is None else f"-s{seed}"
+
+
+def seed_override(seed: Optional[int]) -> List[str]:
+    return [] if seed is None else [f"common.seed={seed}"]
+
+
 def fesa_stage(*, name: str, fold: Optional[int], out: Path, args: Sequence[object], done: Path, variant: str = "", deps=()) -> Stage:
     """A stage that runs a fesa command: what it writes (``out``, and ``done`` last), what it reads (``deps``)."""
     return Stage(name=name, fold=fold, variant=variant, out_dir=out, command=fesa(*args), done=done, deps=list(deps))
@@ -250,10 +259,13 @@ class Plan:
         if not self.cfg.skip_tapt:
             tapt = self._tapt(k, data, source, deps)
             pretrained, deps = str(tapt.done), [tapt]
-        baseline = self._baseline(k, data, pretrained, cells[0].get("pooling", self.cfg.pooling), deps)
-        self._evaluate(k, "baseline", baseline, data)
-        for cell in cells:
-            self._cell(k, data, cell, baseline, source if self.cfg.cpt_init == "source" else pretrained, deps)
+        seeds = self.cfg.seeds or [None]
+        baselines = [self._baseline(k, data, pretrained, cells[0].get("pooling", self.cfg.pooling), deps, seed) for seed in seeds]
+        for seed, baseline in zip(seeds, baselines):
+            self._evaluate(k, "baseline" + seed_suffix(seed), baseline, data)
+        for cell in cells:  # the labels come from the first seed's baseline and are shared by every seed
+            for seed in seeds:
+                self._cell(k, data, cell, baselines[0], source if self.cfg.cpt_init == "source" else pretrained, deps, seed)
 
     def _tapt(self, k: int, data: Path, source: Optional[str], deps: List[Stage]) -> Stage:
         cfg, fold_dir = self.cfg, self.exp / f"fold{k}"
@@ -268,47 +280,45 @@ class Plan:
         )
         return self.tapt[k]
 
-    def _baseline(self, k: int, data: Path, pretrained: str, pooling: str, deps: List[Stage]) -> Stage:
-        out = self.exp / f"fold{k}" / "tapt-finetune"
+    def _baseline(self, k: int, data: Path, pretrained: str, pooling: str, deps: List[Stage], seed: Optional[int]) -> Stage:
+        out = self.exp / f"fold{k}" / ("tapt-finetune" + seed_suffix(seed))
         overrides = [
             hydra_path("task.data", data),
             hydra_path("model.w2v_path", pretrained),
             f"model.pooling={pooling}",
             *self.cfg.overrides.tapt_finetune,
+            *seed_override(seed),
         ]
+        config, variant = self.cfg.configs.finetune, seed_suffix(seed)[1:]
         return self._add(
-            training_stage(name="tapt-finetune", fold=k, group="finetune", config=self.cfg.configs.finetune, out=out, overrides=overrides, deps=deps)
+            training_stage(name="tapt-finetune", fold=k, variant=variant, group="finetune", config=config, out=out, overrides=overrides, deps=deps)
         )
 
-    def _cell(self, k: int, data: Path, cell: Cell, baseline: Stage, init_from: Optional[str], tapt_deps: List[Stage]) -> None:
+    def _cell(self, k: int, data: Path, cell: Cell, baseline: Stage, init_from: Optional[str], tapt_deps: List[Stage], seed: Optional[int]) -> None:
         """One cell of the grid: the CPT targets of its layer, K and target kind, continued pretraining on them,
-        fine-tuning with its pooling, scoring."""
+        fine-tuning with its pooling, scoring; with seeds, CPT onwards once per seed."""
         cfg, fold_dir = self.cfg, self.exp / f"fold{k}"
-        labels, name = self._cpt_labels(k, data, cell, baseline)
+        labels, labels_name = self._cpt_labels(k, data, cell, baseline)
+        name = labels_name + seed_suffix(seed)
         overrides = [hydra_path("task.data", data), hydra_path("task.label_dir", labels.out_dir), hydra_path("model.init_checkpoint", init_from)]
-        if cfg.bootstrap and name == TAPT_UNITS:
+        if cfg.bootstrap and labels_name == TAPT_UNITS:
             overrides.append("model.label_rate=100")  # the bootstrap's TAPT labels are MFCC frames, 100 a second
+        overrides += cfg.overrides.cpt + seed_override(seed)
         deps = [labels] + (tapt_deps if cfg.cpt_init == "tapt" else [])
         out = fold_dir / "cpt" / name
         cpt = self._add(
-            training_stage(
-                name="cpt", fold=k, variant=name, group="cpt", config=cfg.configs.cpt, out=out, overrides=overrides + cfg.overrides.cpt, deps=deps
-            )
+            training_stage(name="cpt", fold=k, variant=name, group="cpt", config=cfg.configs.cpt, out=out, overrides=overrides, deps=deps)
         )
-        self._alignments(k, data, cell, name, cpt)
-        variant = f"{name}-{cell.get('pooling', cfg.pooling)}"
-        overrides = [hydra_path("task.data", data), hydra_path("model.w2v_path", cpt.done), f"model.pooling={cell.get('pooling', cfg.pooling)}"]
+        if seed == (cfg.seeds or [None])[0]:  # the first seed's CPT model stands for the others
+            self._alignments(k, data, cell, labels_name, cpt)
+        pooling = cell.get("pooling", cfg.pooling)
+        variant = f"{labels_name}-{pooling}{seed_suffix(seed)}"
+        overrides = [hydra_path("task.data", data), hydra_path("model.w2v_path", cpt.done), f"model.pooling={pooling}"]
+        overrides += cfg.overrides.finetune + seed_override(seed)
         out = fold_dir / "finetune" / variant
         method = self._add(
             training_stage(
-                name="finetune",
-                fold=k,
-                variant=variant,
-                group="finetune",
-                config=cfg.configs.finetune,
-                out=out,
-                overrides=overrides + cfg.overrides.finetune,
-                deps=[cpt],
+                name="finetune", fold=k, variant=variant, group="finetune", config=cfg.configs.finetune, out=out, overrides=overrides, deps=[cpt]
             )
         )
         self._evaluate(k, variant, method, data)

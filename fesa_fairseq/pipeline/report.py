@@ -5,7 +5,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -23,39 +23,60 @@ PAPER = "paper (IEMOCAP, 5 folds): TAPT 74.1 / 72.8; layer 9, K=50, attention 75
 VARIANT = re.compile(r"^L(?P<layer>\d+)-K(?P<K>\d+)-(?P<pooling>\w+)$")
 
 
-def collect(exp_dir: Path) -> Dict[str, Dict[int, dict]]:
-    """variant -> fold -> metrics.json content."""
-    results: Dict[str, Dict[int, dict]] = {}
+SEEDED = re.compile(r"^(?P<base>.+)-s(?P<seed>\d+)$")  # a result of one seed of a replicated model (fesa run's seeds)
+
+
+def collect(exp_dir: Path) -> Dict[str, Dict[int, Dict[Optional[int], dict]]]:
+    """model -> fold -> seed (None: not replicated) -> metrics.json content."""
+    results: Dict[str, Dict[int, Dict[Optional[int], dict]]] = {}
     for path in sorted(exp_dir.glob("fold*/evaluate/*/metrics.json")):
         if STALE in path.parent.name:
             continue  # moved aside by fesa run: an old result, not a model of this experiment
-        fold = int(path.parts[-4][len("fold") :])
-        results.setdefault(path.parent.name, {})[fold] = json.loads(path.read_text())
+        fold, seeded = int(path.parts[-4][len("fold") :]), SEEDED.match(path.parent.name)
+        name, seed = (seeded["base"], int(seeded["seed"])) if seeded else (path.parent.name, None)
+        results.setdefault(name, {}).setdefault(fold, {})[seed] = json.loads(path.read_text())
     if not results:
         raise FesaError(f"no fold*/evaluate/*/metrics.json under {exp_dir}: has fesa run evaluated anything yet?")
     return results
 
 
-def summarize(folds: Dict[int, dict]) -> dict:
-    ua = np.array([m["ua"] for m in folds.values()])
-    wa = np.array([m["wa"] for m in folds.values()])
-    confusion = np.sum([np.array(m["confusion"]) for m in folds.values()], axis=0)
-    std = lambda x: float(x.std(ddof=1)) if len(x) > 1 else 0.0  # noqa: E731
+def _std(x: np.ndarray) -> float:
+    return float(x.std(ddof=1)) if len(x) > 1 else 0.0
+
+
+def summarize(folds: Dict[int, Dict[Optional[int], dict]]) -> dict:
+    """Per fold the mean over its seeds; over folds the mean and spread; with seeds, the spread over seeds too
+    (each seed's mean over folds)."""
+    ua = {f: float(np.mean([m["ua"] for m in runs.values()])) for f, runs in sorted(folds.items())}
+    wa = {f: float(np.mean([m["wa"] for m in runs.values()])) for f, runs in sorted(folds.items())}
+    confusion = np.sum([np.array(m["confusion"]) for runs in folds.values() for m in runs.values()], axis=0)
+    seeds = sorted({s for runs in folds.values() for s in runs if s is not None})
+    per_seed = [np.mean([runs[s]["ua"] for runs in folds.values() if s in runs]) for s in seeds]
     pooled = counts_of(confusion)
+    first = next(iter(next(iter(folds.values())).values()))
     return {
         "folds": sorted(folds),
-        "ua": {f: m["ua"] for f, m in sorted(folds.items())},
-        "wa": {f: m["wa"] for f, m in sorted(folds.items())},
-        "ua_mean": round(float(ua.mean()), 2),
-        "ua_std": round(std(ua), 2),
-        "wa_mean": round(float(wa.mean()), 2),
-        "wa_std": round(std(wa), 2),
+        "seeds": seeds,
+        "ua": {f: round(v, 2) for f, v in ua.items()},
+        "wa": {f: round(v, 2) for f, v in wa.items()},
+        "ua_mean": round(float(np.mean(list(ua.values()))), 2),
+        "ua_std": round(_std(np.array(list(ua.values()))), 2),
+        "ua_seed_std": round(_std(np.array(per_seed)), 2) if seeds else None,
+        "wa_mean": round(float(np.mean(list(wa.values()))), 2),
+        "wa_std": round(_std(np.array(list(wa.values()))), 2),
         "pooled_ua": round(unweighted_accuracy(pooled), 2),
         "pooled_wa": round(weighted_accuracy(pooled), 2),
-        "labels": next(iter(folds.values()))["labels"],
+        "labels": first["labels"],
         "confusion": confusion.tolist(),
-        "frame_level": {f: m["frame_level"] for f, m in sorted(folds.items()) if m.get("frame_level")},
+        "frame_level": {f: _frame_mean(runs) for f, runs in sorted(folds.items()) if all(m.get("frame_level") for m in runs.values())},
     }
+
+
+def _frame_mean(runs: Dict[Optional[int], dict]) -> dict:
+    """The frame-level figures of a fold, averaged over its seeds (attention focus over those that have one)."""
+    frames = [m["frame_level"] for m in runs.values()]
+    focus = [f["attention_focus"] for f in frames if f.get("attention_focus") is not None]
+    return {**frames[0], "eder": float(np.mean([f["eder"] for f in frames])), "attention_focus": float(np.mean(focus)) if focus else None}
 
 
 ROW_NAMES = {
@@ -71,12 +92,18 @@ def _order(variants: List[str]) -> List[str]:
 
 def markdown(summaries: Dict[str, dict]) -> str:
     folds = sorted({f for s in summaries.values() for f in s["folds"]})
-    lines = ["| model | " + " | ".join(f"fold {f} UA / WA" for f in folds) + " | mean UA | mean WA |", "|---|" + "---|" * (len(folds) + 2)]
+    seeded = any(len(s["seeds"]) > 1 for s in summaries.values())
+    extra = " seeds | UA spread over seeds |" if seeded else ""
+    lines = ["| model | " + " | ".join(f"fold {f} UA / WA" for f in folds) + " | mean UA | mean WA |" + extra]
+    lines.append("|---|" + "---|" * (len(folds) + 2 + 2 * seeded))
     for name in _order(list(summaries)):
         s = summaries[name]
         cells = [f"{s['ua'][f]:.1f} / {s['wa'][f]:.1f}" if f in s["ua"] else "-" for f in folds]
         label = ROW_NAMES.get(name, name)
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {s['ua_mean']:.1f} ± {s['ua_std']:.1f} | {s['wa_mean']:.1f} ± {s['wa_std']:.1f} |")
+        spread = f" {len(s['seeds']) or 1} | {'-' if s['ua_seed_std'] is None else format(s['ua_seed_std'], '.1f')} |" if seeded else ""
+        lines.append(
+            f"| {label} | " + " | ".join(cells) + f" | {s['ua_mean']:.1f} ± {s['ua_std']:.1f} | {s['wa_mean']:.1f} ± {s['wa_std']:.1f} |" + spread
+        )
     grid = {v: s for v, s in summaries.items() if VARIANT.match(v)}
     layers = sorted({int(VARIANT.match(v)["layer"]) for v in grid})
     ks = sorted({int(VARIANT.match(v)["K"]) for v in grid})
@@ -94,7 +121,8 @@ def markdown(summaries: Dict[str, dict]) -> str:
                 lines.append(f"| {layer} | " + " | ".join(f"{s['ua_mean']:.1f} / {s['wa_mean']:.1f}" if s else "-" for s in row) + " |")
     lines += [
         "",
-        f"Mean ± standard deviation over folds. The first row needs no self-supervised model: every model below it should clear it. {PAPER}.",
+        f"Mean ± standard deviation over folds{' (each fold: the mean of its seeds)' if seeded else ''}. "
+        f"The first row needs no self-supervised model: every model below it should clear it. {PAPER}.",
     ]
     return "\n".join(lines + frame_level_table(summaries, folds))
 
