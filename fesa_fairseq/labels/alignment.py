@@ -26,7 +26,7 @@ from fesa_fairseq.data.files import atomic_write_json
 from fesa_fairseq.data.labels import read_labelled_split
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.labels.analyze_clusters import purity
-from fesa_fairseq.labels.kmeans_backends import assign, fit_kmeans_model
+from fesa_fairseq.labels.kmeans_backends import assign, fit_with_options
 from fesa_fairseq.scoring import confusion_matrix, counts_of, unweighted_accuracy
 
 logger = logging.getLogger(__name__)
@@ -92,19 +92,7 @@ def measure_alignment(
     opts = (kmeans or KMeansOptions()).resolved()
     x, y, classes = split_frames(reader, Path(fold_dir), "train", truth, neutral, max_utterances, seed, progress)
     tx, ty, _ = split_frames(reader, Path(fold_dir), "test", truth, neutral, max_utterances, seed, progress)
-    km = fit_kmeans_model(
-        x,
-        clusters,
-        opts.backend,
-        seed,
-        opts.max_iter,
-        opts.n_init,
-        opts.batch_size,
-        opts.init,
-        opts.tol,
-        opts.reassignment_ratio,
-        opts.max_no_improvement,
-    )
+    km = fit_with_options(x, clusters, opts, seed)
     assigned = assign(km, tx)
     result = {
         "checkpoint": str(reader.checkpoint),

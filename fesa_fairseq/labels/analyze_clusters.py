@@ -20,7 +20,7 @@ from tqdm import tqdm
 from fesa.options import GRID_SKLEARN_N_INIT, KMeansOptions
 from fesa_fairseq.data.files import atomic_write_json, atomic_write_text
 from fesa_fairseq.data.labels import read_labelled_split
-from fesa_fairseq.labels.kmeans_backends import assign, fit_kmeans_model
+from fesa_fairseq.labels.kmeans_backends import assign, fit_with_options
 from fesa_fairseq.plots import plot_grid
 
 logger = logging.getLogger(__name__)
@@ -83,19 +83,7 @@ def analyze_clusters(
 def score_cell(train: np.ndarray, valid: np.ndarray, valid_labels: np.ndarray, layer: int, k: int, opts: KMeansOptions, seed: int) -> Dict:
     """k-means with K = ``k`` on the training frames of ``layer``, scored on the validation frames."""
     start = time.perf_counter()
-    km = fit_kmeans_model(
-        train,
-        k,
-        opts.backend,
-        seed,
-        opts.max_iter,
-        opts.n_init,
-        opts.batch_size,
-        opts.init,
-        opts.tol,
-        opts.reassignment_ratio,
-        opts.max_no_improvement,
-    )
+    km = fit_with_options(train, k, opts, seed)
     assigned = assign(km, valid)
     cell = {
         "layer": layer,

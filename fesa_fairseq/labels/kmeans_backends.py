@@ -27,7 +27,7 @@ import torch
 from fairseq.examples.hubert.simple_kmeans.learn_kmeans import get_km_model
 from sklearn.cluster import MiniBatchKMeans
 
-from fesa.options import KMEANS_BACKENDS, KMEANS_DEFAULTS
+from fesa.options import KMEANS_BACKENDS, KMEANS_DEFAULTS, KMeansOptions
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,23 @@ def fit_kmeans_model(
     model = model_of_centroids(best.centroids, random_state=seed, n_init=n_init, max_iter=max_iter)
     model.inertia_ = float(best.obj[-1])
     return model
+
+
+def fit_with_options(feats: np.ndarray, k: int, opts: KMeansOptions, seed: int) -> MiniBatchKMeans:
+    """fit_kmeans_model with every setting of a (resolved) KMeansOptions."""
+    return fit_kmeans_model(
+        feats,
+        k,
+        opts.backend,
+        seed,
+        opts.max_iter,
+        opts.n_init,
+        opts.batch_size,
+        opts.init,
+        opts.tol,
+        opts.reassignment_ratio,
+        opts.max_no_improvement,
+    )
 
 
 def model_of_centroids(centers: np.ndarray, **settings) -> MiniBatchKMeans:
