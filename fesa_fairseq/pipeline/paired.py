@@ -20,6 +20,7 @@ BASELINE = "baseline"
 METHOD = re.compile(r"^(?P<lk>L\d+-K\d+)-(?P<pooling>\w+)$")
 CONTROL = re.compile(r"^(?:(?P<lk>L\d+-K\d+)-(?P<target>utterance|shuffled)|(?P<tapt>tapt-units))-(?P<pooling>\w+)$")
 METRIC_NAMES = {"ua": "UA", "wa": "WA", "eder": "EDER"}
+SHORT_NAMES = {REFERENCE: "acoustic reference", BASELINE: "baseline"}
 
 
 def pairs(variants: Sequence[str]) -> List[Tuple[str, str]]:
@@ -42,11 +43,9 @@ def _outcomes(run: Path) -> Dict[str, Tuple[str, str]]:
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-def _frame_eder(run: Path) -> Optional[Dict[str, float]]:
-    path = run / "frame_level.tsv"
-    if not path.is_file():
-        return None
-    return {r[0]: float(r[1]) for r in (line.split("\t") for line in read_lines(path)[1:] if line)}
+def _frame_eder(run: Path) -> Dict[str, float]:
+    """utt_id -> EDER (a fraction) from evaluate's frame_level.tsv."""
+    return {r[0]: float(r[1]) for r in (line.split("\t") for line in read_lines(run / "frame_level.tsv")[1:] if line)}
 
 
 def _runs(exp_dir: Path, k: int, variant: str, seeds: Sequence[int]) -> List[Path]:
@@ -55,36 +54,30 @@ def _runs(exp_dir: Path, k: int, variant: str, seeds: Sequence[int]) -> List[Pat
     return [folder / f"{variant}-s{s}" for s in seeds] if seeds else [folder / variant]
 
 
-def _stacked(runs: Sequence[Path], read, utts: Sequence[str], index: Optional[Dict[str, int]] = None) -> np.ndarray:
-    rows = [read(r) for r in runs]
-    return np.array([[row[u] if index is None else index[row[u][1]] for u in utts] for row in rows])
-
-
 def fold_outcomes(exp_dir: Path, a: str, b: str, folds: Sequence[int], metric: str, seeds: Dict[str, List[int]]) -> Optional[List[FoldOutcomes]]:
     """Both systems' outcomes per fold, utterance by utterance (a row per seed); None where they did not score the
-    same utterances."""
+    same utterances against the same labels."""
+    name, read = ("frame_level.tsv", _frame_eder) if metric == "eder" else ("predictions.tsv", _outcomes)
     out = []
     for k in folds:
         ra, rb = _runs(exp_dir, k, a, seeds[a]), _runs(exp_dir, k, b, seeds[b])
-        name = "frame_level.tsv" if metric == "eder" else "predictions.tsv"
         if not all((r / name).is_file() for r in ra + rb):
             return None
-        read = _frame_eder if metric == "eder" else _outcomes
         every = [read(r) for r in ra + rb]
         utts = sorted(every[0])
-        if any(set(e) != set(utts) for e in every):
-            logger.warning("fold %d: %s and %s scored different test utterances: not paired", k, a, b)
+        if any(set(e) != set(utts) for e in every) or (metric != "eder" and any(e[u][0] != every[0][u][0] for e in every for u in utts)):
+            logger.warning("fold %d: %s and %s scored different test utterances or labels: not paired", k, a, b)
             return None
         if metric == "eder":
-            out.append(FoldOutcomes(np.zeros(len(utts)), _stacked(ra, read, utts), _stacked(rb, read, utts)))
-            continue
-        if any(e[u][0] != every[0][u][0] for e in every[1:] for u in utts):
-            logger.warning("fold %d: %s and %s scored the same utterances against different labels: not paired", k, a, b)
-            return None
-        labels = sorted({lab for e in every for pair in e.values() for lab in pair})
-        index = {lab: i for i, lab in enumerate(labels)}
-        targets = np.array([index[every[0][u][0]] for u in utts])
-        out.append(FoldOutcomes(targets, _stacked(ra, read, utts, index), _stacked(rb, read, utts, index)))
+            value = lambda row, u: row[u]  # noqa: E731
+            targets = np.zeros(len(utts))
+        else:
+            labels = sorted({lab for e in every for pair in e.values() for lab in pair})
+            index = {lab: i for i, lab in enumerate(labels)}
+            value = lambda row, u: index[row[u][1]]  # noqa: E731
+            targets = np.array([index[every[0][u][0]] for u in utts])
+        table = np.array([[value(row, u) for u in utts] for row in every])
+        out.append(FoldOutcomes(targets, table[: len(ra)], table[len(ra) :]))
     return out
 
 
@@ -121,6 +114,3 @@ def paired_table(results: Sequence[dict], names: Dict[str, str]) -> List[str]:
             f"| {r['p_value']:.3g} | {r['verdict']} |"
         )
     return lines
-
-
-SHORT_NAMES = {REFERENCE: "acoustic reference", BASELINE: "baseline"}
