@@ -45,7 +45,7 @@ demo: install
 # every stage make demo already ran; the report pairs the method with each control.
 demo-controls: install
 	$(VENV)/bin/fesa make-demo-corpus --overwrite $(DEMO_DIR)/corpus
-	$(VENV)/bin/fesa run examples/demo/experiment.yaml --exp-dir $(DEMO_DIR)/exp corpus=$(DEMO_DIR)/corpus --grid cpt_targets=clusters,utterance,shuffled,tapt
+	$(VENV)/bin/fesa run examples/demo/experiment.yaml --exp-dir $(DEMO_DIR)/exp corpus=$(DEMO_DIR)/corpus alignment=true --grid cpt_targets=clusters,utterance,shuffled,tapt
 
 # Rebuild examples/demo/source_model.pt (about 13 minutes): unlabelled speakers outside every session, MFCC
 # k-means targets, 4,000 updates of masked prediction.
