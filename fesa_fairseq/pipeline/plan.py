@@ -1,6 +1,7 @@
 """The method, fold by fold, as a list of stages; each stage is the very command a user could type.
 
     prepare -> reference -> tapt-labels -> tapt -> tapt-finetune -> emotion-labels -> cpt -> finetune -> evaluate
+    (and alignment of the source, TAPT and CPT models wherever segment truth exists)
 
 Layout of an experiment folder::
 
@@ -12,6 +13,11 @@ Layout of an experiment folder::
     EXP/fold{k}/cpt/L{l}-K{k}/                continued pretraining on them
     EXP/fold{k}/finetune/L{l}-K{k}-{pooling}/ the method
     EXP/fold{k}/evaluate/{reference,baseline,L{l}-K{k}-{pooling}}/  metrics.json, predictions.tsv, confusion.png
+    EXP/fold{k}/alignment/{source,tapt,cpt}-.../  fesa alignment of a pretrained model at the cell's layer and K
+
+Controls (cpt_targets) add emotion-labels/L{l}-K{k}-{utterance,shuffled} and cpt/tapt-units, and their cells are
+named after them (L{l}-K{k}-shuffled-{pooling}, tapt-units-{pooling}); seeds add -s{seed} to tapt-finetune, cpt,
+finetune and evaluate folders.
     EXP/logs/                                 one log per stage run
 
 A stage's stamp (``.fesa-stage.json``) holds the fingerprint of its command, of the yaml that command reads and of
