@@ -10,6 +10,7 @@ from fesa.options import SEGMENT_FORMATS, HoldoutOptions
 
 def add_parsers(sub: Subparsers) -> None:
     _add_prepare_iemocap(sub)
+    _add_prepare_emobox(sub)
     _add_make_demo_corpus(sub)
     _add_make_pretraining_corpus(sub)
     _add_convert_segments(sub)
@@ -66,6 +67,54 @@ def _add_prepare_iemocap(sub: Subparsers) -> None:
     totals.add_argument("--no-check-totals", dest="check_totals", action="store_false", help="do not compare with a full release's known counts")
     add_overwrite(p, "replace the manifests already in OUT_DIR (swapped in whole once all are written)")
     p.set_defaults(func=_prepare_iemocap)
+
+
+def _prepare_emobox(args: argparse.Namespace) -> None:
+    from fesa_fairseq.corpora.emobox import prepare_emobox
+
+    start = time.perf_counter()
+    summary = prepare_emobox(
+        Path(args.corpus_dir),
+        Path(args.out_dir),
+        Path(args.audio_root),
+        args.valid_fraction,
+        args.seed,
+        drop_unmapped=args.drop_unmapped,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    classes = summary["classes"]
+    print(f"{summary['utterances']} utterances, {len(classes)} classes: {', '.join(classes)}")
+    if summary["dropped"]["unmapped_labels"]:
+        print(f"dropped (label not in label_map.json): {summary['dropped']['unmapped_labels']}")
+    print("fold  split   " + "  ".join(c.rjust(6) for c in classes))
+    for k, splits in summary["folds"].items():
+        for split, counts in splits.items():
+            print(f"fold{k} {split:<6} " + "  ".join(str(counts.get(c, 0)).rjust(6) for c in classes))
+        print(f"      valid: {summary['valid'][k]}")
+    audio = summary["audio"]
+    print(f"audio: {audio['converted']} converted, {audio['reused']} reused; {time.perf_counter() - start:.1f} s")
+    print(f"wrote {args.out_dir}/fold*/{{train,valid,test}}.{{tsv,emo}}, dict.emo.txt, audio/, utterances.tsv, prepare.json")
+
+
+def _add_prepare_emobox(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "prepare-emobox",
+        help="one corpus of EmoBox's data/ (RAVDESS, CREMA-D, EmoDB, ESD, ...) -> fold manifests, audio converted to 16 kHz",
+        description="Reads CORPUS_DIR/<name>.jsonl, label_map.json and fold_<k>/<name>_{train,valid,test}_fold_<k>.jsonl "
+        "(EmoBox's layout), checks everything (unmapped labels, missing or unreadable audio, repeated keys, a key in both "
+        "a fold's train and test lists, a fold without its test list, a train split without a class), converts the audio "
+        "once to 16 kHz mono wav under OUT_DIR/audio (reused by a rerun when the source is unchanged) and writes "
+        "OUT_DIR/fold<k>/{train,valid,test}.{tsv,emo} and dict.emo.txt. Valid: the corpus's own list where it has one, "
+        "else a label-stratified holdout of the fold's training list.",
+    )
+    p.add_argument("corpus_dir", help="one corpus folder of EmoBox's data/, e.g. EmoBox/data/ravdess")
+    p.add_argument("out_dir", type=output_path, help="where the fold folders and the converted audio go")
+    p.add_argument("--audio-root", required=True, help="the folder the corpus's wav paths are relative to")
+    add_options(p, HoldoutOptions, ("valid_fraction", "seed"))
+    p.add_argument("--drop-unmapped", action="store_true", help="drop (and count) utterances whose label label_map.json lacks, instead of stopping")
+    add_overwrite(p, "replace the manifests already in OUT_DIR (swapped in whole once all are written; converted audio reused)")
+    p.set_defaults(func=_prepare_emobox)
 
 
 def _make_demo_corpus(args: argparse.Namespace) -> None:

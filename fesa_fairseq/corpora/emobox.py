@@ -1,0 +1,308 @@
+"""EmoBox's corpus layout -> this project's fold manifests (fesa prepare-emobox).
+
+EmoBox (Ma et al., Interspeech 2024) publishes 32 corpora in one layout with fixed folds. One corpus folder of its
+``data/`` holds:
+
+- ``<name>.jsonl``: one utterance a line: ``key``, ``wav`` (relative to the audio root), ``emo`` (the raw label),
+  ``sample_rate``, ``length``, ``channel``, optionally ``start_time`` / ``end_time`` in seconds;
+- ``label_map.json``: raw label -> class (several raw labels may map to one class);
+- ``fold_<k>/<name>_{train,test}_fold_<k>.jsonl`` and, where the corpus has one, ``_valid_``.
+
+What is written is what ``fesa prepare-iemocap`` writes (manifests/README.md): ``fold<k>/{train,valid,test}.{tsv,emo}``,
+``dict.emo.txt`` per fold (classes in alphabetical order, counted on that fold's train split), ``utterances.tsv`` and
+``prepare.json`` (last), plus ``audio/``: every utterance converted once to 16 kHz mono 16-bit wav (channels
+averaged, scipy's polyphase resampler, cut by start/end where given) and shared by all folds. Validation is the
+corpus's own valid list where it has one, else a label-stratified seeded holdout of the fold's training list
+(never of its test list). Everything is read and checked before anything is written; the folder is staged and
+swapped in whole; a rerun reuses converted files whose source did not change.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from fesa_fairseq.corpora.iemocap import PREPARE_INFO, SAMPLE_RATE, SPLITS, stratified_holdout
+from fesa_fairseq.data.audio import AudioSource
+from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines, check_output_dir, read_lines, read_text, staged_dir, write_manifest
+from fesa_fairseq.errors import FesaError
+
+logger = logging.getLogger(__name__)
+
+AUDIO = "audio"
+SOURCES = "sources.json"  # audio/sources.json: what each converted file was made from, for reuse by a rerun
+
+
+@dataclass(frozen=True)
+class Entry:
+    utt_id: str  # EmoBox's key
+    wav: str  # relative to the audio root
+    raw: str  # the corpus's own label
+    label: str  # the class label_map.json maps it to
+    start: Optional[float]
+    end: Optional[float]
+    where: str  # file:line, for messages
+
+
+def read_jsonl(path: Path) -> List[Tuple[str, dict]]:
+    """(file:line, object) of every non-blank line; a line that is not a json object is an error naming it."""
+    rows = []
+    for i, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise FesaError(f"{path}:{i}: not a json line ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise FesaError(f"{path}:{i}: expected a json object, got {type(row).__name__}")
+        rows.append((f"{path}:{i}", row))
+    return rows
+
+
+def read_label_map(path: Path) -> Dict[str, str]:
+    try:
+        mapping = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise FesaError(f"{path}: not json ({e.msg} at line {e.lineno})") from None
+    if not isinstance(mapping, dict) or not mapping or not all(isinstance(v, str) and v.strip() for v in mapping.values()):
+        raise FesaError(f'{path}: expected an object of raw label -> class name, e.g. {{"angry": "ang"}}')
+    return {str(k): v.strip() for k, v in mapping.items()}
+
+
+def _field(row: dict, name: str, where: str) -> str:
+    value = row.get(name)
+    if value is None or str(value).strip() == "":
+        raise FesaError(f"{where}: no '{name}'")
+    return str(value).strip()
+
+
+def _seconds(row: dict, name: str, where: str) -> Optional[float]:
+    value = row.get(name)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise FesaError(f"{where}: '{name}' is {value!r}, not a number of seconds") from None
+    if not np.isfinite(seconds) or seconds < 0:
+        raise FesaError(f"{where}: '{name}' is {value!r}; give a time in seconds >= 0")
+    return seconds
+
+
+def corpus_entries(corpus_dir: Path, label_map: Dict[str, str], drop_unmapped: bool) -> Tuple[Dict[str, Entry], Counter, set]:
+    """Every utterance of ``<name>.jsonl`` by key; the raw labels dropped as unmapped (with --drop-unmapped), and
+    the keys dropped."""
+    listing = corpus_dir / f"{corpus_dir.name}.jsonl"
+    if not listing.is_file():
+        raise FesaError(f"{listing} does not exist: give one corpus folder of EmoBox's data/ (e.g. data/ravdess)")
+    entries: Dict[str, Entry] = {}
+    dropped: Counter = Counter()
+    dropped_keys = set()
+    for where, row in read_jsonl(listing):
+        key, raw = _field(row, "key", where), _field(row, "emo", where)
+        if key in entries:
+            raise FesaError(f"{where}: key {key!r} appears twice (first at {entries[key].where})")
+        if raw not in label_map:
+            if not drop_unmapped:
+                raise FesaError(f"{where}: label {raw!r} is not in {corpus_dir / 'label_map.json'}; add it, or pass --drop-unmapped")
+            dropped[raw] += 1
+            dropped_keys.add(key)
+            continue
+        start, end = _seconds(row, "start_time", where), _seconds(row, "end_time", where)
+        if start is not None and end is not None and end <= start:
+            raise FesaError(f"{where}: end_time {end} is not after start_time {start}")
+        entries[key] = Entry(key, _field(row, "wav", where), raw, label_map[raw], start, end, where)
+    if not entries:
+        raise FesaError(f"{listing} lists no utterance with a mapped label")
+    return entries, dropped, dropped_keys
+
+
+def fold_folders(corpus_dir: Path) -> Dict[int, Path]:
+    folders = {int(p.name[len("fold_") :]): p for p in corpus_dir.glob("fold_*") if p.is_dir() and p.name[len("fold_") :].isdigit()}
+    if not folders:
+        raise FesaError(f"{corpus_dir} has no fold_<k> folders: is it one corpus folder of EmoBox's data/?")
+    return dict(sorted(folders.items()))
+
+
+def _split_keys(folder: Path, name: str, k: int, split: str) -> Optional[List[Tuple[str, str]]]:
+    path = folder / f"{name}_{split}_fold_{k}.jsonl"
+    return [(where, _field(row, "key", where)) for where, row in read_jsonl(path)] if path.is_file() else None
+
+
+def _fold_split(rows: List[Tuple[str, str]], entries: Dict[str, Entry], dropped: set) -> List[Entry]:
+    """The fold file's utterances (unmapped ones, dropped with --drop-unmapped, left out); unknown keys are errors."""
+    out = []
+    for where, key in rows:
+        if key in entries:
+            out.append(entries[key])
+        elif key not in dropped:
+            raise FesaError(f"{where}: key {key!r} is not in the corpus's own listing")
+    return out
+
+
+def read_fold(
+    folder: Path, name: str, k: int, entries: Dict[str, Entry], dropped: set, holdout: Tuple[float, int]
+) -> Tuple[Dict[str, List[Entry]], str]:
+    """train, valid, test of fold k, and whence valid came: the corpus's file or a holdout of the training list."""
+    listed = {split: _split_keys(folder, name, k, split) for split in SPLITS}
+    for split in ("train", "test"):
+        if listed[split] is None:
+            raise FesaError(f"{folder} has no {name}_{split}_fold_{k}.jsonl: every fold needs its train and test lists")
+    splits = {split: _fold_split(rows, entries, dropped) for split, rows in listed.items() if rows is not None}
+    test = {e.utt_id for e in splits["test"]}
+    for split in ("train", "valid"):
+        leak = next((e for e in splits.get(split, []) if e.utt_id in test), None)
+        if leak is not None:
+            raise FesaError(
+                f"{folder}: key {leak.utt_id!r} is in both the {split} and the test list of fold {k}; a fold must not test on what it learns from"
+            )
+    if "valid" in splits:
+        return splits, "the corpus's valid list"
+    held = stratified_holdout(splits["train"], *holdout)
+    splits["valid"] = [e for e in splits["train"] if e.utt_id in held]
+    splits["train"] = [e for e in splits["train"] if e.utt_id not in held]
+    return splits, f"a label-stratified holdout of {holdout[0]:g} of the training list (seed {holdout[1]})"
+
+
+def check_classes(folds: Dict[int, Dict[str, List[Entry]]], classes: Sequence[str], corpus_dir: Path) -> None:
+    for k, splits in folds.items():
+        missing = sorted(set(classes) - {e.label for e in splits["train"]})
+        if missing:
+            raise FesaError(f"{corpus_dir / f'fold_{k}'}: its train split has no {', '.join(missing)} utterance; no class can be learnt unseen")
+
+
+def audio_name(key: str) -> str:
+    """A file name for a key, stable across runs and distinct for distinct keys."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[-80:]
+    return f"{safe}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.wav"
+
+
+def _signature(source: Path, e: Entry) -> dict:
+    st = source.stat()
+    return {"source": str(source.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "start": e.start, "end": e.end}
+
+
+def convert_one(source: Path, e: Entry, target: Path) -> int:
+    """16 kHz mono 16-bit wav of the utterance (cut by its start and end); its sample count."""
+    try:
+        audio = AudioSource(source, rate=SAMPLE_RATE)
+    except FesaError as err:
+        raise FesaError(f"{e.where}: {err} (soundfile reads wav, flac and ogg: convert other formats, e.g. mp4, first)") from None
+    first = 0 if e.start is None else min(round(e.start * SAMPLE_RATE), audio.samples)
+    last = audio.samples if e.end is None else min(round(e.end * SAMPLE_RATE), audio.samples)
+    if last - first < SAMPLE_RATE // 100:
+        raise FesaError(f"{e.where}: {source} holds less than 10 ms between start_time and end_time")
+    wav = audio.read(first, last - first)
+    sf.write(str(target), np.clip(wav, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
+    return last - first
+
+
+def convert_audio(entries: Sequence[Entry], audio_root: Path, staging: Path, previous: Path, progress: bool) -> Tuple[Dict[str, int], dict, int]:
+    """Every utterance into staging/audio; files converted from an unchanged source are taken from ``previous``."""
+    old = json.loads(read_text(previous / SOURCES)) if (previous / SOURCES).is_file() else {}
+    staging.mkdir(parents=True, exist_ok=True)
+    samples, sources, reused = {}, {}, 0
+    for e in tqdm(entries, desc="converting audio", unit="utt", disable=not progress):
+        source, name = audio_root / e.wav, audio_name(e.utt_id)
+        sig = _signature(source, e)
+        if old.get(name, {}).get("signature") == sig and (previous / name).is_file():
+            _link_or_copy(previous / name, staging / name)
+            samples[e.utt_id], reused = old[name]["samples"], reused + 1
+        else:
+            samples[e.utt_id] = convert_one(source, e, staging / name)
+        sources[name] = {"signature": sig, "samples": samples[e.utt_id]}
+    return samples, sources, reused
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def check_sources(entries: Sequence[Entry], audio_root: Path, progress: bool) -> None:
+    """Every audio file there and readable by soundfile, from its header: before any conversion starts."""
+    for e in tqdm(entries, desc="checking audio", unit="file", disable=not progress):
+        source = audio_root / e.wav
+        if not source.is_file():
+            raise FesaError(f"{e.where}: {source} does not exist (is --audio-root the folder EmoBox's wav paths start from?)")
+        try:
+            sf.info(str(source))
+        except (RuntimeError, sf.SoundFileError):
+            raise FesaError(f"{e.where}: soundfile cannot read {source} (it reads wav, flac and ogg): convert it first, e.g. with ffmpeg") from None
+
+
+def read_corpus(corpus_dir: Path, drop_unmapped: bool, holdout: Tuple[float, int]):
+    """Entries, folds, classes and what was dropped, all checked; nothing written."""
+    label_map = read_label_map(corpus_dir / "label_map.json")
+    entries, dropped, dropped_keys = corpus_entries(corpus_dir, label_map, drop_unmapped)
+    folds, valid_from = {}, {}
+    for k, folder in fold_folders(corpus_dir).items():
+        folds[k], valid_from[k] = read_fold(folder, corpus_dir.name, k, entries, dropped_keys, holdout)
+    classes = sorted({e.label for e in entries.values()})
+    check_classes(folds, classes, corpus_dir)
+    return entries, folds, classes, dropped, valid_from
+
+
+def write_layout(staging: Path, final_audio: Path, folds: Dict[int, Dict[str, List[Entry]]], classes: Sequence[str], samples: Dict[str, int]) -> None:
+    """The fold folders; manifests name the audio folder where it will be once swapped in."""
+    for k, splits in folds.items():
+        fold_dir = staging / f"fold{k}"
+        for split in SPLITS:
+            rows = splits[split]
+            write_manifest(fold_dir / f"{split}.tsv", final_audio, [(audio_name(e.utt_id), samples[e.utt_id]) for e in rows])
+            atomic_write_lines(fold_dir / f"{split}.emo", [e.label for e in rows])
+        counts = Counter(e.label for e in splits["train"])
+        atomic_write_lines(fold_dir / "dict.emo.txt", [f"{c} {counts[c]}" for c in classes])
+
+
+def prepare_emobox(
+    corpus_dir: Path,
+    out_dir: Path,
+    audio_root: Path,
+    valid_fraction: float,
+    seed: int,
+    drop_unmapped: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Dict[str, object]:
+    corpus_dir, out_dir, audio_root = Path(corpus_dir).resolve(), Path(out_dir), Path(audio_root).resolve()
+    if not audio_root.is_dir():
+        raise FesaError(f"--audio-root {audio_root} is not a folder")
+    if not 0.0 < valid_fraction < 1.0:
+        raise FesaError(f"--valid-fraction must be between 0 and 1, got {valid_fraction}")
+    check_output_dir(out_dir, overwrite, PREPARE_INFO, inputs=[corpus_dir, audio_root])
+    entries, folds, classes, dropped, valid_from = read_corpus(corpus_dir, drop_unmapped, (valid_fraction, seed))
+    used = [entries[k] for k in sorted({e.utt_id for splits in folds.values() for rows in splits.values() for e in rows})]
+    check_sources(used, audio_root, progress)
+    summary = {
+        "format": "emobox",
+        "corpus": str(corpus_dir),
+        "audio_root": str(audio_root),
+        "classes": list(classes),
+        "utterances": len(used),
+        "dropped": {"unmapped_labels": dict(sorted(dropped.items())), "in_no_fold": len(entries) - len(used)},
+        "valid": {k: v for k, v in valid_from.items()},
+        "folds": {k: {split: dict(sorted(Counter(e.label for e in rows).items())) for split, rows in splits.items()} for k, splits in folds.items()},
+    }
+    with staged_dir(out_dir, overwrite, marker=PREPARE_INFO, inputs=[corpus_dir, audio_root]) as staging:
+        samples, sources, reused = convert_audio(used, audio_root, staging / AUDIO, out_dir / AUDIO, progress)
+        atomic_write_json(staging / AUDIO / SOURCES, sources)
+        write_layout(staging, out_dir.resolve() / AUDIO, folds, classes, samples)
+        header = "utt_id\tlabel\traw_label\tduration\twav"
+        rows = [f"{e.utt_id}\t{e.label}\t{e.raw}\t{samples[e.utt_id] / SAMPLE_RATE:.4f}\t{AUDIO}/{audio_name(e.utt_id)}" for e in used]
+        atomic_write_lines(staging / "utterances.tsv", [header, *rows])
+        summary["audio"] = {"converted": len(used) - reused, "reused": reused}
+        atomic_write_json(staging / PREPARE_INFO, summary)
+    return summary
