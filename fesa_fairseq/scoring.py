@@ -1,4 +1,4 @@
-"""UA, WA and confusion matrices: the one place their arithmetic lives."""
+"""UA, WA, macro-F1 and confusion matrices: the one place their arithmetic lives."""
 
 from typing import Sequence, Tuple
 
@@ -26,3 +26,14 @@ def confusion_matrix(targets: Sequence[int], predictions: Sequence[int], num_cla
 
 def counts_of(matrix: np.ndarray) -> Sequence[Tuple[float, float]]:
     return [(float(matrix[i, i]), float(matrix[i].sum())) for i in range(len(matrix))]
+
+
+def macro_f1(matrix: np.ndarray) -> float:
+    """Mean F1 in percent over the classes present (a true utterance of theirs); a class never predicted scores 0."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    hits, true, predicted = np.diag(matrix), matrix.sum(axis=1), matrix.sum(axis=0)
+    present = true > 0
+    if not present.any():
+        return 0.0
+    f1 = np.divide(2 * hits, true + predicted, out=np.zeros_like(hits), where=(true + predicted) > 0)
+    return 100.0 * float(f1[present].mean())

@@ -18,6 +18,7 @@ from fesa_fairseq.inference.recognizer import EmotionRecognizer, plan_windows
 from fesa_fairseq.inference.references import convert_references
 from fesa_fairseq.inference.segments import frames_to_segments
 from fesa_fairseq.pooling.mean import MeanPooling
+from fesa_fairseq.scoring import macro_f1
 
 from tiny_hubert import run_fesa
 
@@ -259,7 +260,9 @@ def test_references_from_the_demo_corpus_a_tsv_and_zed(demo_folds, tmp_path):
 def test_evaluate_measures_the_alignment_on_the_demo(checkpoint, demo_folds, tmp_path):
     res = run_fesa("-q", "evaluate", checkpoint, demo_folds / "fold1", "--out", tmp_path / "ev", "--device", "cpu")
     assert res.returncode == 0, res.stderr[-3000:]
-    frame = json.loads((tmp_path / "ev" / "metrics.json").read_text())["frame_level"]
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    frame = metrics["frame_level"]
+    assert metrics["macro_f1"] == pytest.approx(macro_f1(metrics["confusion"]), abs=0.01) and "macro-F1" in res.stdout
     n = len((demo_folds / "fold1" / "test.emo").read_text().split())
     assert frame["utterances"] == n and 0 <= frame["eder"] <= 100 and frame["attention_focus"] > 0
     assert "frame level" in res.stdout and "EDER" in res.stdout

@@ -197,6 +197,6 @@ def test_seeds_are_averaged_per_fold_and_their_spread_shown(tmp_path):
     base = report["summaries"]["baseline"]
     assert base["seeds"] == [1, 2] and base["ua"] == {1: 70.0, 2: 70.0} and base["ua_seed_std"] == pytest.approx(14.14, abs=0.01)
     assert report["summaries"]["reference"]["seeds"] == [] and report["summaries"]["reference"]["ua_seed_std"] is None
-    assert "| baseline (TAPT fine-tuned) | 70.0 / 70.0 | 70.0 / 70.0 | 70.0 ± 0.0 | 70.0 ± 0.0 | 2 | 14.1 |" in report["markdown"]
+    assert "| baseline (TAPT fine-tuned) | 70.0 / 70.0 | 70.0 / 70.0 | 70.0 ± 0.0 | 70.0 ± 0.0 | 70.0 ± 0.0 | 2 | 14.1 |" in report["markdown"]
     method = next(r for r in report["paired"] if (r["a"], r["b"], r["metric"]) == ("L9-K50-attention", "baseline", "wa"))
     assert (method["a_mean"], method["b_mean"], method["difference"]) == (85.0, 70.0, 15.0) and method["verdict"] == "ahead"

@@ -92,3 +92,13 @@ def test_seeds_count_as_their_mean():
     assert c.a_mean == 50 and c.b_mean == 50 and c.difference == 0
     c = compare([FoldOutcomes(t, np.stack([t, t, wrong]), wrong)], "wa", resamples=500)
     assert c.a_mean == pytest.approx(200 / 3) and c.b_mean == 0
+
+
+def test_macro_f1_by_hand():
+    """neu: 3 right, 1 taken for hap; hap: 1 right; sad: none true, one predicted. F1 neu 2*3/(4+3) = 6/7, hap
+    2*1/(1+2) = 2/3; sad has no true utterance and does not count."""
+    from fesa_fairseq.scoring import macro_f1
+
+    matrix = [[3, 1, 0], [0, 1, 0], [0, 0, 0]]
+    assert macro_f1(matrix) == pytest.approx(100 * (6 / 7 + 2 / 3) / 2)
+    assert macro_f1([[2, 0], [2, 0]]) == pytest.approx(100 * (2 * 2 / 6) / 2)  # a class never predicted scores 0

@@ -80,7 +80,7 @@ def values(args: argparse.Namespace, names: Sequence[str], prefix: str = "") -> 
 def print_scores(m: Dict[str, object], args: argparse.Namespace) -> None:
     """What fesa evaluate and fesa acoustic-baseline print: UA, WA, frame-level figures, the confusion matrix."""
     print(f"{args.split} of {args.fold_dir}: {m['utterances']} utterances")
-    print(f"UA {m['ua']:.2f}%   WA {m['wa']:.2f}%")
+    print(f"UA {m['ua']:.2f}%   WA {m['wa']:.2f}%   macro-F1 {m['macro_f1']:.2f}%")
     frame = m.get("frame_level") or {}
     if frame:
         focus = "-" if frame["attention_focus"] is None else f"{frame['attention_focus']:.2f}"

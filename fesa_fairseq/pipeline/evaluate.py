@@ -19,7 +19,7 @@ from fesa_fairseq.errors import FesaError
 from fesa_fairseq.inference.eder import eder
 from fesa_fairseq.inference.recognizer import EmotionRecognizer, Prediction
 from fesa_fairseq.plots import plot_confusion, plot_timeline
-from fesa_fairseq.scoring import confusion_matrix, counts_of, unweighted_accuracy, weighted_accuracy
+from fesa_fairseq.scoring import confusion_matrix, counts_of, macro_f1, unweighted_accuracy, weighted_accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ def write_results(
         "utterances": int(matrix.sum()),
         "ua": round(unweighted_accuracy(counts), 2),
         "wa": round(weighted_accuracy(counts), 2),
+        "macro_f1": round(macro_f1(matrix), 2),
         "labels": labels,
         "recall": {label: round(100 * c / t, 2) if t else None for label, (c, t) in zip(labels, counts)},
         "confusion": matrix.tolist(),

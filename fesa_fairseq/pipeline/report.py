@@ -15,7 +15,7 @@ from fesa_fairseq.pipeline.curves import fold_curves
 from fesa_fairseq.pipeline.paired import SHORT_NAMES, paired_statistics, paired_table
 from fesa_fairseq.pipeline.plan import REFERENCE, STALE
 from fesa_fairseq.plots import plot_confusion, plot_curves
-from fesa_fairseq.scoring import counts_of, unweighted_accuracy, weighted_accuracy
+from fesa_fairseq.scoring import counts_of, macro_f1, unweighted_accuracy, weighted_accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ def summarize(folds: Dict[int, Dict[Optional[int], dict]]) -> dict:
     (each seed's mean over folds)."""
     ua = {f: float(np.mean([m["ua"] for m in runs.values()])) for f, runs in sorted(folds.items())}
     wa = {f: float(np.mean([m["wa"] for m in runs.values()])) for f, runs in sorted(folds.items())}
+    f1 = {f: float(np.mean([macro_f1(m["confusion"]) for m in runs.values()])) for f, runs in sorted(folds.items())}
     confusion = np.sum([np.array(m["confusion"]) for runs in folds.values() for m in runs.values()], axis=0)
     seeds = sorted({s for runs in folds.values() for s in runs if s is not None})
     per_seed = [np.mean([runs[s]["ua"] for runs in folds.values() if s in runs]) for s in seeds]
@@ -64,6 +65,9 @@ def summarize(folds: Dict[int, Dict[Optional[int], dict]]) -> dict:
         "ua_seed_std": round(_std(np.array(per_seed)), 2) if seeds else None,
         "wa_mean": round(float(np.mean(list(wa.values()))), 2),
         "wa_std": round(_std(np.array(list(wa.values()))), 2),
+        "macro_f1": {f: round(v, 2) for f, v in f1.items()},
+        "macro_f1_mean": round(float(np.mean(list(f1.values()))), 2),
+        "macro_f1_std": round(_std(np.array(list(f1.values()))), 2),
         "pooled_ua": round(unweighted_accuracy(pooled), 2),
         "pooled_wa": round(weighted_accuracy(pooled), 2),
         "labels": first["labels"],
@@ -94,16 +98,15 @@ def markdown(summaries: Dict[str, dict]) -> str:
     folds = sorted({f for s in summaries.values() for f in s["folds"]})
     seeded = any(len(s["seeds"]) > 1 for s in summaries.values())
     extra = " seeds | UA spread over seeds |" if seeded else ""
-    lines = ["| model | " + " | ".join(f"fold {f} UA / WA" for f in folds) + " | mean UA | mean WA |" + extra]
-    lines.append("|---|" + "---|" * (len(folds) + 2 + 2 * seeded))
+    lines = ["| model | " + " | ".join(f"fold {f} UA / WA" for f in folds) + " | mean UA | mean WA | mean macro-F1 |" + extra]
+    lines.append("|---|" + "---|" * (len(folds) + 3 + 2 * seeded))
     for name in _order(list(summaries)):
         s = summaries[name]
         cells = [f"{s['ua'][f]:.1f} / {s['wa'][f]:.1f}" if f in s["ua"] else "-" for f in folds]
         label = ROW_NAMES.get(name, name)
         spread = f" {len(s['seeds']) or 1} | {'-' if s['ua_seed_std'] is None else format(s['ua_seed_std'], '.1f')} |" if seeded else ""
-        lines.append(
-            f"| {label} | " + " | ".join(cells) + f" | {s['ua_mean']:.1f} ± {s['ua_std']:.1f} | {s['wa_mean']:.1f} ± {s['wa_std']:.1f} |" + spread
-        )
+        means = "".join(f" | {s[f'{key}_mean']:.1f} ± {s[f'{key}_std']:.1f}" for key in ("ua", "wa", "macro_f1")) + " |"
+        lines.append(f"| {label} | " + " | ".join(cells) + means + spread)
     grid = {v: s for v, s in summaries.items() if VARIANT.match(v)}
     layers = sorted({int(VARIANT.match(v)["layer"]) for v in grid})
     ks = sorted({int(VARIANT.match(v)["K"]) for v in grid})
