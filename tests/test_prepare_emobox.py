@@ -127,3 +127,24 @@ def test_a_folder_that_is_not_emobox_is_named(tmp_path):
     res = prepare(tmp_path / "data" / "x", tmp_path, tmp_path / "out")
     assert res.returncode == 2 and "x.jsonl does not exist: give one corpus folder of EmoBox's data/" in res.stderr
     shutil.rmtree(tmp_path / "data")
+
+
+def test_a_model_scored_on_another_corpus_through_a_class_map(finetuned_classifier, corpus, tmp_path):
+    """The demo classifier (neu, hap, ang, sad) on the EmoBox corpus kept with its raw labels: excited has no
+    counterpart and is dropped, the others map onto the model's classes."""
+    corpus_dir, audio, rows = corpus
+    (corpus_dir / "label_map.json").write_text(json.dumps({r: r for r in ("neutral", "happy", "excited", "angry", "sad")}))
+    assert prepare(corpus_dir, audio, tmp_path / "m").returncode == 0
+    checkpoint = finetuned_classifier / "checkpoints" / "checkpoint_best.pt"
+    out = tmp_path / "ev"
+    res = run_fesa(
+        "evaluate", checkpoint, tmp_path / "m" / "fold1", "--out", out, "--device", "cpu", "--map", "neutral=neu,happy=hap,angry=ang,sad=sad"
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = [r for r in rows if r["spk"] == 0]
+    excited = sum(r["emo"] == "excited" for r in test)
+    assert metrics["cross_corpus"]["dropped"] == {"excited": excited} and metrics["utterances"] == len(test) - excited
+    assert metrics["labels"] == ["neu", "hap", "ang", "sad"] and "dropped (no counterpart): {'excited': %d}" % excited in res.stdout
+    bad = run_fesa("evaluate", checkpoint, tmp_path / "m" / "fold1", "--out", tmp_path / "x", "--map", "neutral=calm")
+    assert bad.returncode == 2 and "--map names calm, which" in bad.stderr

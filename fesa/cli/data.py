@@ -11,6 +11,7 @@ from fesa.options import SEGMENT_FORMATS, HoldoutOptions
 def add_parsers(sub: Subparsers) -> None:
     _add_prepare_iemocap(sub)
     _add_prepare_emobox(sub)
+    _add_prepare_table(sub)
     _add_make_demo_corpus(sub)
     _add_make_pretraining_corpus(sub)
     _add_convert_segments(sub)
@@ -83,18 +84,61 @@ def _prepare_emobox(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
-    classes = summary["classes"]
-    print(f"{summary['utterances']} utterances, {len(classes)} classes: {', '.join(classes)}")
     if summary["dropped"]["unmapped_labels"]:
         print(f"dropped (label not in label_map.json): {summary['dropped']['unmapped_labels']}")
+    _print_prepared(summary, args.out_dir, start)
+
+
+def _print_prepared(summary: dict, out_dir: str, start: float) -> None:
+    """What prepare-emobox and prepare-table print: classes, counts per fold and split, the audio converted."""
+    classes = summary["classes"]
+    print(f"{summary['utterances']} utterances, {len(classes)} classes: {', '.join(classes)}")
     print("fold  split   " + "  ".join(c.rjust(6) for c in classes))
     for k, splits in summary["folds"].items():
         for split, counts in splits.items():
             print(f"fold{k} {split:<6} " + "  ".join(str(counts.get(c, 0)).rjust(6) for c in classes))
-        print(f"      valid: {summary['valid'][k]}")
+        if "valid" in summary:
+            print(f"      valid: {summary['valid'][k]}")
     audio = summary["audio"]
     print(f"audio: {audio['converted']} converted, {audio['reused']} reused; {time.perf_counter() - start:.1f} s")
-    print(f"wrote {args.out_dir}/fold*/{{train,valid,test}}.{{tsv,emo}}, dict.emo.txt, audio/, utterances.tsv, prepare.json")
+    print(f"wrote {out_dir}/fold*/{{train,valid,test}}.{{tsv,emo}}, dict.emo.txt, audio/, utterances.tsv, prepare.json")
+
+
+def _prepare_table(args: argparse.Namespace) -> None:
+    from fesa_fairseq.corpora.table import prepare_table
+
+    start = time.perf_counter()
+    summary = prepare_table(
+        Path(args.table),
+        Path(args.out_dir),
+        Path(args.audio_root) if args.audio_root else None,
+        args.valid_fraction,
+        args.seed,
+        group=args.group,
+        folds=args.folds,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(f"folds: {summary['folds_from']}")
+    _print_prepared(summary, args.out_dir, start)
+
+
+def _add_prepare_table(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "prepare-table",
+        help="your own corpus from a CSV/TSV table (path, emotion; speaker, session, split, start, end) -> fold manifests",
+        description="A header with at least path and emotion. With a split column (train/valid/test): one fold as given. "
+        "Otherwise leave-one-group-out over --group (default session, else speaker), or --folds N folds of whole groups. "
+        "Audio converted once to 16 kHz mono wav under OUT_DIR/audio, with the checks of prepare-emobox.",
+    )
+    p.add_argument("table", help="the CSV or TSV file")
+    p.add_argument("out_dir", type=output_path, help="where the fold folders and the converted audio go")
+    p.add_argument("--audio-root", help="the folder relative paths start from (default: the table's folder)")
+    p.add_argument("--group", help="the column whose groups make the folds (default session, else speaker)")
+    p.add_argument("--folds", type=int, help="N folds of whole groups instead of one fold per group")
+    add_options(p, HoldoutOptions, ("valid_fraction", "seed"))
+    add_overwrite(p, "replace the manifests already in OUT_DIR (swapped in whole once all are written; converted audio reused)")
+    p.set_defaults(func=_prepare_table)
 
 
 def _add_prepare_emobox(sub: Subparsers) -> None:
@@ -136,6 +180,11 @@ def _make_demo_corpus(args: argparse.Namespace) -> None:
         synth=synth,
     )
     print(f"wrote {info['utterances']} utterances to {args.out_dir} in {time.perf_counter() - start:.1f} s (seed {args.seed})")
+    if args.emobox_listing:
+        from fesa_fairseq.corpora.emobox import export_listing
+
+        listing = export_listing(Path(args.out_dir), Path(args.emobox_listing), overwrite=args.overwrite)
+        print(f"wrote its EmoBox listing to {listing['dir']}: fesa prepare-emobox {listing['dir']} OUT --audio-root {args.out_dir}")
 
 
 def _add_make_demo_corpus(sub: Subparsers) -> None:
@@ -155,6 +204,12 @@ def _add_make_demo_corpus(sub: Subparsers) -> None:
         default="source-filter",
         help="source-filter (the demo's, no dependency) or espeak (espeak-ng voices and words: a corpus made "
         "differently, to check that a configuration is not tuned to the demo's)",
+    )
+    p.add_argument(
+        "--emobox-listing",
+        type=output_path,
+        metavar="DIR",
+        help="also describe the corpus in EmoBox's layout under DIR/demo (jsonl, label_map.json, fold_<k> lists; the audio stays in OUT_DIR)",
     )
     p.set_defaults(func=_make_demo_corpus)
 

@@ -21,12 +21,16 @@ def add_parsers(sub: Subparsers) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from fesa_fairseq.inference.references import segment_truth
-    from fesa_fairseq.pipeline.evaluate import evaluate
+    from fesa_fairseq.pipeline.evaluate import evaluate, mapped_fold, parse_mapping
 
-    reference = segment_truth(args.reference, Path(args.fold_dir), args.split)
+    fold_dir, cross = Path(args.fold_dir), None
+    if args.map:  # another corpus: its split relabelled with the model's classes, in a fold folder of the output's
+        cross = {"cross_corpus": mapped_fold(args.checkpoint, fold_dir, args.split, parse_mapping(args.map), Path(args.out) / "mapped-fold")}
+        fold_dir = Path(args.out) / "mapped-fold"
+    reference = segment_truth(args.reference, fold_dir, args.split)
     m = evaluate(
         args.checkpoint,
-        args.fold_dir,
+        fold_dir,
         args.split,
         args.out,
         device=args.device,
@@ -35,8 +39,13 @@ def _evaluate(args: argparse.Namespace) -> None:
         reference=reference,
         neutral=args.neutral,
         precision=args.precision,
+        about=cross,
     )
     print_scores(m, args)
+    if cross:
+        c = cross["cross_corpus"]
+        print(f"cross-corpus: {c['kept']} utterances scored; dropped (no counterpart): {c['dropped'] or 'none'}")
+        print(f"model classes no label maps to: {', '.join(c['unmapped_classes']) or 'none'}")
 
 
 def _add_evaluate(sub: Subparsers) -> None:
@@ -58,6 +67,12 @@ def _add_evaluate(sub: Subparsers) -> None:
         "attention focus); a demo corpus's own are found by themselves",
     )
     add_neutral(p)
+    p.add_argument(
+        "--map",
+        metavar="RAW=CLASS,...",
+        help="score on another corpus: FOLD_DIR's labels mapped to the model's classes (e.g. angry=ang,happy=hap); "
+        "utterances whose label has no counterpart are dropped and counted",
+    )
     p.set_defaults(func=_evaluate)
 
 

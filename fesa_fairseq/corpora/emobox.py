@@ -174,11 +174,11 @@ def read_fold(
     return splits, f"a label-stratified holdout of {holdout[0]:g} of the training list (seed {holdout[1]})"
 
 
-def check_classes(folds: Dict[int, Dict[str, List[Entry]]], classes: Sequence[str], corpus_dir: Path) -> None:
+def check_classes(folds: Dict[int, Dict[str, List[Entry]]], classes: Sequence[str], where: Path) -> None:
     for k, splits in folds.items():
         missing = sorted(set(classes) - {e.label for e in splits["train"]})
         if missing:
-            raise FesaError(f"{corpus_dir / f'fold_{k}'}: its train split has no {', '.join(missing)} utterance; no class can be learnt unseen")
+            raise FesaError(f"{where}, fold {k}: its train split has no {', '.join(missing)} utterance; no class can be learnt unseen")
 
 
 def audio_name(key: str) -> str:
@@ -284,19 +284,41 @@ def prepare_emobox(
         raise FesaError(f"--valid-fraction must be between 0 and 1, got {valid_fraction}")
     check_output_dir(out_dir, overwrite, PREPARE_INFO, inputs=[corpus_dir, audio_root])
     entries, folds, classes, dropped, valid_from = read_corpus(corpus_dir, drop_unmapped, (valid_fraction, seed))
-    used = [entries[k] for k in sorted({e.utt_id for splits in folds.values() for rows in splits.values() for e in rows})]
-    check_sources(used, audio_root, progress)
-    summary = {
+    about = {
         "format": "emobox",
         "corpus": str(corpus_dir),
+        "dropped": {"unmapped_labels": dict(sorted(dropped.items())), "in_no_fold": len(set(entries) - _keys(folds))},
+        "valid": {k: v for k, v in valid_from.items()},
+    }
+    return write_prepared(out_dir, audio_root, folds, classes, about, overwrite, progress, inputs=[corpus_dir, audio_root])
+
+
+def _keys(folds: Dict[int, Dict[str, List[Entry]]]) -> set:
+    return {e.utt_id for splits in folds.values() for rows in splits.values() for e in rows}
+
+
+def write_prepared(
+    out_dir: Path,
+    audio_root: Path,
+    folds: Dict[int, Dict[str, List[Entry]]],
+    classes: Sequence[str],
+    about: Dict[str, object],
+    overwrite: bool,
+    progress: bool,
+    inputs: Sequence[Path],
+) -> Dict[str, object]:
+    """Check every audio file, then stage audio/, the fold folders, utterances.tsv and prepare.json (last), and
+    swap them in whole: what prepare-emobox and prepare-table share."""
+    used = list({e.utt_id: e for splits in folds.values() for rows in splits.values() for e in rows}.values())
+    check_sources(used, audio_root, progress)
+    summary = {
+        **about,
         "audio_root": str(audio_root),
         "classes": list(classes),
         "utterances": len(used),
-        "dropped": {"unmapped_labels": dict(sorted(dropped.items())), "in_no_fold": len(entries) - len(used)},
-        "valid": {k: v for k, v in valid_from.items()},
         "folds": {k: {split: dict(sorted(Counter(e.label for e in rows).items())) for split, rows in splits.items()} for k, splits in folds.items()},
     }
-    with staged_dir(out_dir, overwrite, marker=PREPARE_INFO, inputs=[corpus_dir, audio_root]) as staging:
+    with staged_dir(out_dir, overwrite, marker=PREPARE_INFO, inputs=inputs) as staging:
         samples, sources, reused = convert_audio(used, audio_root, staging / AUDIO, out_dir / AUDIO, progress)
         atomic_write_json(staging / AUDIO / SOURCES, sources)
         write_layout(staging, out_dir.resolve() / AUDIO, folds, classes, samples)
@@ -306,3 +328,31 @@ def prepare_emobox(
         summary["audio"] = {"converted": len(used) - reused, "reused": reused}
         atomic_write_json(staging / PREPARE_INFO, summary)
     return summary
+
+
+def export_listing(iemocap_root: Path, listing_dir: Path, name: str = "demo", overwrite: bool = False) -> Dict[str, object]:
+    """A corpus in IEMOCAP's layout (the demo's) described in EmoBox's: ``listing_dir/<name>/`` holds
+    ``<name>.jsonl`` (raw codes as labels, wav paths relative to the corpus), ``label_map.json`` (exc merged into
+    hap, as the folds have it) and leave-one-session-out ``fold_<k>`` lists; the audio stays where it is."""
+    from fesa_fairseq.corpora.iemocap import LABEL_OF_CODE, SESSIONS, scan_iemocap
+
+    out = Path(listing_dir) / name
+    utterances = scan_iemocap(Path(iemocap_root), progress=False)["utterances"]
+    rows = [
+        {"key": u.utt_id, "dataset": name, "wav": u.wav, "sample_rate": SAMPLE_RATE, "num_frame": u.num_samples, "length": round(u.duration, 4),
+         "emo": u.code, "channel": 1, "speaker": u.speaker}
+        for u in utterances
+    ]  # fmt: skip
+    session = {u.utt_id: u.session for u in utterances}
+    with staged_dir(out, overwrite, marker="label_map.json", inputs=[iemocap_root]) as staging:
+        _write_jsonl(staging / f"{name}.jsonl", rows)
+        for k in SESSIONS:
+            for split, keep in (("train", lambda s: s != k), ("test", lambda s: s == k)):
+                _write_jsonl(staging / f"fold_{k}" / f"{name}_{split}_fold_{k}.jsonl", [r for r in rows if keep(session[r["key"]])])
+        atomic_write_json(staging / "label_map.json", dict(LABEL_OF_CODE))
+    return {"utterances": len(rows), "dir": str(out)}
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_lines(path, [json.dumps(r) for r in rows])

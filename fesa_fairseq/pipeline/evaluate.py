@@ -2,6 +2,7 @@
 (``inference.recognizer.EmotionRecognizer``, which fesa predict uses), on CPU or CUDA."""
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -11,8 +12,8 @@ from tqdm import tqdm
 
 from fesa.options import NEUTRAL
 from fesa_fairseq.checkpoints import load_model, require_classifier
-from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines
-from fesa_fairseq.data.labels import read_label_dictionary
+from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines, read_manifest, write_manifest
+from fesa_fairseq.data.labels import read_label_dictionary, read_labelled_split
 from fesa_fairseq.data.segments import Segment
 from fesa_fairseq.devices import precision_name, resolve_device, resolve_precision
 from fesa_fairseq.errors import FesaError
@@ -58,6 +59,7 @@ def evaluate(
     reference: Optional[Mapping[str, dict]] = None,
     neutral: str = NEUTRAL,
     precision: str = "fp32",
+    about: Optional[Dict[str, object]] = None,
 ) -> Dict[str, object]:
     """Write predictions.tsv, metrics.json and confusion.png (and timelines) under out_dir; return the metrics.
 
@@ -69,7 +71,7 @@ def evaluate(
     dtype = resolve_precision(precision, dev)
     recognizer, _ = scorer = load_scorer(checkpoint, fold_dir, dev, dtype)
     result = score_split(*scorer, split, progress)
-    about: Dict[str, object] = {"checkpoint": str(checkpoint), "data": str(fold_dir), "split": split, "precision": precision_name(dtype)}
+    about = {"checkpoint": str(checkpoint), "data": str(fold_dir), "split": split, "precision": precision_name(dtype), **(about or {})}
     if reference:
         about["frame_level"] = frame_figures(result["frames"], result["paths"], reference, neutral)
         write_frame_rows(Path(out_dir), about["frame_level"].pop("per_utterance", {}))
@@ -171,3 +173,38 @@ def plot_timelines(
         utt = Path(path).stem
         title = f"{utt}: true {labels[result['target'][i]]}, predicted {pred.label}"
         plot_timeline(source.read(0, source.samples), source.rate, pred.pooling_weights, out / f"{utt}.png", title, segments.get(utt, ()))
+
+
+def parse_mapping(text: str) -> Dict[str, str]:
+    """--map RAW=CLASS,RAW=CLASS (several RAW may name one CLASS)."""
+    pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+    if not pairs or any(not sep or not raw.strip() or not cls.strip() for raw, sep, cls in pairs):
+        raise FesaError(f"--map {text!r}: give RAW=CLASS pairs separated by commas, e.g. angry=ang,happy=hap,neutral=neu")
+    mapping = {raw.strip(): cls.strip() for raw, _, cls in pairs}
+    return mapping
+
+
+def mapped_fold(checkpoint: str, fold_dir: Path, split: str, mapping: Dict[str, str], out: Path) -> Dict[str, object]:
+    """A fold folder at ``out`` holding the split's utterances whose label the mapping names, labelled with the
+    model's classes (its own dict.emo.txt): another corpus, scored as the model's own test split would be."""
+    labels = list(require_classifier(checkpoint).task_state["labels"])
+    unknown = sorted(set(mapping.values()) - set(labels))
+    if unknown:
+        raise FesaError(f"--map names {', '.join(unknown)}, which {checkpoint} does not predict (its classes: {', '.join(labels)})")
+    data = read_labelled_split(fold_dir, split)
+    root, rows = read_manifest(Path(fold_dir) / f"{split}.tsv")
+    raw = [data.labels[t] for t in data.targets]
+    kept = [i for i, label in enumerate(raw) if label in mapping]
+    if not kept:
+        raise FesaError(f"no utterance of {Path(fold_dir) / f'{split}.emo'} has a label --map names (its labels: {', '.join(data.labels)})")
+    write_manifest(out / f"{split}.tsv", root, [rows[i] for i in kept])
+    atomic_write_lines(out / f"{split}.emo", [mapping[raw[i]] for i in kept])
+    counts = Counter(mapping[raw[i]] for i in kept)
+    atomic_write_lines(out / "dict.emo.txt", [f"{c} {counts[c]}" for c in labels])
+    dropped = Counter(label for label in raw if label not in mapping)
+    return {
+        "mapping": mapping,
+        "kept": len(kept),
+        "dropped": dict(sorted(dropped.items())),
+        "unmapped_classes": sorted(set(labels) - set(mapping.values())),
+    }

@@ -5,9 +5,9 @@ an error naming it. ``fesa run --print-config`` prints every key with its defaul
 """
 
 import logging
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 from omegaconf import MISSING, OmegaConf
@@ -26,6 +26,7 @@ CONFIG_ROOT = Path(__file__).resolve().parent.parent / "config"
 HUBERT_DEFAULT_LAYERS = 12  # fairseq HubertConfig.encoder_layers, for a TAPT yaml that does not say
 GRID_KEYS = ("layer", "K", "pooling", "cpt_targets")
 IEMOCAP_FOLDS = (1, 2, 3, 4, 5)  # fold k tests on Session k
+CORPUS_FORMATS = ("iemocap", "emobox")
 Cell = Dict[str, Union[int, str]]  # one cell of --grid: layer, K (int), pooling, cpt_targets (str); absent keys: the config's
 
 
@@ -68,10 +69,10 @@ class SlurmConfig:
 
 @dataclass
 class ExperimentConfig:
-    corpus: Optional[str] = None  # IEMOCAP release root: the prepare stage runs on it
+    corpus: Any = None  # IEMOCAP release root, or {format: iemocap|emobox, path: ..., audio_root: ...}: the prepare stage runs on it
     manifests: Optional[str] = None  # already prepared fold folders (fold1..fold5): no prepare stage
     source_checkpoint: str = MISSING  # hubert_base_ls960.pt (or any HuBERT checkpoint), or "bootstrap"
-    folds: List[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    folds: Optional[List[int]] = None  # None: every fold the corpus has
     valid_fraction: float = HOLDOUT.valid_fraction  # share of each label of the training sessions held out for validation (prepare)
     skip_tapt: bool = False  # fine-tune the source directly (no task-adaptive pretraining)
     tapt_labels: LabelsConfig = field(default_factory=lambda: LabelsConfig(layer=9, clusters=500))
@@ -90,6 +91,37 @@ class ExperimentConfig:
     @property
     def bootstrap(self) -> bool:
         return self.source_checkpoint == BOOTSTRAP
+
+
+@dataclass
+class CorpusSpec:
+    """What the prepare stage reads: an IEMOCAP release, or one corpus of EmoBox's layout with its audio root."""
+
+    format: str
+    path: str
+    audio_root: Optional[str] = None
+    drop_unmapped: bool = False
+
+
+CORPUS_KEYS = {"format", "path", "audio_root", "drop_unmapped"}
+
+
+def corpus_spec(corpus: Any, where: str = "'corpus'") -> Optional[CorpusSpec]:
+    """``corpus:`` as a path (IEMOCAP) or a mapping, checked: known keys, a known format, what the format needs."""
+    if corpus is None:
+        return None
+    if isinstance(corpus, str):
+        return CorpusSpec("iemocap", corpus)
+    if not isinstance(corpus, dict) or set(corpus) - CORPUS_KEYS:
+        raise FesaError(f"{where} is a path or a mapping of {', '.join(sorted(CORPUS_KEYS))}; got {corpus!r}")
+    spec = CorpusSpec(str(corpus.get("format", "iemocap")), corpus.get("path"), corpus.get("audio_root"), bool(corpus.get("drop_unmapped", False)))
+    if spec.format not in CORPUS_FORMATS:
+        raise FesaError(f"{where}.format is {spec.format!r}; give one of {', '.join(CORPUS_FORMATS)}")
+    if not spec.path:
+        raise FesaError(f"{where}.path is missing: the corpus folder (corpus.path=...)")
+    if spec.format == "emobox" and not spec.audio_root:
+        raise FesaError(f"{where}.audio_root is missing: EmoBox's wav paths are relative to it (corpus.audio_root=...)")
+    return spec
 
 
 def stage_yaml(stage: str, name: str) -> Path:
@@ -113,6 +145,8 @@ def load_experiment(path: Path, dotlist: Optional[List[str]] = None, check: bool
         raise FesaError(f"{path}: bad key {key!r}: {str(e).splitlines()[0]}") from e
     if check:
         check_experiment(cfg, Path(path))
+    if cfg.folds is None:
+        cfg.folds = corpus_folds(cfg)
     return absolute_paths(cfg)
 
 
@@ -122,7 +156,11 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     def resolve(value: Optional[str]) -> Optional[str]:
         return None if value is None or value == BOOTSTRAP else str(Path(value).resolve())
 
-    cfg.corpus, cfg.manifests, cfg.segments = resolve(cfg.corpus), resolve(cfg.manifests), resolve(cfg.segments)
+    cfg.manifests, cfg.segments = resolve(cfg.manifests), resolve(cfg.segments)
+    spec = corpus_spec(cfg.corpus)
+    if spec is not None:  # a plain IEMOCAP path stays a path: the commands (and fingerprints) of older experiments hold
+        spec = CorpusSpec(spec.format, resolve(spec.path), resolve(spec.audio_root), spec.drop_unmapped)
+        cfg.corpus = spec.path if spec.format == "iemocap" and spec.audio_root is None else asdict(spec)
     cfg.source_checkpoint = resolve(cfg.source_checkpoint) or cfg.source_checkpoint
     for labels in (cfg.tapt_labels, cfg.emotion_labels):
         labels.kmeans_model = resolve(labels.kmeans_model)
@@ -131,9 +169,9 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
     if (cfg.corpus is None) == (cfg.manifests is None):
-        raise FesaError(f"{path}: give exactly one of 'corpus' (an IEMOCAP root) and 'manifests' (prepared folds)")
-    for key in ("corpus", "manifests"):
-        value = getattr(cfg, key)
+        raise FesaError(f"{path}: give exactly one of 'corpus' (a corpus to prepare) and 'manifests' (prepared folds)")
+    spec = corpus_spec(cfg.corpus, f"{path}: 'corpus'")
+    for key, value in (("corpus", spec and spec.path), ("manifests", cfg.manifests), ("corpus.audio_root", spec and spec.audio_root)):
         if value is not None and not Path(value).is_dir():
             raise FesaError(f"{path}: '{key}' is {value}, which is not a folder")
     if cfg.segments is not None and not Path(cfg.segments).is_file():
@@ -166,13 +204,23 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
         check_hydra_path(value, f"{path}: '{key}'")
 
 
-def _check_folds(cfg: ExperimentConfig, path: Path) -> None:
-    """The folds asked for (the yaml's or --folds) against those the corpus has: IEMOCAP's five sessions, or the
-    fold folders of prepared manifests."""
-    if cfg.manifests is None:
-        have = list(IEMOCAP_FOLDS)
+def corpus_folds(cfg: ExperimentConfig) -> List[int]:
+    """The folds the corpus has: IEMOCAP's five sessions, EmoBox's fold_<k> folders, or prepared fold folders."""
+    spec = corpus_spec(cfg.corpus)
+    if spec is not None and spec.format == "emobox":
+        names = [d.name[len("fold_") :] for d in Path(spec.path).glob("fold_*") if d.is_dir()]
+    elif spec is not None:
+        return list(IEMOCAP_FOLDS)
     else:
-        have = sorted(int(d.name[4:]) for d in Path(cfg.manifests).glob("fold*") if d.name[4:].isdigit() and (d / "train.tsv").is_file())
+        names = [d.name[len("fold") :] for d in Path(cfg.manifests).glob("fold*") if (d / "train.tsv").is_file()]
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def _check_folds(cfg: ExperimentConfig, path: Path) -> None:
+    """The folds asked for (the yaml's or --folds) against those the corpus has; none asked for: all of them."""
+    have = corpus_folds(cfg)
+    if cfg.folds is None:
+        cfg.folds = have
     bad = [k for k in cfg.folds if k not in have]
     if bad or not cfg.folds:
         raise FesaError(f"{path}: 'folds' (or --folds) must be a non-empty list of the corpus's folds {have}, got {cfg.folds}")
@@ -186,7 +234,9 @@ def check_hydra_path(value: str, where: str) -> None:
 
 
 def _paths(cfg: ExperimentConfig) -> List[Tuple[str, str]]:
-    values = [("corpus", cfg.corpus), ("manifests", cfg.manifests), ("source_checkpoint", cfg.source_checkpoint), ("segments", cfg.segments)]
+    spec = corpus_spec(cfg.corpus)
+    values = [("manifests", cfg.manifests), ("source_checkpoint", cfg.source_checkpoint), ("segments", cfg.segments)]
+    values += [("corpus", spec and spec.path), ("corpus.audio_root", spec and spec.audio_root)]
     values += [(f"{k}.kmeans_model", getattr(cfg, k).kmeans_model) for k in ("tapt_labels", "emotion_labels")]
     paths = [(k, str(Path(v).resolve())) for k, v in values if v is not None]
     return paths + [(f"configs.{f.name}", str(stage_yaml(f.name, getattr(cfg.configs, f.name)))) for f in fields(cfg.configs)]
@@ -198,6 +248,8 @@ def _strings(node: object, prefix: str = "") -> List[Tuple[str, str]]:
         return [(prefix, node)]
     if isinstance(node, list):
         return [kv for i, item in enumerate(node) for kv in _strings(item, f"{prefix}[{i}]")]
+    if isinstance(node, dict):
+        return [kv for key, item in node.items() for kv in _strings(item, f"{prefix}.{key}")]
     if is_dataclass(node):
         return [kv for f in fields(node) for kv in _strings(getattr(node, f.name), f"{prefix}.{f.name}" if prefix else f.name)]
     return []

@@ -43,7 +43,7 @@ from fesa_fairseq.corpora.demo import find_demo_root, is_demo_corpus
 from fesa_fairseq.data.files import STAGE_STAMP, atomic_write_text
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.labels.alignment import ALIGNMENT_FILE
-from fesa_fairseq.pipeline.experiment import Cell, ExperimentConfig, check_hydra_path, stage_yaml
+from fesa_fairseq.pipeline.experiment import Cell, ExperimentConfig, check_hydra_path, corpus_spec, stage_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,12 @@ class Plan:
         return existing
 
     def _prepare(self) -> Stage:
-        args = ("prepare-iemocap", Path(self.cfg.corpus).resolve(), self.manifests, "--valid-fraction", self.cfg.valid_fraction, "--overwrite")
+        spec = corpus_spec(self.cfg.corpus)
+        if spec.format == "emobox":
+            args = ("prepare-emobox", spec.path, self.manifests, "--audio-root", spec.audio_root, "--valid-fraction", self.cfg.valid_fraction)
+            args += ("--overwrite",) + (("--drop-unmapped",) if spec.drop_unmapped else ())
+        else:
+            args = ("prepare-iemocap", Path(spec.path).resolve(), self.manifests, "--valid-fraction", self.cfg.valid_fraction, "--overwrite")
         return self._add(fesa_stage(name="prepare", fold=None, out=self.manifests, args=args, done=self.manifests / "prepare.json"))
 
     def _plan_fold(self, k: int, deps: List[Stage], cells: Sequence[Cell]) -> None:
@@ -372,7 +377,10 @@ class Plan:
         if self.cfg.segments:
             return True
         test = self.manifests / f"fold{k}" / "test.tsv"
-        return bool(is_demo_corpus(Path(self.cfg.corpus))) if self.cfg.corpus else test.is_file() and find_demo_root(test) is not None
+        spec = corpus_spec(self.cfg.corpus)
+        if spec is not None:
+            return spec.format == "iemocap" and is_demo_corpus(Path(spec.path))
+        return test.is_file() and find_demo_root(test) is not None
 
     def _evaluate(self, k: int, variant: str, trained: Stage, data: Path) -> Stage:
         out = self.exp / f"fold{k}" / "evaluate" / variant

@@ -1,0 +1,149 @@
+"""A plain table of recordings -> fold manifests (fesa prepare-table), for a corpus of one's own.
+
+The table is CSV or TSV (by its extension, else by its header line) with a header holding at least ``path``
+(relative to --audio-root, or absolute) and ``emotion``; optional ``speaker``, ``session``, ``split``
+(train / valid / test) and ``start`` / ``end`` (seconds, to cut an utterance out of a longer recording).
+
+Folds: with a ``split`` column, one fold as given (valid: a stratified holdout of train where no row says valid);
+otherwise leave-one-group-out over ``--group`` (default ``session``, else ``speaker``), or ``--folds N`` folds of
+whole groups. Audio, checks, outputs and staging are those of fesa prepare-emobox (corpora/emobox.py).
+"""
+
+import csv
+import io
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from fesa_fairseq.corpora.emobox import Entry, check_classes, write_prepared
+from fesa_fairseq.corpora.iemocap import SPLITS, stratified_holdout
+from fesa_fairseq.data.files import check_output_dir, read_text
+from fesa_fairseq.errors import FesaError
+
+REQUIRED = ("path", "emotion")
+OPTIONAL = ("speaker", "session", "split", "start", "end")
+
+
+def read_table(path: Path) -> Tuple[List[Tuple[str, dict]], List[str]]:
+    """(table:line, row) of every data row, and the header; CSV or TSV."""
+    text = read_text(path)
+    first = text.splitlines()[0] if text.strip() else ""
+    delimiter = "\t" if path.suffix.lower() == ".tsv" or (path.suffix.lower() != ".csv" and "\t" in first) else ","
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise FesaError(f"{path}:1: the header needs the columns {', '.join(REQUIRED)} (missing: {', '.join(missing)}); found {header}")
+    rows = [(f"{path}:{i}", {(k or "").strip(): (v or "").strip() for k, v in row.items()}) for i, row in enumerate(reader, start=2)]
+    if not rows:
+        raise FesaError(f"{path} has a header but no rows")
+    return rows, header
+
+
+def _seconds(value: str, name: str, where: str) -> Optional[float]:
+    if value == "":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise FesaError(f"{where}: '{name}' is {value!r}, not a number of seconds") from None
+    if not 0 <= seconds < float("inf"):
+        raise FesaError(f"{where}: '{name}' is {value!r}; give a time in seconds >= 0")
+    return seconds
+
+
+def table_entries(rows: List[Tuple[str, dict]]) -> Dict[str, Tuple[Entry, dict]]:
+    """Each row as an Entry keyed by its path (and times), with its other columns; repeats are errors."""
+    entries: Dict[str, Tuple[Entry, dict]] = {}
+    for where, row in rows:
+        if not row.get("path") or not row.get("emotion"):
+            raise FesaError(f"{where}: an empty 'path' or 'emotion'")
+        start, end = _seconds(row.get("start", ""), "start", where), _seconds(row.get("end", ""), "end", where)
+        if start is not None and end is not None and end <= start:
+            raise FesaError(f"{where}: end {end} is not after start {start}")
+        key = row["path"] + (f"#{start}-{end}" if start is not None or end is not None else "")
+        if key in entries:
+            raise FesaError(f"{where}: {key} appears twice (first at {entries[key][0].where})")
+        entries[key] = (Entry(key, row["path"], row["emotion"], row["emotion"], start, end, where), row)
+    return entries
+
+
+def given_split(entries: Dict[str, Tuple[Entry, dict]], holdout: Tuple[float, int]) -> Dict[int, Dict[str, List[Entry]]]:
+    splits: Dict[str, List[Entry]] = {s: [] for s in SPLITS}
+    for e, row in entries.values():
+        if row["split"] not in SPLITS:
+            raise FesaError(f"{e.where}: split {row['split']!r}; give train, valid or test")
+        splits[row["split"]].append(e)
+    if not splits["test"] or not splits["train"]:
+        raise FesaError(f"{next(iter(entries.values()))[0].where.split(':')[0]}: the split column needs train and test rows")
+    if not splits["valid"]:
+        held = stratified_holdout(splits["train"], *holdout)
+        splits["valid"] = [e for e in splits["train"] if e.utt_id in held]
+        splits["train"] = [e for e in splits["train"] if e.utt_id not in held]
+    return {1: splits}
+
+
+def group_folds(
+    entries: Dict[str, Tuple[Entry, dict]], column: str, folds: Optional[int], holdout: Tuple[float, int]
+) -> Dict[int, Dict[str, List[Entry]]]:
+    """Leave one group out, or ``folds`` folds of whole groups (seeded, balanced by utterance count)."""
+    by_group: Dict[str, List[Entry]] = defaultdict(list)
+    for e, row in entries.values():
+        if not row.get(column):
+            raise FesaError(f"{e.where}: an empty '{column}': every row needs its group")
+        by_group[row[column]].append(e)
+    groups = sorted(by_group)
+    if folds is None:
+        parts = [[g] for g in groups]
+    else:
+        if not 2 <= folds <= len(groups):
+            raise FesaError(f"--folds {folds}: give 2 to {len(groups)} (the number of {column} groups)")
+        random.Random(holdout[1]).shuffle(groups)
+        parts = [[] for _ in range(folds)]
+        for g in sorted(groups, key=lambda g: -len(by_group[g])):  # largest first, into the smallest fold
+            min(parts, key=lambda p: sum(len(by_group[x]) for x in p)).append(g)
+    if len(parts) < 2:
+        raise FesaError(f"only one {column} group ({groups[0]}): leave-one-group-out needs two or more")
+    out = {}
+    for k, test_groups in enumerate(parts, start=1):
+        train = [e for g in groups if g not in test_groups for e in by_group[g]]
+        held = stratified_holdout(train, *holdout)
+        out[k] = {
+            "train": [e for e in train if e.utt_id not in held],
+            "valid": [e for e in train if e.utt_id in held],
+            "test": [e for g in test_groups for e in by_group[g]],
+        }
+    return out
+
+
+def prepare_table(
+    table: Path,
+    out_dir: Path,
+    audio_root: Optional[Path],
+    valid_fraction: float,
+    seed: int,
+    group: Optional[str] = None,
+    folds: Optional[int] = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Dict[str, object]:
+    table, out_dir = Path(table).resolve(), Path(out_dir)
+    audio_root = Path(audio_root).resolve() if audio_root else table.parent
+    if not 0.0 < valid_fraction < 1.0:
+        raise FesaError(f"--valid-fraction must be between 0 and 1, got {valid_fraction}")
+    check_output_dir(out_dir, overwrite, "prepare.json", inputs=[table, audio_root])
+    rows, header = read_table(table)
+    entries = table_entries(rows)
+    holdout = (valid_fraction, seed)
+    if "split" in header and group is None and folds is None:
+        fold_sets, how = given_split(entries, holdout), "the table's split column"
+    else:
+        column = group or ("session" if "session" in header else "speaker" if "speaker" in header else None)
+        if column is None or column not in header:
+            raise FesaError(f"{table}: no '{group or 'session'}' or 'speaker' column to make folds of: add one, or a 'split' column")
+        fold_sets, how = group_folds(entries, column, folds, holdout), f"{'leave-one-group-out' if folds is None else f'{folds} folds'} over {column}"
+    classes = sorted({e.label for e, _ in entries.values()})
+    check_classes(fold_sets, classes, table)
+    about = {"format": "table", "table": str(table), "folds_from": how, "counts": dict(sorted(Counter(e.label for e, _ in entries.values()).items()))}
+    return write_prepared(out_dir, audio_root, fold_sets, classes, about, overwrite, progress, inputs=[table, audio_root])
