@@ -71,7 +71,9 @@ def evaluate(
     dtype = resolve_precision(precision, dev)
     recognizer, _ = scorer = load_scorer(checkpoint, fold_dir, dev, dtype)
     if reference and neutral not in recognizer.labels:
-        raise FesaError(f"--neutral {neutral} is not one of {checkpoint}'s classes ({', '.join(recognizer.labels)}): name the class of unemotional time")
+        raise FesaError(
+            f"--neutral {neutral} is not one of {checkpoint}'s classes ({', '.join(recognizer.labels)}): name the class of unemotional time"
+        )
     result = score_split(*scorer, split, progress)
     about = {"checkpoint": str(checkpoint), "data": str(fold_dir), "split": split, "precision": precision_name(dtype), **(about or {})}
     if reference and neutral not in recognizer.labels:
