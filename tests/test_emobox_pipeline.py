@@ -72,5 +72,6 @@ def test_the_whole_method_on_five_classes(listing, tmp_path):
     report = json.loads((tmp_path / "exp" / "report" / "report.json").read_text())
     assert report["baseline"]["folds"] == [1, 2, 3, 4, 5] and report["baseline"]["labels"] == ["ang", "exc", "hap", "neu", "sad"]
     assert len(report["L1-K6-attention"]["confusion"]) == 5 and "macro_f1_mean" in report["baseline"]
+    assert f"Corpus: emobox {five}; 5 classes: ang, exc, hap, neu, sad." in res.stdout
     rows = [line for line in res.stdout.splitlines() if line.startswith("| ")]
     assert rows[0].endswith("| mean UA | mean WA | mean macro-F1 |") and rows[1].startswith("| acoustic reference")

@@ -4,11 +4,12 @@ import json
 
 import pytest
 import soundfile as sf
+import yaml
 
 from fesa_fairseq.data.files import read_manifest
 
 from emobox_fixture import write_audio
-from tiny_hubert import run_fesa
+from tiny_hubert import TINY_RUN, run_fesa
 
 EMOTIONS = ("calm", "angry", "happy")
 
@@ -73,3 +74,13 @@ def test_mistakes_in_the_table_are_named(table, tmp_path, edit, message):
     res = prepare(table, tmp_path / "out")
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+def test_fesa_run_plans_every_fold_of_a_table(table, tmp_path):
+    config = tmp_path / "e.yaml"
+    run = {k: v for k, v in TINY_RUN.items() if k != "folds"}
+    config.write_text(yaml.safe_dump({**run, "corpus": {"format": "table", "path": str(table), "n_folds": 2}}))
+    res = run_fesa("run", config, "--exp-dir", tmp_path / "exp", "--dry-run")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"fesa prepare-table {table} {tmp_path / 'exp' / 'manifests'} --valid-fraction 0.1 --overwrite --folds 2" in res.stdout
+    assert "# fold2/tapt" in res.stdout and "# fold3/" not in res.stdout

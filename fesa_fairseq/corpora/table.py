@@ -117,6 +117,17 @@ def group_folds(
     return out
 
 
+def table_fold_count(table: Path, group: Optional[str] = None, folds: Optional[int] = None) -> int:
+    """How many folds prepare_table will write for these options (fesa run plans them before it runs)."""
+    rows, header = read_table(table)
+    if "split" in header and group is None and folds is None:
+        return 1
+    if folds is not None:
+        return folds
+    column = group or ("session" if "session" in header else "speaker")
+    return len({row.get(column, "") for _, row in rows})
+
+
 def prepare_table(
     table: Path,
     out_dir: Path,

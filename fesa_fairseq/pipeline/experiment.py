@@ -5,7 +5,7 @@ an error naming it. ``fesa run --print-config`` prints every key with its defaul
 """
 
 import logging
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from fesa.options import CPT_TARGETS, HOLDOUT, check_device_name
 from fesa.options import KMEANS_BACKENDS as BACKENDS
 from fesa_fairseq.checkpoints import inspect_checkpoint
+from fesa_fairseq.corpora.table import table_fold_count
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.pooling import POOLING_CHOICES
 
@@ -26,7 +27,7 @@ CONFIG_ROOT = Path(__file__).resolve().parent.parent / "config"
 HUBERT_DEFAULT_LAYERS = 12  # fairseq HubertConfig.encoder_layers, for a TAPT yaml that does not say
 GRID_KEYS = ("layer", "K", "pooling", "cpt_targets")
 IEMOCAP_FOLDS = (1, 2, 3, 4, 5)  # fold k tests on Session k
-CORPUS_FORMATS = ("iemocap", "emobox")
+CORPUS_FORMATS = ("iemocap", "emobox", "table")
 Cell = Dict[str, Union[int, str]]  # one cell of --grid: layer, K (int), pooling, cpt_targets (str); absent keys: the config's
 
 
@@ -95,15 +96,17 @@ class ExperimentConfig:
 
 @dataclass
 class CorpusSpec:
-    """What the prepare stage reads: an IEMOCAP release, or one corpus of EmoBox's layout with its audio root."""
+    """What the prepare stage reads: an IEMOCAP release, one corpus of EmoBox's layout, or a table (a file)."""
 
     format: str
     path: str
     audio_root: Optional[str] = None
-    drop_unmapped: bool = False
+    drop_unmapped: bool = False  # emobox
+    group: Optional[str] = None  # table: the column whose groups make the folds
+    n_folds: Optional[int] = None  # table: that many folds of whole groups
 
 
-CORPUS_KEYS = {"format", "path", "audio_root", "drop_unmapped"}
+CORPUS_KEYS = {"format", "path", "audio_root", "drop_unmapped", "group", "n_folds"}
 
 
 def corpus_spec(corpus: Any, where: str = "'corpus'") -> Optional[CorpusSpec]:
@@ -115,6 +118,7 @@ def corpus_spec(corpus: Any, where: str = "'corpus'") -> Optional[CorpusSpec]:
     if not isinstance(corpus, dict) or set(corpus) - CORPUS_KEYS:
         raise FesaError(f"{where} is a path or a mapping of {', '.join(sorted(CORPUS_KEYS))}; got {corpus!r}")
     spec = CorpusSpec(str(corpus.get("format", "iemocap")), corpus.get("path"), corpus.get("audio_root"), bool(corpus.get("drop_unmapped", False)))
+    spec.group, spec.n_folds = corpus.get("group"), corpus.get("n_folds")
     if spec.format not in CORPUS_FORMATS:
         raise FesaError(f"{where}.format is {spec.format!r}; give one of {', '.join(CORPUS_FORMATS)}")
     if not spec.path:
@@ -159,7 +163,7 @@ def absolute_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     cfg.manifests, cfg.segments = resolve(cfg.manifests), resolve(cfg.segments)
     spec = corpus_spec(cfg.corpus)
     if spec is not None:  # a plain IEMOCAP path stays a path: the commands (and fingerprints) of older experiments hold
-        spec = CorpusSpec(spec.format, resolve(spec.path), resolve(spec.audio_root), spec.drop_unmapped)
+        spec = replace(spec, path=resolve(spec.path), audio_root=resolve(spec.audio_root))
         cfg.corpus = spec.path if spec.format == "iemocap" and spec.audio_root is None else asdict(spec)
     cfg.source_checkpoint = resolve(cfg.source_checkpoint) or cfg.source_checkpoint
     for labels in (cfg.tapt_labels, cfg.emotion_labels):
@@ -171,7 +175,14 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
     if (cfg.corpus is None) == (cfg.manifests is None):
         raise FesaError(f"{path}: give exactly one of 'corpus' (a corpus to prepare) and 'manifests' (prepared folds)")
     spec = corpus_spec(cfg.corpus, f"{path}: 'corpus'")
-    for key, value in (("corpus", spec and spec.path), ("manifests", cfg.manifests), ("corpus.audio_root", spec and spec.audio_root)):
+    table = spec is not None and spec.format == "table"
+    if table and not Path(spec.path).is_file():
+        raise FesaError(f"{path}: 'corpus.path' is {spec.path}, which is not a file (a table: CSV or TSV)")
+    for key, value in (
+        ("corpus", None if table else spec and spec.path),
+        ("manifests", cfg.manifests),
+        ("corpus.audio_root", spec and spec.audio_root),
+    ):
         if value is not None and not Path(value).is_dir():
             raise FesaError(f"{path}: '{key}' is {value}, which is not a folder")
     if cfg.segments is not None and not Path(cfg.segments).is_file():
@@ -207,6 +218,8 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
 def corpus_folds(cfg: ExperimentConfig) -> List[int]:
     """The folds the corpus has: IEMOCAP's five sessions, EmoBox's fold_<k> folders, or prepared fold folders."""
     spec = corpus_spec(cfg.corpus)
+    if spec is not None and spec.format == "table":
+        return list(range(1, table_fold_count(Path(spec.path), spec.group, spec.n_folds) + 1))
     if spec is not None and spec.format == "emobox":
         names = [d.name[len("fold_") :] for d in Path(spec.path).glob("fold_*") if d.is_dir()]
     elif spec is not None:

@@ -256,6 +256,10 @@ class Plan:
         if spec.format == "emobox":
             args = ("prepare-emobox", spec.path, self.manifests, "--audio-root", spec.audio_root, "--valid-fraction", self.cfg.valid_fraction)
             args += ("--overwrite",) + (("--drop-unmapped",) if spec.drop_unmapped else ())
+        elif spec.format == "table":
+            args = ("prepare-table", spec.path, self.manifests, "--valid-fraction", self.cfg.valid_fraction, "--overwrite")
+            args += ("--audio-root", spec.audio_root) if spec.audio_root else ()
+            args += (("--group", spec.group) if spec.group else ()) + (("--folds", spec.n_folds) if spec.n_folds else ())
         else:
             args = ("prepare-iemocap", Path(spec.path).resolve(), self.manifests, "--valid-fraction", self.cfg.valid_fraction, "--overwrite")
         return self._add(fesa_stage(name="prepare", fold=None, out=self.manifests, args=args, done=self.manifests / "prepare.json"))

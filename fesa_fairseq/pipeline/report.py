@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+import yaml
 
 from fesa_fairseq.data.files import atomic_write_json, atomic_write_text
 from fesa_fairseq.errors import FesaError
@@ -213,6 +214,19 @@ def learning_curves(exp_dir: Path, out: Path) -> List[str]:
     return lines
 
 
+def corpus_line(exp_dir: Path, summaries: Dict[str, dict]) -> str:
+    """Which corpus and which classes: from the prepared manifests' prepare.json, else the experiment's yaml."""
+    classes = next(iter(summaries.values()))["labels"]
+    prepared = exp_dir / "manifests" / "prepare.json"
+    corpus = "?"
+    if prepared.is_file():
+        info = json.loads(prepared.read_text())
+        corpus = f"{info.get('format', 'iemocap')} {info.get('corpus') or info.get('table') or info.get('root')}"
+    elif (exp_dir / "experiment.yaml").is_file():
+        corpus = f"manifests {(yaml.safe_load((exp_dir / 'experiment.yaml').read_text()) or {}).get('manifests')}"
+    return f"Corpus: {corpus}; {len(classes)} classes: {', '.join(classes)}."
+
+
 def make_report(exp_dir: Path) -> Dict[str, object]:
     exp_dir = Path(exp_dir)
     summaries = {variant: summarize(folds) for variant, folds in collect(exp_dir).items()}
@@ -225,7 +239,7 @@ def make_report(exp_dir: Path) -> Dict[str, object]:
             out / f"confusion_{variant}.png",
             title=f"{variant}, {len(s['folds'])} folds: UA {s['ua_mean']:.1f}%  WA {s['wa_mean']:.1f}%",
         )
-    text = markdown(summaries)
+    text = corpus_line(exp_dir, summaries) + "\n\n" + markdown(summaries)
     improving = learning_curves(exp_dir, out)
     text += "\n\nLearning curves: curves_fold*.png (training loss and validation, against updates, every training stage)."
     if improving:
