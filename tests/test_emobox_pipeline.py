@@ -61,7 +61,7 @@ def test_the_corpus_mapping_on_the_command_line_replaces_a_plain_path(listing, t
 @pytest.mark.slow
 def test_the_whole_method_on_five_classes(listing, tmp_path):
     base, info = listing
-    five = tmp_path / "five"
+    five = tmp_path / "five" / "demo"  # EmoBox names a corpus folder after its listing
     shutil.copytree(info["dir"], five)
     (five / "label_map.json").write_text(json.dumps(FIVE))
     config = tmp_path / "e.yaml"
