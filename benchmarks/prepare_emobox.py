@@ -34,7 +34,7 @@ def make_corpus(base: Path, n: int, folds: int = 5) -> Path:
         seconds = rng.uniform(1, 5)
         wav = (0.1 * rng.standard_normal((int(48000 * seconds), 2))).astype(np.float32)
         sf.write(str(audio / rel), wav, 48000)
-        rows.append({"key": f"u{i}", "wav": rel, "emo": list(RAW)[i % 5], "sample_rate": 48000, "channel": 2, "fold": i % folds})
+        rows.append({"key": f"u{i}", "wav": rel, "emo": list(RAW)[i % 5], "sample_rate": 48000, "channel": 2, "fold": (i // 5) % folds})
     corpus.mkdir(parents=True)
     (corpus / "label_map.json").write_text(json.dumps(RAW))
     (corpus / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
