@@ -338,6 +338,10 @@ class Plan:
         )
         self._evaluate(k, variant, method, data)
 
+    def _layer_k(self, cell: Cell) -> Tuple[int, int]:
+        """The layer clustered and K of a cell: its own, else the experiment's emotion_labels."""
+        return int(cell.get("layer", self.cfg.emotion_labels.layer)), int(cell.get("K", self.cfg.emotion_labels.clusters))
+
     def _cpt_labels(self, k: int, data: Path, cell: Cell, baseline: Stage) -> Tuple[Stage, str]:
         """The labels CPT predicts in this cell, and the cell's name: the method's clusters of layer l (L{l}-K{k}),
         a control made from them (L{l}-K{k}-utterance, -shuffled), or the TAPT stage's own units (tapt-units)."""
@@ -345,7 +349,7 @@ class Plan:
         target = cell.get("cpt_targets", cfg.cpt_targets)
         if target == "tapt":
             return self.tapt_labels[k], TAPT_UNITS
-        layer, clusters = int(cell.get("layer", cfg.emotion_labels.layer)), int(cell.get("K", cfg.emotion_labels.clusters))
+        layer, clusters = self._layer_k(cell)
         lk = f"L{layer}-K{clusters}"
         how = _labels_args(replace(cfg.emotion_labels, layer=layer, clusters=clusters), str(baseline.done))
         out = fold_dir / "emotion-labels" / lk
@@ -361,13 +365,13 @@ class Plan:
         """fesa alignment at the cell's layer and K of the models before CPT (source, TAPT) and after it."""
         if not self.truth(k):
             return
-        lk = f"L{cell.get('layer', self.cfg.emotion_labels.layer)}-K{cell.get('K', self.cfg.emotion_labels.clusters)}"
+        layer, clusters = self._layer_k(cell)
+        lk = f"L{layer}-K{clusters}"
         models = [("cpt-" + (name if name.startswith(lk) else f"{name}-{lk}"), str(cpt.done), [cpt])]
         if k in self.tapt:
             models.append((f"tapt-{lk}", str(self.tapt[k].done), [self.tapt[k]]))
         if self.source:
             models.append((f"source-{lk}", self.source, [s for s in self.stages if s.name == "prepare"]))
-        layer, clusters = lk[1:].split("-K")
         for variant, model, needs in models:
             out = self.exp / f"fold{k}" / "alignment" / variant
             args = ("-q", "alignment", model, data, "--layer", layer, "--clusters", clusters, "--out", out, "--device", self.cfg.device)
