@@ -31,7 +31,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from fesa_fairseq.corpora.iemocap import PREPARE_INFO, SAMPLE_RATE, SPLITS, stratified_holdout
+from fesa_fairseq.corpora.iemocap import PREPARE_INFO, SAMPLE_RATE, SPLITS, holdout_split
 from fesa_fairseq.data.audio import AudioSource
 from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines, check_output_dir, read_lines, read_text, staged_dir, write_manifest
 from fesa_fairseq.errors import FesaError
@@ -168,9 +168,7 @@ def read_fold(
             )
     if "valid" in splits:
         return splits, "the corpus's valid list"
-    held = stratified_holdout(splits["train"], *holdout)
-    splits["valid"] = [e for e in splits["train"] if e.utt_id in held]
-    splits["train"] = [e for e in splits["train"] if e.utt_id not in held]
+    splits["train"], splits["valid"] = holdout_split(splits["train"], *holdout)
     return splits, f"a label-stratified holdout of {holdout[0]:g} of the training list (seed {holdout[1]})"
 
 

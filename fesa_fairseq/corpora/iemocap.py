@@ -18,7 +18,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 from tqdm import tqdm
 
@@ -140,18 +140,19 @@ def stratified_holdout(utterances: Sequence[Utterance], fraction: float, seed: i
     return held
 
 
+def holdout_split(utterances: Sequence, fraction: float, seed: int) -> Tuple[list, list]:
+    """(train, valid): a stratified_holdout of `utterances` as valid and the rest as train, each in its order."""
+    held = stratified_holdout(utterances, fraction, seed)
+    return [u for u in utterances if u.utt_id not in held], [u for u in utterances if u.utt_id in held]
+
+
 def make_folds(utterances: Sequence[Utterance], valid_fraction: float, seed: int) -> Dict[int, Dict[str, List[Utterance]]]:
     if not 0.0 <= valid_fraction < 1.0:
         raise FesaError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
     folds = {}
     for k in SESSIONS:
-        rest = [u for u in utterances if u.session != k]
-        valid = stratified_holdout(rest, valid_fraction, seed + k)
-        folds[k] = {
-            "train": [u for u in rest if u.utt_id not in valid],
-            "valid": [u for u in rest if u.utt_id in valid],
-            "test": [u for u in utterances if u.session == k],
-        }
+        train, valid = holdout_split([u for u in utterances if u.session != k], valid_fraction, seed + k)
+        folds[k] = {"train": train, "valid": valid, "test": [u for u in utterances if u.session == k]}
     return folds
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from fesa_fairseq.corpora.emobox import Entry, check_classes, write_prepared
-from fesa_fairseq.corpora.iemocap import SPLITS, stratified_holdout
+from fesa_fairseq.corpora.iemocap import SPLITS, holdout_split
 from fesa_fairseq.data.files import check_output_dir, read_text
 from fesa_fairseq.errors import FesaError
 
@@ -78,9 +78,7 @@ def given_split(entries: Dict[str, Tuple[Entry, dict]], holdout: Tuple[float, in
     if not splits["test"] or not splits["train"]:
         raise FesaError(f"{next(iter(entries.values()))[0].where.split(':')[0]}: the split column needs train and test rows")
     if not splits["valid"]:
-        held = stratified_holdout(splits["train"], *holdout)
-        splits["valid"] = [e for e in splits["train"] if e.utt_id in held]
-        splits["train"] = [e for e in splits["train"] if e.utt_id not in held]
+        splits["train"], splits["valid"] = holdout_split(splits["train"], *holdout)
     return {1: splits}
 
 
@@ -107,14 +105,17 @@ def group_folds(
         raise FesaError(f"only one {column} group ({groups[0]}): leave-one-group-out needs two or more")
     out = {}
     for k, test_groups in enumerate(parts, start=1):
-        train = [e for g in groups if g not in test_groups for e in by_group[g]]
-        held = stratified_holdout(train, *holdout)
-        out[k] = {
-            "train": [e for e in train if e.utt_id not in held],
-            "valid": [e for e in train if e.utt_id in held],
-            "test": [e for g in test_groups for e in by_group[g]],
-        }
+        train, valid = holdout_split([e for g in groups if g not in test_groups for e in by_group[g]], *holdout)
+        out[k] = {"train": train, "valid": valid, "test": [e for g in test_groups for e in by_group[g]]}
     return out
+
+
+def group_column(header: List[str], group: Optional[str], table: Path) -> str:
+    """The column whose groups make the folds: --group, else session, else speaker."""
+    column = group or ("session" if "session" in header else "speaker" if "speaker" in header else None)
+    if column is None or column not in header:
+        raise FesaError(f"{table}: no '{group or 'session'}' or 'speaker' column to make folds of: add one, or a 'split' column")
+    return column
 
 
 def table_fold_count(table: Path, group: Optional[str] = None, folds: Optional[int] = None) -> int:
@@ -124,8 +125,7 @@ def table_fold_count(table: Path, group: Optional[str] = None, folds: Optional[i
         return 1
     if folds is not None:
         return folds
-    column = group or ("session" if "session" in header else "speaker")
-    return len({row.get(column, "") for _, row in rows})
+    return len({row[group_column(header, group, table)] for _, row in rows})
 
 
 def prepare_table(
@@ -150,9 +150,7 @@ def prepare_table(
     if "split" in header and group is None and folds is None:
         fold_sets, how = given_split(entries, holdout), "the table's split column"
     else:
-        column = group or ("session" if "session" in header else "speaker" if "speaker" in header else None)
-        if column is None or column not in header:
-            raise FesaError(f"{table}: no '{group or 'session'}' or 'speaker' column to make folds of: add one, or a 'split' column")
+        column = group_column(header, group, table)
         fold_sets, how = group_folds(entries, column, folds, holdout), f"{'leave-one-group-out' if folds is None else f'{folds} folds'} over {column}"
     classes = sorted({e.label for e, _ in entries.values()})
     check_classes(fold_sets, classes, table)
