@@ -5,7 +5,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import yaml
@@ -27,15 +27,21 @@ VARIANT = re.compile(r"^L(?P<layer>\d+)-K(?P<K>\d+)-(?P<pooling>\w+)$")
 SEEDED = re.compile(r"^(?P<base>.+)-s(?P<seed>\d+)$")  # a result of one seed of a replicated model (fesa run's seeds)
 
 
+def stage_results(exp_dir: Path, stage: str, name: str) -> Iterator[Tuple[int, str, dict]]:
+    """(fold, run, json content) of every EXP/fold{k}/<stage>/<run>/<name>, leaving out what fesa run moved aside
+    (an old result, not a model of this experiment)."""
+    for path in sorted(exp_dir.glob(f"fold*/{stage}/*/{name}")):
+        if STALE not in path.parent.name:
+            yield int(path.parts[-4][len("fold") :]), path.parent.name, json.loads(path.read_text())
+
+
 def collect(exp_dir: Path) -> Dict[str, Dict[int, Dict[Optional[int], dict]]]:
     """model -> fold -> seed (None: not replicated) -> metrics.json content."""
     results: Dict[str, Dict[int, Dict[Optional[int], dict]]] = {}
-    for path in sorted(exp_dir.glob("fold*/evaluate/*/metrics.json")):
-        if STALE in path.parent.name:
-            continue  # moved aside by fesa run: an old result, not a model of this experiment
-        fold, seeded = int(path.parts[-4][len("fold") :]), SEEDED.match(path.parent.name)
-        name, seed = (seeded["base"], int(seeded["seed"])) if seeded else (path.parent.name, None)
-        results.setdefault(name, {}).setdefault(fold, {})[seed] = json.loads(path.read_text())
+    for fold, run, content in stage_results(exp_dir, "evaluate", "metrics.json"):
+        seeded = SEEDED.match(run)
+        name, seed = (seeded["base"], int(seeded["seed"])) if seeded else (run, None)
+        results.setdefault(name, {}).setdefault(fold, {})[seed] = content
     if not results:
         raise FesaError(f"no fold*/evaluate/*/metrics.json under {exp_dir}: has fesa run evaluated anything yet?")
     return results
@@ -166,9 +172,8 @@ def _mean_std(x: np.ndarray, digits: int) -> str:
 def collect_alignment(exp_dir: Path) -> Dict[str, Dict[int, dict]]:
     """model -> fold -> alignment.json content (fesa alignment's stages)."""
     found: Dict[str, Dict[int, dict]] = {}
-    for path in sorted(exp_dir.glob("fold*/alignment/*/alignment.json")):
-        if STALE not in path.parent.name:
-            found.setdefault(path.parent.name, {})[int(path.parts[-4][len("fold") :])] = json.loads(path.read_text())
+    for fold, run, content in stage_results(exp_dir, "alignment", "alignment.json"):
+        found.setdefault(run, {})[fold] = content
     return found
 
 
