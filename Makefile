@@ -1,6 +1,8 @@
 # Everything installs into .venv from nothing. torch is pinned and installed first: an unpinned torch
 # (asked for by fairseq) would pull a multi-GB CUDA build. fairseq-fixed builds from source against
-# that torch, hence --no-build-isolation and its build requirements installed beforehand.
+# that torch, hence --no-build-isolation and its build requirements installed beforehand. fairseq also pulls
+# torchaudio 2.11, a CUDA build that cannot load beside torch 2.13 CPU: nothing here imports it, but transformers
+# imports any torchaudio it finds, so it is removed.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,7 +18,8 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --disable-pip-version-check setuptools wheel cython numpy
-	$(PY) -m pip install --disable-pip-version-check --no-build-isolation -e ".[test,slurm,export]"
+	$(PY) -m pip install --disable-pip-version-check --no-build-isolation -e ".[test,slurm,export,hf]"
+	$(PY) -m pip uninstall --disable-pip-version-check -y torchaudio
 	touch $(STAMP)
 
 test: install

@@ -42,6 +42,7 @@ setup(
         "test": ["pytest", "pytest-timeout", "pytest-random-order", "ruff"],
         "slurm": ["hydra-submitit-launcher"],
         "export": ["onnx", "onnxruntime", "onnxscript"],  # fesa export --onnx (torch.onnx's dynamo exporter needs onnxscript)
+        "hf": ["transformers>=4.40", "safetensors"],  # fesa import-hf and fesa export --hf (tested with transformers 5.24)
     },
     entry_points={"console_scripts": ["fesa = fesa.cli:main"]},
 )

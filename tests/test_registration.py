@@ -75,7 +75,7 @@ def test_yaml_pairs_differ_only_in_the_key_their_header_names(first, second, key
 LAYERS = {  # docs/design.md, Layout: imports run one way, from the top down
     0: ("data", "corpora", "errors", "scoring", "statistics", "plots"),
     1: ("labels", "tasks", "models", "criterions", "pooling", "checkpoints", "checkpoint_compat", "devices", "__init__"),
-    2: ("pipeline", "inference"),
+    2: ("pipeline", "inference", "huggingface"),
 }
 
 

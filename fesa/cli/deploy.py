@@ -1,4 +1,4 @@
-"""Deployment: predict (emotion of any recording, frame by frame) and export (ONNX)."""
+"""Deployment: predict (emotion of any recording, frame by frame), export (ONNX, transformers) and import-hf."""
 
 import argparse
 import sys
@@ -14,6 +14,17 @@ FRAME_FIELDS = ("window", "hop", "median", "min_segment")
 def add_parsers(sub: Subparsers) -> None:
     _add_predict(sub)
     _add_export(sub)
+    _add_import_hf(sub)
+
+
+def _hf_extra(command: str, error: ImportError) -> FesaError:
+    """transformers and safetensors are the [hf] extra; transformers also fails to import beside a broken torchaudio."""
+    if isinstance(error, ImportError) and error.name in ("transformers", "safetensors"):
+        return FesaError(f"{command} needs the [hf] extra ({error.name} is missing): pip install 'fesa_fairseq[hf]' (make install does)")
+    return FesaError(
+        f"{command}: transformers could not be imported ({error}); a torchaudio built for another torch is the usual cause: "
+        "pip uninstall torchaudio (nothing here uses it), or install the torchaudio of your torch"
+    )
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -67,7 +78,18 @@ def _add_predict(sub: Subparsers) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    if not (args.onnx or args.hf):
+        raise FesaError("say what to write: --onnx OUT.onnx, --hf FOLDER, or both")
+    if args.onnx:
+        _export_onnx(args)
+    if args.hf:
+        _export_hf(args)
+
+
+def _export_onnx(args: argparse.Namespace) -> None:
     try:
+        import onnx  # noqa: F401  (the [export] extra; imported by export_onnx when it runs)
+
         from fesa_fairseq.inference.onnx_export import export_onnx
     except ImportError as e:
         raise FesaError(f"fesa export needs the [export] extra ({e.name} is missing): pip install 'fesa_fairseq[export]' (make install does)") from e
@@ -81,15 +103,75 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {', '.join(r['files'].values())}")
 
 
+def _export_hf(args: argparse.Namespace) -> None:
+    try:
+        import safetensors  # noqa: F401
+        import transformers
+    except (ImportError, OSError) as e:
+        raise _hf_extra("fesa export --hf", e) from e
+    transformers.utils.logging.disable_progress_bar()  # its check loads a small folder: a bar would say nothing
+    from fesa_fairseq.huggingface.export_hf import export_hf
+
+    r = export_hf(args.checkpoint, Path(args.hf), overwrite=args.overwrite, metrics=Path(args.metrics) if args.metrics else None)
+    extra = "".join(f", {k[4:-11].replace('_', ' ')} {v:.2g}" for k, v in r.items() if k.startswith("max_") and k != "max_logits_difference")
+    print(f"{r['class']}; classes {r['labels']}; checked with transformers on {len(r['lengths'])} lengths:")
+    print(f"  max |logit difference| {r['max_logits_difference']:.2g}{extra}, same label {r['same_label']}")
+    scored = r["scores"].get("model")
+    card = f"UA {scored['ua']} on {r['scores'].get('fold')}" if scored else "no scores (give --metrics)"
+    print(f"model card: {card}; wrote {r['out']}")
+
+
 def _add_export(sub: Subparsers) -> None:
     p = sub.add_parser(
         "export",
-        help="a fine-tuned classifier as an ONNX file (dynamic length): logits, frame posteriors, pooling weights",
-        description="Exports the classifier (encoder, pooling, output layer) with torch.onnx (dynamo), checks the file "
-        "with onnxruntime against PyTorch on inputs of several lengths (max |logit difference| <= 1e-3, else nothing "
-        "is written) and stores the class names in its metadata. Needs the [export] extra (onnx, onnxruntime, onnxscript).",
+        help="a fine-tuned classifier as an ONNX file or a transformers folder: logits, frame posteriors, pooling weights",
+        description="--onnx: the classifier (encoder, pooling, output layer) through torch.onnx (dynamo), checked with "
+        "onnxruntime against PyTorch on inputs of several lengths (max |logit difference| <= 1e-3, else nothing is "
+        "written), class names in its metadata; needs the [export] extra. --hf: a folder transformers loads (mean pooling: "
+        "HubertForSequenceClassification, for pipeline('audio-classification'); attention pooling: HubertModel plus "
+        "modeling_fesa.py, trust_remote_code=True), checked with transformers (max |logit difference| <= 1e-4), with a "
+        "model card of the fold's scores; needs the [hf] extra.",
     )
     p.add_argument("checkpoint", help="a hubert_emotion_classifier checkpoint (checkpoint_best.pt of a fine-tuning)")
-    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the file to write")
+    p.add_argument("--onnx", metavar="OUT.onnx", help="the ONNX file to write")
     p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx: onnxruntime's dynamic int8 quantisation")
+    p.add_argument("--hf", metavar="FOLDER", help="the transformers folder to write (config.json, model.safetensors, README.md, ...)")
+    p.add_argument("--metrics", help="fesa evaluate's metrics.json for the model card (default: found beside the checkpoint in a fesa run)")
+    p.add_argument("--overwrite", action="store_true", help="replace a folder an earlier fesa export --hf wrote")
     p.set_defaults(func=_export)
+
+
+def _import_hf(args: argparse.Namespace) -> None:
+    try:
+        import safetensors  # noqa: F401
+        import transformers
+    except (ImportError, OSError) as e:
+        raise _hf_extra("fesa import-hf", e) from e
+    transformers.utils.logging.disable_progress_bar()
+    from fesa_fairseq.huggingface.import_hf import import_snapshot
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FesaError(f"{out} exists: pass --overwrite to replace it, or pick another name")
+    r = import_snapshot(Path(args.folder), out)
+    layers = ", ".join(f"{d:.2g}" for d in r["differences"][:-1])
+    print(f"{r['layers']} layers; max |difference| vs transformers per layer: {layers}; final output {r['differences'][-1]:.2g}")
+    if r["heads_left_out"]:
+        print(f"left out (not part of the encoder): {', '.join(r['heads_left_out'])}")
+    print(f"waveform normalisation: {r['normalize']}; wrote {r['out']} (fairseq hubert / hubert_pretraining)")
+
+
+def _add_import_hf(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "import-hf",
+        help="a transformers HuBERT or wav2vec 2.0 snapshot as a fairseq HuBERT checkpoint (for source_checkpoint)",
+        description="Reads a local transformers snapshot (config.json and model.safetensors or pytorch_model.bin, as "
+        "tensors only: no code in it runs) of HubertModel, HubertForCTC, Wav2Vec2Model or Wav2Vec2ForCTC and writes a "
+        "fairseq checkpoint of stock fairseq's hubert model, which fesa run takes as source_checkpoint and fesa "
+        "pseudo-labels as --checkpoint. Heads (CTC, classifiers) are left out; the pretraining head starts afresh. "
+        "Nothing is written unless every layer's output equals transformers' to 1e-4 on noise. Needs the [hf] extra.",
+    )
+    p.add_argument("folder", help="the snapshot folder (for example a local copy of facebook/hubert-base-ls960)")
+    p.add_argument("--out", required=True, metavar="CKPT.pt", help="the fairseq checkpoint to write")
+    p.add_argument("--overwrite", action="store_true", help="replace CKPT.pt if it exists")
+    p.set_defaults(func=_import_hf)

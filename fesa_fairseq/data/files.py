@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, List, Sequence, Tuple, Union
+from typing import BinaryIO, Callable, Iterable, Iterator, List, Sequence, Tuple, Union
 
 from fesa_fairseq.errors import FesaError
 
@@ -45,6 +45,11 @@ def finite_or_none(data: object) -> object:
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    atomic_write_with(path, lambda f: f.write(data))
+
+
+def atomic_write_with(path: PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """``write(f)`` fills a temporary file beside ``path`` (torch.save, a serialiser), which then replaces it."""
     path = Path(path)
     if path.is_dir():
         raise FesaError(f"{path} is a folder; a file is to be written there: give a file name")
@@ -52,7 +57,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)
     except BaseException as e:

@@ -1,0 +1,165 @@
+"""A transformers HuBERT / wav2vec 2.0 snapshot as a fairseq HuBERT checkpoint (``fesa import-hf``).
+
+The snapshot's config.json is read as json and its weights with safetensors (or ``torch.load(weights_only=True)``
+for a pytorch_model.bin): nothing in it runs. The encoder becomes a stock fairseq ``hubert`` model of the
+``hubert_pretraining`` task, as official releases are, so that every command and stock fairseq tool takes it. A
+snapshot has no pretraining head (label embeddings, final projection): the checkpoint records an empty label
+dictionary, so a warm start gives them new ones, as for a release whose labels differ. Before anything is written,
+transformers runs the snapshot and fairseq the converted model on the same noise: every layer must agree.
+"""
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import torch
+
+from fesa_fairseq.checkpoints import UNREADABLE
+from fesa_fairseq.data.files import atomic_write_with
+from fesa_fairseq.errors import FesaError
+from fesa_fairseq.huggingface.config import ARCHITECTURES, check_importable, fairseq_model_settings
+from fesa_fairseq.huggingface.weights import PRETRAINING_HEAD, to_fairseq
+
+logger = logging.getLogger(__name__)
+
+TOLERANCE = 1e-4  # max |difference| of any layer's output, fairseq vs transformers
+CHECK_SAMPLES = 32000  # two seconds of noise
+
+
+def read_json(path: Path) -> Dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FesaError(f"cannot read {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise FesaError(f"{path} is not a json object")
+    return data
+
+
+def read_weights(folder: Path) -> Dict[str, torch.Tensor]:
+    """model.safetensors (one file or shards with their index), else pytorch_model.bin read weights only."""
+    from safetensors.torch import load_file
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
+        return {k: v for shard in shards for k, v in load_file(str(folder / shard)).items()}
+    if (folder / "model.safetensors").is_file():
+        return load_file(str(folder / "model.safetensors"))
+    bin_file = folder / "pytorch_model.bin"
+    if not bin_file.is_file():
+        raise FesaError(f"{folder} holds no model.safetensors, model.safetensors.index.json or pytorch_model.bin: not a transformers snapshot")
+    try:
+        return torch.load(str(bin_file), map_location="cpu", weights_only=True)
+    except UNREADABLE as e:
+        raise FesaError(f"cannot read {bin_file} as plain tensors ({type(e).__name__}): convert it to safetensors where it was made") from e
+
+
+def encoder_tensors(weights: Dict[str, torch.Tensor], model_type: str) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """The encoder's tensors without the model prefix (hubert., wav2vec2.) and the heads' names (left out)."""
+    prefix = f"{model_type}."
+    if not any(k.startswith(prefix) for k in weights):
+        return dict(weights), []
+    encoder = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+    return encoder, sorted(k for k in weights if not k.startswith(prefix))
+
+
+def read_snapshot(folder: Path) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor], List[str], bool]:
+    """(config, encoder tensors, heads left out, waveform normalisation) of a snapshot folder."""
+    if not folder.is_dir():
+        raise FesaError(f"{folder} is not a folder: give a transformers snapshot folder (config.json and the weights)")
+    if not (folder / "config.json").is_file():
+        raise FesaError(f"{folder} has no config.json: not a transformers snapshot")
+    config = read_json(folder / "config.json")
+    architectures = config.get("architectures") or []
+    if architectures and not set(architectures) & set(ARCHITECTURES):
+        raise FesaError(f"{folder}/config.json: architectures={architectures}: importable are {', '.join(ARCHITECTURES)}")
+    check_importable(config, f"{folder}/config.json")  # before the weights are read
+    encoder, heads = encoder_tensors(read_weights(folder), config["model_type"])
+    preprocessor = folder / "preprocessor_config.json"
+    normalize = bool(read_json(preprocessor).get("do_normalize")) if preprocessor.is_file() else config.get("feat_extract_norm") == "layer"
+    return config, encoder, heads, normalize
+
+
+def fairseq_config(settings: Dict[str, Any], normalize: bool) -> Dict[str, Any]:
+    """A complete fairseq training config, as a trainer saves it: stock defaults, hubert model, hubert_pretraining task."""
+    from fairseq.dataclass.configs import FairseqConfig
+    from fairseq.models.hubert.hubert import HubertConfig
+    from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(FairseqConfig())
+    cfg.model = OmegaConf.structured(HubertConfig(**settings))
+    cfg.model._name = "hubert"
+    task = HubertPretrainingConfig(data=".", labels=["km"], label_rate=settings["label_rate"], normalize=normalize)
+    cfg.task = OmegaConf.structured(task)
+    cfg.task._name = "hubert_pretraining"
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def build_fairseq_hubert(cfg: Dict[str, Any], encoder: Dict[str, torch.Tensor], path: str):
+    """fairseq's HubertModel of ``cfg`` holding the snapshot's tensors; its pretraining head starts afresh."""
+    from fairseq.data import Dictionary
+    from fairseq.models.hubert.hubert import HubertConfig, HubertModel
+    from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
+    from omegaconf import OmegaConf
+
+    model_cfg = OmegaConf.merge(OmegaConf.structured(HubertConfig), cfg["model"])
+    task_cfg = OmegaConf.merge(OmegaConf.structured(HubertPretrainingConfig), cfg["task"])
+    model = HubertModel(model_cfg, task_cfg, [Dictionary()])
+    weights, unknown = to_fairseq({k: v.float() for k, v in encoder.items()}, cfg["model"]["extractor_mode"])
+    own = model.state_dict()
+    fresh = [n for n in own if n not in weights and (n in PRETRAINING_HEAD or n == "mask_emb")]
+    missing = [n for n in own if n not in weights and n not in fresh]
+    wrong = [f"{n} {tuple(weights[n].shape)} (fairseq: {tuple(own[n].shape)})" for n in own if n in weights and weights[n].shape != own[n].shape]
+    if unknown or missing or wrong:
+        problems = [f"not in fairseq's HuBERT: {', '.join(unknown[:5])}"] * bool(unknown)
+        problems += [f"missing: {', '.join(missing[:5])}"] * bool(missing) + [f"other shapes: {', '.join(wrong[:5])}"] * bool(wrong)
+        raise FesaError(f"{path}: its tensors do not fit the model its config.json describes ({'; '.join(problems)}): damaged, or another kind")
+    model.load_state_dict({**{n: own[n] for n in fresh}, **weights}, strict=True)
+    if "mask_emb" in fresh:
+        logger.info("the snapshot has no masked_spec_embed (it never masked): mask_emb starts afresh, as the pretraining head does")
+    return model.eval()
+
+
+def layer_differences(folder: Path, model, normalize: bool, seed: int = 0) -> List[float]:
+    """Max |difference| per layer (input embedding excluded; the last entry is the final output), transformers'
+    own model of the snapshot against the converted fairseq model, on the same noise."""
+    from transformers import AutoModel
+
+    hf = AutoModel.from_pretrained(str(folder), attn_implementation="eager").float().eval()
+    x = 0.1 * torch.randn(1, CHECK_SAMPLES, generator=torch.Generator().manual_seed(seed))
+    if normalize:
+        x = torch.nn.functional.layer_norm(x, x.shape)
+    with torch.no_grad():
+        out = hf(x, output_hidden_states=True)
+        ours = [model.extract_features(x, output_layer=i)[0] for i in range(1, len(out.hidden_states))] + [model.extract_features(x)[0]]
+    theirs = list(out.hidden_states[1:]) + [out.last_hidden_state]
+    return [float((a - b).abs().max()) for a, b in zip(ours, theirs)]
+
+
+def import_snapshot(folder: Path, out: Path, seed: int = 0) -> Dict[str, Any]:
+    """Write OUT (a fairseq checkpoint) from the snapshot in ``folder`` once its layers agree; return what was done."""
+    from fairseq.data import Dictionary
+
+    config, encoder, heads, normalize = read_snapshot(folder)
+    cfg = fairseq_config(fairseq_model_settings(config, str(folder)), normalize)
+    model = build_fairseq_hubert(cfg, encoder, str(folder))
+    differences = layer_differences(folder, model, normalize, seed)
+    if max(differences) > TOLERANCE:
+        worst = max(differences)
+        raise FesaError(f"{folder}: the converted layers differ from transformers' by up to {worst:.2g} (> {TOLERANCE:g}): nothing was written")
+    state = {
+        "args": None,
+        "cfg": cfg,
+        "model": model.state_dict(),
+        "criterion": None,
+        "optimizer_history": [{"criterion_name": "HubertCriterion", "optimizer_name": "none", "lr_scheduler_state": {}, "num_updates": 0}],
+        "task_state": {"dictionaries": [Dictionary()]},
+        "extra_state": {"imported_from": {"folder": folder.name, "architectures": config.get("architectures"), "heads_left_out": heads}},
+        "last_optimizer_state": None,
+    }
+    atomic_write_with(out, lambda f: torch.save(state, f))
+    logger.info("wrote %s: %s, %d layers, max layer difference %.2g", out, config.get("model_type"), cfg["model"]["encoder_layers"], max(differences))
+    return {"out": str(out), "layers": cfg["model"]["encoder_layers"], "differences": differences, "heads_left_out": heads, "normalize": normalize}
