@@ -19,6 +19,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+import fesa_fairseq  # noqa: F401  (lets torch >= 2.6 load fairseq checkpoints, releases and imports alike)
+
 
 def fesa(*args) -> str:
     res = subprocess.run([str(Path(sys.executable).parent / "fesa"), *map(str, args)], capture_output=True, text=True)
