@@ -152,7 +152,6 @@ def test_a_pytorch_bin_that_would_run_code_is_refused(tmp_path):
         ({"conv_pos_batch_norm": True}, "conv_pos_batch_norm"),
         ({"feat_extract_activation": "relu"}, "feat_extract_activation"),
         ({"feat_extract_norm": "batch"}, "feat_extract_norm"),
-        ({"conv_dim": [32] * 7}, "hidden_size"),
         ({"layer_norm_eps": 1e-12}, "layer_norm_eps"),
         ({"model_type": "wavlm", "num_buckets": 320, "max_bucket_distance": 800}, "num_buckets"),
         ({"model_type": "data2vec-audio"}, "model_type"),
@@ -319,3 +318,33 @@ def test_the_plugin_imports_transformers_only_in_these_commands():
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_feature_projection_fairseq_cannot_hold_is_refused(tmp_path):
+    """Conv and encoder widths equal: fairseq has no projection, so only an identity one can be imported."""
+    torch.manual_seed(0)
+    config = transformers.HubertConfig(**{**TINY, "conv_dim": (32,) * 7})
+    folder = snapshot(transformers.HubertModel(config).eval(), tmp_path / "snap")
+    res = run_fesa("import-hf", folder, "--out", tmp_path / "out.pt")
+    assert res.returncode == 2 and "hidden_size=32" in res.stderr and "nothing was written" in res.stderr
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_an_exported_classifier_imports_back_to_its_own_encoder(finetuned_classifier, tmp_path):
+    """export --hf then import-hf: the classifier's encoder comes back tensor for tensor (its identity projection
+    dropped again, its head left out and named)."""
+    checkpoint = finetuned_classifier / "checkpoints" / "checkpoint_best.pt"
+    assert run_fesa("export", checkpoint, "--hf", tmp_path / "hf").returncode == 0
+    res = import_hf(tmp_path / "hf", tmp_path / "back.pt")
+    assert "pooling.score.weight" in res.stdout
+    back = torch.load(tmp_path / "back.pt", weights_only=True)["model"]
+    encoder = EmotionRecognizer.from_checkpoint(checkpoint, device="cpu").model.encoder.w2v_model.state_dict()
+    shared = [k for k in encoder if k not in ("label_embs_concat", "final_proj.weight", "final_proj.bias")]
+    assert shared and all(torch.equal(encoder[k], back[k]) for k in shared)
+
+
+def test_a_damaged_safetensors_file_is_named(tmp_path):
+    folder = snapshot(tiny_model("HubertModel"), tmp_path / "snap")
+    (folder / "model.safetensors").write_bytes(b"not tensors")
+    res = run_fesa("import-hf", folder, "--out", tmp_path / "out.pt")
+    assert res.returncode == 2 and f"cannot read {folder / 'model.safetensors'}" in res.stderr and "Traceback" not in res.stderr

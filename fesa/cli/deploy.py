@@ -166,7 +166,8 @@ def _add_import_hf(sub: Subparsers) -> None:
         "import-hf",
         help="a transformers HuBERT or wav2vec 2.0 snapshot as a fairseq HuBERT checkpoint (for source_checkpoint)",
         description="Reads a local transformers snapshot (config.json and model.safetensors or pytorch_model.bin, as "
-        "tensors only: no code in it runs) of HubertModel, HubertForCTC, Wav2Vec2Model or Wav2Vec2ForCTC and writes a "
+        "tensors only: no code in it runs) of HubertModel, HubertForCTC, Wav2Vec2Model or Wav2Vec2ForCTC (or a classifier's "
+        "encoder) and writes a "
         "fairseq checkpoint of stock fairseq's hubert model, which fesa run takes as source_checkpoint and fesa "
         "pseudo-labels as --checkpoint. Heads (CTC, classifiers) are left out; the pretraining head starts afresh. "
         "Nothing is written unless every layer's output equals transformers' to 1e-4 on noise. Needs the [hf] extra.",

@@ -10,7 +10,17 @@ from typing import Any, Dict, List, Tuple
 from fesa_fairseq.errors import FesaError
 
 MODEL_TYPES = ("hubert", "wav2vec2")
-ARCHITECTURES = ("HubertModel", "HubertForCTC", "Wav2Vec2Model", "Wav2Vec2ForCTC", "Wav2Vec2ForPreTraining")
+# Their encoder is taken, their heads are left out (a classifier's encoder can seed TAPT like any other).
+ARCHITECTURES = (
+    "HubertModel",
+    "HubertForCTC",
+    "HubertForSequenceClassification",
+    "Wav2Vec2Model",
+    "Wav2Vec2ForCTC",
+    "Wav2Vec2ForPreTraining",
+    "Wav2Vec2ForSequenceClassification",
+    "FesaHubertForEmotionClassification",
+)
 # transformers activation name -> fairseq's (utils.get_activation_fn); gelu_new is the tanh approximation.
 ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_accurate", "relu": "relu", "tanh": "tanh", "linear": "linear", "swish": "swish", "silu": "swish"}
 TRANSFORMERS_ACTIVATIONS = {"gelu": "gelu", "gelu_accurate": "gelu_new", "relu": "relu", "tanh": "tanh", "linear": "linear", "swish": "silu"}
@@ -37,7 +47,6 @@ def check_importable(hf: Dict[str, Any], path: str) -> None:
         ("layer_norm_eps", abs(float(hf.get("layer_norm_eps", 1e-5)) - FAIRSEQ_LAYER_NORM_EPS) < 1e-12, "fairseq's layer norms use 1e-05"),
         ("add_adapter", not hf.get("add_adapter", False), "fairseq's HuBERT has no output adapter"),
         ("adapter_attn_dim", hf.get("adapter_attn_dim") is None, "fairseq's HuBERT has no attention adapters"),
-        ("hidden_size", hf["conv_dim"][-1] != hf["hidden_size"], "fairseq's HuBERT has no feature projection when it equals the last conv_dim"),
     ]
     for field, ok, why in checks:
         if not ok:

@@ -39,14 +39,12 @@ def read_json(path: Path) -> Dict[str, Any]:
 
 def read_weights(folder: Path) -> Dict[str, torch.Tensor]:
     """model.safetensors (one file or shards with their index), else pytorch_model.bin read weights only."""
-    from safetensors.torch import load_file
-
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         shards = sorted(set(read_json(index).get("weight_map", {}).values()))
-        return {k: v for shard in shards for k, v in load_file(str(folder / shard)).items()}
+        return {k: v for shard in shards for k, v in read_safetensors(folder / shard).items()}
     if (folder / "model.safetensors").is_file():
-        return load_file(str(folder / "model.safetensors"))
+        return read_safetensors(folder / "model.safetensors")
     bin_file = folder / "pytorch_model.bin"
     if not bin_file.is_file():
         raise FesaError(f"{folder} holds no model.safetensors, model.safetensors.index.json or pytorch_model.bin: not a transformers snapshot")
@@ -54,6 +52,18 @@ def read_weights(folder: Path) -> Dict[str, torch.Tensor]:
         return torch.load(str(bin_file), map_location="cpu", weights_only=True)
     except UNREADABLE as e:
         raise FesaError(f"cannot read {bin_file} as plain tensors ({type(e).__name__}): convert it to safetensors where it was made") from e
+
+
+def read_safetensors(path: Path) -> Dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FesaError(f"{path} is missing (model.safetensors.index.json names it): download the whole snapshot")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise FesaError(f"cannot read {path}: not a safetensors file, or damaged ({e})") from e
 
 
 def encoder_tensors(weights: Dict[str, torch.Tensor], model_type: str) -> Tuple[Dict[str, torch.Tensor], List[str]]:
@@ -109,6 +119,8 @@ def build_fairseq_hubert(cfg: Dict[str, Any], encoder: Dict[str, torch.Tensor], 
     task_cfg = OmegaConf.merge(OmegaConf.structured(HubertPretrainingConfig), cfg["task"])
     model = HubertModel(model_cfg, task_cfg, [Dictionary()])
     weights, unknown = to_fairseq({k: v.float() for k, v in encoder.items()}, cfg["model"]["extractor_mode"])
+    if model.post_extract_proj is None:
+        drop_identity_projection(weights, path)
     own = model.state_dict()
     fresh = [n for n in own if n not in weights and (n in PRETRAINING_HEAD or n == "mask_emb")]
     missing = [n for n in own if n not in weights and n not in fresh]
@@ -121,6 +133,19 @@ def build_fairseq_hubert(cfg: Dict[str, Any], encoder: Dict[str, torch.Tensor], 
     if "mask_emb" in fresh:
         logger.info("the snapshot has no masked_spec_embed (it never masked): mask_emb starts afresh, as the pretraining head does")
     return model.eval()
+
+
+def drop_identity_projection(weights: Dict[str, torch.Tensor], path: str) -> None:
+    """fairseq's HuBERT has no feature projection when the conv and encoder widths agree; transformers always has
+    one. An identity (what fesa export --hf writes for such a model) is dropped; anything else cannot be held."""
+    w, b = weights.pop("post_extract_proj.weight", None), weights.pop("post_extract_proj.bias", None)
+    if w is None:
+        return
+    if not (torch.equal(w, torch.eye(w.shape[0], w.shape[1])) and (b is None or not b.any())):
+        raise FesaError(
+            f"{path}: hidden_size={w.shape[0]} equals the last conv_dim, and fairseq's HuBERT then has no feature projection, "
+            "but this snapshot's is not the identity: fairseq's HuBERT cannot hold this model, so nothing was written"
+        )
 
 
 def layer_differences(folder: Path, model, normalize: bool, seed: int = 0) -> List[float]:
