@@ -2,4 +2,5 @@ import sys
 
 from fesa.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # fesa run's stage commands fork from a server that imports the main module again
+    sys.exit(main())

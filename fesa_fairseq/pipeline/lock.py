@@ -5,7 +5,8 @@ this host and is gone (killed, crashed) is stale and taken over; one held by a l
 another host (a SLURM node: nothing here can tell whether it lives), is an error naming the holder.
 
 Stage commands run in a session of their own and, where util-linux's ``setpriv`` exists (every Linux), get SIGTERM
-from the kernel when the fesa process that started them dies, however it dies (SIGKILL included); SIGINT and
+from the kernel when the fesa process that started them dies, however it dies (SIGKILL included; fesa's own stage
+commands are forks of a server that fesa's death ends, with the same signal: ``pipeline.forkserver``); SIGINT and
 SIGTERM sent to fesa are passed on to the stage's whole process group, which is waited for before fesa exits.
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 from fesa_fairseq.errors import FesaError
+from fesa_fairseq.pipeline.forkserver import ForkedCommand, is_fesa_command
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +100,10 @@ def dies_with_parent(command: List[str]) -> List[str]:
 
 def run_child(command: List[str], log, env: Dict[str, str]) -> int:
     """Run a stage's command, its output to `log`; SIGINT/SIGTERM to fesa stop the command's process group first."""
-    proc = subprocess.Popen(dies_with_parent(command), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    if is_fesa_command(command):  # a fork of a server with torch and fairseq imported (pipeline.forkserver)
+        proc = ForkedCommand(command, log.name, env)
+    else:
+        proc = subprocess.Popen(dies_with_parent(command), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     stopping: List[int] = []
 

@@ -1,6 +1,7 @@
 """Running a plan's stages here: one process per stage command, under the stage's lock, logged, stamped.
 
-A stage's command runs in its own process group with this interpreter's scripts first on PATH; Ctrl-C or SIGTERM
+A stage's command runs in its own process group with this interpreter's scripts first on PATH (fesa's own
+commands as forks of a server that has torch and fairseq imported: ``pipeline.forkserver``); Ctrl-C or SIGTERM
 stops the whole group (``lock.run_child``). Its stamp is written before the command starts and again when it
 succeeded, so that an interrupted stage resumes in place and a changed one is moved aside, never deleted
 (``plan.Stage.status``).

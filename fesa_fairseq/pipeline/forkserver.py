@@ -1,0 +1,69 @@
+"""fesa stage commands forked from a server that has imported torch, fairseq and the plugin once.
+
+A ``fesa`` stage (evaluate, pseudo-labels, acoustic-baseline, ...) started as a new interpreter spends about
+3.5 s importing torch and fairseq before its work, which on the demo is most of what such a stage costs. Here
+it is a fork of multiprocessing's forkserver, a single-threaded process started on first use that has those
+imports done: still a process of its own, as a subprocess would be (its own session, the stage's environment and
+working folder, its output to the stage's log, its exit code, SIGTERM when the server, which lives as long as
+fesa, goes), only without the imports. ``fairseq-hydra-train`` stages stay subprocesses.
+"""
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from typing import Dict, List, Optional
+
+logger = logging.getLogger(__name__)
+
+# What the server imports before it forks: the plugin (torch, fairseq) and the modules most stage commands use.
+PRELOAD = ["fesa.cli", "fesa_fairseq", "fesa_fairseq.pipeline.evaluate", "fesa_fairseq.pipeline.reference", "fesa_fairseq.labels.pseudo_labels"]
+PR_SET_PDEATHSIG = 1
+
+_context: Optional[multiprocessing.context.BaseContext] = None
+
+
+def _server() -> multiprocessing.context.BaseContext:
+    global _context
+    if _context is None:
+        _context = multiprocessing.get_context("forkserver")
+        _context.set_forkserver_preload(PRELOAD)
+    return _context
+
+
+def is_fesa_command(command: List[str]) -> bool:
+    return bool(command) and os.path.basename(command[0]) == "fesa"
+
+
+def _stage(argv: List[str], log_path: str, env: Dict[str, str], cwd: str) -> None:
+    """In the forked child: the stage's session, environment, folder and log, then the command itself."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_DFL)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    from fesa.cli import main
+
+    sys.exit(main(argv))
+
+
+class ForkedCommand:
+    """Popen's pid and wait() for a fesa command run in a fork of the server."""
+
+    def __init__(self, command: List[str], log_path: str, env: Dict[str, str]) -> None:
+        self.process = _server().Process(target=_stage, args=(list(command[1:]), log_path, env, os.getcwd()), name=" ".join(command[:2]))
+        self.process.start()
+        self.pid = self.process.pid
+
+    def wait(self) -> int:
+        self.process.join()
+        return int(self.process.exitcode)
