@@ -22,7 +22,7 @@ from fesa_fairseq.data.files import atomic_write_json, atomic_write_text, atomic
 from fesa_fairseq.data.waveform import prepare_waveform
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.huggingface.config import transformers_settings
-from fesa_fairseq.huggingface.model_card import find_scores, model_card
+from fesa_fairseq.huggingface.model_card import find_scores, model_card, source_name
 from fesa_fairseq.huggingface.weights import to_transformers
 from fesa_fairseq.inference.onnx_export import CHECK_SECONDS, OUTPUTS, frame_expectations
 from fesa_fairseq.inference.recognizer import EmotionRecognizer
@@ -150,7 +150,8 @@ def export_hf(checkpoint: str, out: Path, overwrite: bool = False, metrics: Opti
                 f"{check['lengths']} samples: nothing was written to {out}"
             )
         kind = "HubertForSequenceClassification" if plain else f"{REMOTE_CLASS} (modeling_fesa.py, trust_remote_code=True)"
-        atomic_write_text(staging / "README.md", model_card(recognizer.labels, kind, str(model.cfg.pooling), scores, Path(checkpoint).name, str(out)))
+        card = model_card(recognizer.labels, kind, str(model.cfg.pooling), scores, source_name(Path(checkpoint)), str(out))
+        atomic_write_text(staging / "README.md", card)
         atomic_write_json(staging / MARKER, {"checkpoint": str(checkpoint), "class": kind, "check": check, "scores": scores})
     logger.info("exported %s to %s as %s (max |logit difference| %.2g)", checkpoint, out, kind, check["max_logits_difference"])
     return {**check, "class": kind, "labels": recognizer.labels, "scores": scores, "out": str(out)}

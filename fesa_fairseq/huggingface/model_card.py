@@ -70,10 +70,12 @@ def _score_rows(scores: Dict[str, Any]) -> List[str]:
 
 
 PLAIN_USAGE = """```python
+import soundfile as sf
 from transformers import pipeline
 
 classify = pipeline("audio-classification", model="{folder}")
-print(classify("speech.wav"))  # [{{'label': ..., 'score': ...}}, ...]
+audio, rate = sf.read("speech.wav", dtype="float32")  # mono, 16 kHz
+print(classify({{"raw": audio, "sampling_rate": rate}}))  # [{{'label': ..., 'score': ...}}, ...]
 ```"""
 
 REMOTE_USAGE = """```python
@@ -103,6 +105,13 @@ def _protocol(scores: Dict[str, Any]) -> str:
     )
 
 
+def source_name(checkpoint: Path) -> str:
+    """The checkpoint's path from its fold folder on (fold1/finetune/L9-K50-attention/...), which says which stage
+    made it; its file name elsewhere."""
+    fold = _fold_dir(checkpoint)
+    return str(checkpoint.resolve().relative_to(fold.parent)) if fold else checkpoint.name
+
+
 def model_card(labels: List[str], kind: str, pooling: str, scores: Dict[str, Any], source: str, folder: str = "path/to/this/folder") -> str:
     plain = kind.startswith("HubertForSequenceClassification")
     lines = [
@@ -111,7 +120,7 @@ def model_card(labels: List[str], kind: str, pooling: str, scores: Dict[str, Any
         "pipeline_tag: audio-classification",
         "tags: [speech-emotion-recognition, hubert, fesa_fairseq]",
         "---",
-        "# Speech emotion recognition: HuBERT with frame-level emotional state alignment",
+        "# Speech emotion recognition: a HuBERT classifier trained with fesa_fairseq",
         "",
         f"Exported by `fesa export --hf` (fesa_fairseq) from `{source}`: a HuBERT encoder, {pooling} pooling over its frames, "
         f"a linear output layer. transformers class: {kind}. Input: 16 kHz mono waveforms.",
