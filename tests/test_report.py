@@ -200,3 +200,14 @@ def test_seeds_are_averaged_per_fold_and_their_spread_shown(tmp_path):
     assert "| baseline (TAPT fine-tuned) | 70.0 / 70.0 | 70.0 / 70.0 | 70.0 ± 0.0 | 70.0 ± 0.0 | 70.0 ± 0.0 | 2 | 14.1 |" in report["markdown"]
     method = next(r for r in report["paired"] if (r["a"], r["b"], r["metric"]) == ("L9-K50-attention", "baseline", "wa"))
     assert (method["a_mean"], method["b_mean"], method["difference"]) == (85.0, 70.0, 15.0) and method["verdict"] == "ahead"
+
+
+def test_an_unseeded_run_beside_seeded_ones_is_one_more_replicate(tmp_path):
+    """Seeds added to an experiment that already ran once: the first run (the yaml's seed) counts, and is counted."""
+    truth = ["neu", "hap"] * 10
+    for fold in (1, 2):
+        write_predictions(tmp_path, fold, "reference", truth, truth)
+        for run, n in (("baseline", 20), ("baseline-s1", 16), ("baseline-s2", 12)):
+            write_predictions(tmp_path, fold, run, truth, [t if i < n else ("hap" if t == "neu" else "neu") for i, t in enumerate(truth)])
+    base = make_report(tmp_path)["summaries"]["baseline"]
+    assert base["seeds"] == [None, 1, 2] and base["ua"] == {1: 80.0, 2: 80.0} and base["ua_seed_std"] == pytest.approx(20.0)

@@ -53,12 +53,14 @@ def _std(x: np.ndarray) -> float:
 
 def summarize(folds: Dict[int, Dict[Optional[int], dict]]) -> dict:
     """Per fold the mean over its seeds; over folds the mean and spread; with seeds, the spread over seeds too
-    (each seed's mean over folds)."""
+    (each seed's mean over folds). A run without a seed beside seeded ones (seeds added to an experiment later) is
+    one more replicate, at its yaml's seed (null in report.json)."""
     ua = {f: float(np.mean([m["ua"] for m in runs.values()])) for f, runs in sorted(folds.items())}
     wa = {f: float(np.mean([m["wa"] for m in runs.values()])) for f, runs in sorted(folds.items())}
     f1 = {f: float(np.mean([macro_f1(m["confusion"]) for m in runs.values()])) for f, runs in sorted(folds.items())}
     confusion = np.sum([np.array(m["confusion"]) for runs in folds.values() for m in runs.values()], axis=0)
-    seeds = sorted({s for runs in folds.values() for s in runs if s is not None})
+    replicates = sorted({s for runs in folds.values() for s in runs}, key=lambda s: (s is not None, s or 0))
+    seeds = replicates if len(replicates) > 1 else [s for s in replicates if s is not None]
     per_seed = [np.mean([runs[s]["ua"] for runs in folds.values() if s in runs]) for s in seeds]
     pooled = counts_of(confusion)
     first = next(iter(next(iter(folds.values())).values()))
