@@ -2,7 +2,6 @@
 
 import json
 import re
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ def test_utterance_labels_are_one_class_per_utterance(stock_labels, demo_folds, 
     assert not (out / "test.km").exists()
 
 
-def test_shuffled_labels_keep_lengths_and_histogram_but_not_the_tie_to_audio(stock_labels, demo_folds, tmp_path):
+def test_shuffled_labels_keep_lengths_and_cluster_runs_but_not_the_tie_to_audio(stock_labels, demo_folds, tmp_path):
     out = tmp_path / "shuf"
     run = run_fesa("control-labels", stock_labels, "--kind", "shuffled", "--manifest-dir", demo_folds / "fold1", "--out", out)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -35,9 +34,11 @@ def test_shuffled_labels_keep_lengths_and_histogram_but_not_the_tie_to_audio(sto
         ours, clusters = (out / f"{split}.km").read_text().splitlines(), (stock_labels / f"{split}.km").read_text().splitlines()
         assert [len(line.split()) for line in ours] == [len(line.split()) for line in clusters]
         assert sum(a != b for a, b in zip(ours, clusters)) == len(clusters)  # no utterance keeps its own sequence
-        before, after = Counter(" ".join(clusters).split()), Counter(" ".join(ours).split())
-        total = sum(before.values())
-        assert sum(abs(before[k] - after[k]) for k in before | after) / total < 0.1
+        # the statistics are the clusters' own: each line is another line of the split, cut or tiled to length (a
+        # histogram tolerance would depend on the tiny model's clusters, which differ from run to run)
+        for i, line in enumerate(ours):
+            n = len(line.split())
+            assert any(j != i and line.split() == (source.split() * n)[:n] for j, source in enumerate(clusters)), i
     assert (out / "dict.km.txt").read_text().count("\n") == (stock_labels / "dict.km.txt").read_text().count("\n")
     again = run_fesa("control-labels", stock_labels, "--kind", "shuffled", "--manifest-dir", demo_folds / "fold1", "--out", out)
     assert again.returncode == 2 and "--overwrite" in again.stderr  # never replaced without asking
