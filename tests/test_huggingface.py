@@ -348,3 +348,10 @@ def test_a_damaged_safetensors_file_is_named(tmp_path):
     (folder / "model.safetensors").write_bytes(b"not tensors")
     res = run_fesa("import-hf", folder, "--out", tmp_path / "out.pt")
     assert res.returncode == 2 and f"cannot read {folder / 'model.safetensors'}" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_without_the_hf_extra_both_commands_say_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # what an environment without the [hf] extra gives
+    for args in (("import-hf", tmp_path, "--out", tmp_path / "o.pt"), ("export", tmp_path / "c.pt", "--hf", tmp_path / "hf")):
+        res = run_fesa(*args)
+        assert res.returncode == 2 and "needs the [hf] extra (transformers is missing)" in res.stderr, res.stderr

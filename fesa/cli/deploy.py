@@ -17,10 +17,21 @@ def add_parsers(sub: Subparsers) -> None:
     _add_import_hf(sub)
 
 
-def _hf_extra(command: str, error: ImportError) -> FesaError:
-    """transformers and safetensors are the [hf] extra; transformers also fails to import beside a broken torchaudio."""
-    if isinstance(error, ImportError) and error.name in ("transformers", "safetensors"):
-        return FesaError(f"{command} needs the [hf] extra ({error.name} is missing): pip install 'fesa_fairseq[hf]' (make install does)")
+def _need_transformers(command: str) -> None:
+    """The [hf] extra, or an error with the fix; transformers also fails to import beside a broken torchaudio."""
+    try:
+        import safetensors  # noqa: F401
+        import transformers
+    except ImportError as e:
+        if e.name in ("transformers", "safetensors"):
+            raise FesaError(f"{command} needs the [hf] extra ({e.name} is missing): pip install 'fesa_fairseq[hf]' (make install does)") from e
+        raise _import_failed(command, e) from e
+    except OSError as e:
+        raise _import_failed(command, e) from e
+    transformers.utils.logging.disable_progress_bar()  # the checks load small folders: a bar would say nothing
+
+
+def _import_failed(command: str, error: Exception) -> FesaError:
     return FesaError(
         f"{command}: transformers could not be imported ({error}); a torchaudio built for another torch is the usual cause: "
         "pip uninstall torchaudio (nothing here uses it), or install the torchaudio of your torch"
@@ -104,12 +115,7 @@ def _export_onnx(args: argparse.Namespace) -> None:
 
 
 def _export_hf(args: argparse.Namespace) -> None:
-    try:
-        import safetensors  # noqa: F401
-        import transformers
-    except (ImportError, OSError) as e:
-        raise _hf_extra("fesa export --hf", e) from e
-    transformers.utils.logging.disable_progress_bar()  # its check loads a small folder: a bar would say nothing
+    _need_transformers("fesa export --hf")
     from fesa_fairseq.huggingface.export_hf import export_hf
 
     r = export_hf(args.checkpoint, Path(args.hf), overwrite=args.overwrite, metrics=Path(args.metrics) if args.metrics else None)
@@ -142,12 +148,7 @@ def _add_export(sub: Subparsers) -> None:
 
 
 def _import_hf(args: argparse.Namespace) -> None:
-    try:
-        import safetensors  # noqa: F401
-        import transformers
-    except (ImportError, OSError) as e:
-        raise _hf_extra("fesa import-hf", e) from e
-    transformers.utils.logging.disable_progress_bar()
+    _need_transformers("fesa import-hf")
     from fesa_fairseq.huggingface.import_hf import import_snapshot
 
     out = Path(args.out)
