@@ -67,21 +67,43 @@ def atomic_write_with(path: PathLike, write: Callable[[BinaryIO], object]) -> No
         raise
 
 
-def check_replaceable(dest: PathLike, marker: str, inputs: Sequence[PathLike] = ()) -> None:
+def check_apart(outputs: Sequence[PathLike], inputs: Sequence[PathLike]) -> None:
+    """The one rule for every command that writes: an output (file or folder) that is, holds or lies inside one of
+    the command's own inputs is refused, ``--overwrite`` or not, before anything is read. Paths are compared
+    resolved, so a symlink or ``..`` spelling of an input is the input."""
+    for output in outputs:
+        real = Path(output).resolve()
+        for source in inputs:
+            src = Path(source).resolve()
+            if src == real:
+                raise FesaError(f"{output} is this command's own input: refusing to write over it; write the output elsewhere")
+            if real in src.parents:
+                raise FesaError(f"{output} holds this command's own input {source}: refusing to write there; write the output elsewhere")
+            if src in real.parents:
+                raise FesaError(f"{output} lies inside this command's input {source}: refusing to write there; write the output elsewhere")
+
+
+def check_replaceable(dest: PathLike, marker: str) -> None:
     """The one rule for ``--overwrite``: only a folder this project wrote (it holds ``marker``, or nothing but the
-    stamp fesa run puts in a stage's folder before the stage's command runs) is replaced, and never one that is,
-    holds or lies above one of the command's own ``inputs``."""
+    stamp fesa run puts in a stage's folder before the stage's command runs) is replaced."""
     dest = Path(dest)
     if not (dest / marker).is_file() and not {p.name for p in dest.iterdir()} <= {STAGE_STAMP}:
         raise FesaError(
             f"{dest} has no {marker}, so it was not written by this command: refusing to replace it "
             "with --overwrite; remove it yourself or pick another folder"
         )
-    real = dest.resolve()
-    for source in inputs:
-        source = Path(source).resolve()
-        if source == real or real in source.parents:
-            raise FesaError(f"{dest} holds this command's own input {source}: refusing to replace it; write the output elsewhere")
+
+
+def check_output_file(dest: PathLike, overwrite: bool, inputs: Sequence[PathLike] = ()) -> None:
+    """May the file `dest` be written (atomically)? Never over or inside an input; an existing one only with --overwrite."""
+    dest = Path(dest)
+    if not str(dest) or dest == Path("."):
+        raise FesaError("an output file must be named")
+    check_apart([dest], inputs)
+    if dest.is_dir():
+        raise FesaError(f"{dest} is a folder; a file is to be written there: give a file name")
+    if dest.exists() and not overwrite:
+        raise FesaError(f"{dest} exists: pass --overwrite to replace it, or pick another name")
 
 
 def check_output_dir(dest: PathLike, overwrite: bool, marker: str, inputs: Sequence[PathLike] = ()) -> bool:
@@ -89,13 +111,14 @@ def check_output_dir(dest: PathLike, overwrite: bool, marker: str, inputs: Seque
     dest = Path(dest)
     if not str(dest) or dest == Path("."):
         raise FesaError("an output folder must be named: the working folder is not replaced")
+    check_apart([dest], inputs)
     if dest.is_file():
         raise FesaError(f"{dest} is a file; a folder is needed there")
     if not (dest.is_dir() and any(dest.iterdir())):
         return False
     if not overwrite:
         raise FesaError(f"{dest} already exists and is not empty: remove it, pick another folder, or pass --overwrite")
-    check_replaceable(dest, marker, inputs)
+    check_replaceable(dest, marker)
     return True
 
 
@@ -106,7 +129,7 @@ def staged_dir(dest: PathLike, overwrite: bool = False, marker: str = "", inputs
     A set of files that belong together (a corpus, the manifests of five folds) is thus never half old and half
     new: on failure the staging folder is removed and `dest` is as it was. An existing non-empty `dest` is only
     replaced with `overwrite`, and only under :func:`check_replaceable` (it holds `marker`, which the block must
-    write, and none of `inputs`).
+    write); it is never one of `inputs`, nor holds or lies inside one (:func:`check_apart`).
     """
     dest = Path(dest)
     if check_output_dir(dest, overwrite, marker, inputs):
