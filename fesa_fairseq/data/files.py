@@ -202,3 +202,35 @@ def read_text(path: PathLike, kind: str = "") -> str:
 
 def read_lines(path: PathLike, kind: str = "") -> List[str]:
     return read_text(path, kind).splitlines()
+
+
+def _unique_keys(pairs: List[Tuple[str, object]]) -> dict:
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def parse_json(text: str, where: str) -> object:
+    """Strict JSON: a key given twice is refused (json's default keeps the last, silently), as is NaN/Infinity."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except _DuplicateKey as e:
+        raise FesaError(f"{where} gives the key {e.args[0]!r} twice: keep one") from None
+    except ValueError as e:
+        raise FesaError(f"{where} is not valid JSON: {e}") from None
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def read_json(path: PathLike, kind: str = "") -> object:
+    """A user's JSON file, strictly (:func:`parse_json`), or one line naming it."""
+    return parse_json(read_text(path, kind), f"{kind}{path}")
