@@ -209,5 +209,9 @@ def test_an_unseeded_run_beside_seeded_ones_is_one_more_replicate(tmp_path):
         write_predictions(tmp_path, fold, "reference", truth, truth)
         for run, n in (("baseline", 20), ("baseline-s1", 16), ("baseline-s2", 12)):
             write_predictions(tmp_path, fold, run, truth, [t if i < n else ("hap" if t == "neu" else "neu") for i, t in enumerate(truth)])
-    base = make_report(tmp_path)["summaries"]["baseline"]
+    report = make_report(tmp_path)
+    base = report["summaries"]["baseline"]
     assert base["seeds"] == [None, 1, 2] and base["ua"] == {1: 80.0, 2: 80.0} and base["ua_seed_std"] == pytest.approx(20.0)
+    paired = {(r["a"], r["b"], r["metric"]): r for r in report["paired"]}
+    assert paired[("reference", "baseline", "ua")]["difference"] == pytest.approx(20.0)  # the three runs of the baseline, paired
+    assert "| acoustic reference vs baseline | UA | +20.0 |" in report["markdown"]

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from fesa_fairseq.data.files import read_lines
-from fesa_fairseq.pipeline.plan import REFERENCE
+from fesa_fairseq.pipeline.plan import REFERENCE, seed_suffix
 from fesa_fairseq.statistics import LEVEL, RESAMPLES, FoldOutcomes, compare
 
 logger = logging.getLogger(__name__)
@@ -49,9 +49,9 @@ def _frame_eder(run: Path) -> Dict[str, float]:
 
 
 def _runs(exp_dir: Path, k: int, variant: str, seeds: Sequence[int]) -> List[Path]:
-    """The evaluate folders of a model on fold k: one, or one per seed."""
+    """The evaluate folders of a model on fold k: one, or one per seed (an unseeded run among them has no suffix)."""
     folder = exp_dir / f"fold{k}" / "evaluate"
-    return [folder / f"{variant}-s{s}" for s in seeds] if seeds else [folder / variant]
+    return [folder / f"{variant}{seed_suffix(s)}" for s in seeds] if seeds else [folder / variant]
 
 
 def fold_outcomes(exp_dir: Path, a: str, b: str, folds: Sequence[int], metric: str, seeds: Dict[str, List[int]]) -> Optional[List[FoldOutcomes]]:
