@@ -10,12 +10,32 @@ import argparse
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from fesa.cli import data, deploy, labels, pipeline, scoring
 from fesa.errors import FesaError
 
 GROUPS = (data, labels, scoring, pipeline, deploy)
+
+# What each command that writes reads and writes (argument names): an output that is, holds or lies inside one of
+# its inputs is refused before anything is read, --overwrite or not (fesa_fairseq.data.files.check_apart).
+APART = {
+    "prepare-iemocap": (("iemocap_root",), ("out_dir",)),
+    "prepare-emobox": (("corpus_dir", "audio_root"), ("out_dir",)),
+    "prepare-table": (("table", "audio_root"), ("out_dir",)),
+    "convert-segments": (("source", "manifest", "audio_root"), ("out",)),
+    "pseudo-labels": (("manifest_dir", "checkpoint", "kmeans_model"), ("out", "feature_dir")),
+    "control-labels": (("labels_dir", "manifest_dir"), ("out",)),
+    "analyze-clusters": (("manifest_dir", "checkpoint"), ("out",)),
+    "alignment": (("checkpoint", "fold_dir", "reference"), ("out",)),
+    "evaluate": (("checkpoint", "fold_dir", "reference"), ("out",)),
+    "acoustic-baseline": (("fold_dir",), ("out",)),
+    "reference": (("fold_dir",), ("out",)),
+    "eder": (("reference", "hypothesis"), ("out",)),
+    "predict": (("checkpoint", "inputs", "reference"), ("out",)),
+    "export": (("checkpoint", "metrics"), ("onnx", "hf")),
+    "import-hf": (("folder",), ("out",)),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +58,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.overrides = list(args.overrides) + extra
     try:
         _configure_logging(args.quiet)
+        _keep_apart(args)
         args.func(args)
     except FesaError as e:
         return _fail(args, e, str(e), e.exit_code)
@@ -45,6 +66,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         return _fail(args, e, f"{where}{e.strerror or e}", 2)
     return 0
+
+
+def _paths(args: argparse.Namespace, names: Sequence[str]) -> List[str]:
+    values = [getattr(args, name, None) for name in names]
+    return [p for v in values for p in (v if isinstance(v, list) else [v]) if p]
+
+
+def _keep_apart(args: argparse.Namespace) -> None:
+    if args.command in APART:
+        from fesa_fairseq.data.files import check_apart
+
+        reads, writes = APART[args.command]
+        check_apart(_paths(args, writes), _paths(args, reads))
 
 
 def _configure_logging(quiet: bool) -> None:

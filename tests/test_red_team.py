@@ -1,0 +1,64 @@
+"""The third adversarial pass, where no trained model is needed: every case asserts the exit code, the one-line
+message and what is (and is not) on disk afterwards."""
+
+from pathlib import Path
+
+import pytest
+
+from fesa.cli import APART, build_parser
+
+from cli_helpers import fesa_main, one_line_error, snapshot
+
+# 1. Outputs never replace inputs: each command that writes, given an output that is, holds or lies inside an input.
+
+
+def _inputs(root: Path) -> dict:
+    """Files a command might read; their bytes are random, as nothing may be read before the refusal."""
+    files = {}
+    for rel in ("fold/train.tsv", "fold/dict.emo.txt", "ckpt/model.pt", "snap/model.safetensors", "snap/config.json", "audio/a.wav"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(rel.encode() * 3)
+        files[rel] = root / rel
+    (root / "table.csv").write_text("path,emotion\naudio/a.wav,ang\n")
+    (root / "segments.json").write_text("{}")
+    return files
+
+
+CASES = {
+    "prepare-iemocap": lambda r: (["prepare-iemocap", r / "fold", r / "fold", "--overwrite"], "is this command's own input"),
+    "prepare-emobox": lambda r: (["prepare-emobox", r / "fold", r, "--audio-root", r / "audio"], "holds this command's own input"),
+    "prepare-table": lambda r: (["prepare-table", r / "table.csv", r / "out", "--audio-root", r], "lies inside this command's input"),
+    "convert-segments": lambda r: (["convert-segments", r / "segments.json", "--out", r / "segments.json"], "is this command's own input"),
+    "pseudo-labels": lambda r: (["pseudo-labels", "--manifest-dir", r / "fold", "--out", r / "fold" / "km"], "lies inside"),
+    "control-labels": lambda r: (["control-labels", r / "fold", "--kind", "utterance", "--manifest-dir", r / "fold", "--out", r], "holds"),
+    "analyze-clusters": lambda r: (
+        ["analyze-clusters", "--manifest-dir", r / "fold", "--checkpoint", r / "ckpt/model.pt", "--out", r / "ckpt"],
+        "holds",
+    ),
+    "alignment": lambda r: (["alignment", r / "ckpt/model.pt", r / "fold", "--layer", "1", "--out", r / "fold"], "is this command's own input"),
+    "evaluate": lambda r: (["evaluate", r / "ckpt/model.pt", r / "fold", "--out", r, "--map", "a=ang"], f"{r} holds this command's own input"),
+    "acoustic-baseline": lambda r: (["acoustic-baseline", r / "fold", "--out", r / "fold" / "ref"], "lies inside"),
+    "eder": lambda r: (
+        ["eder", "--reference", r / "segments.json", "--hypothesis", r / "fold/train.tsv", "--out", r / "fold/train.tsv"],
+        "own input",
+    ),
+    "predict": lambda r: (["predict", r / "ckpt/model.pt", r / "audio/a.wav", "--out", r / "audio"], "holds this command's own input"),
+    "export": lambda r: (["export", r / "ckpt/model.pt", "--onnx", r / "ckpt/model.pt"], "is this command's own input"),
+    "import-hf": lambda r: (["import-hf", r / "snap", "--out", r / "snap/model.safetensors", "--overwrite"], "lies inside this command's input"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(CASES))
+def test_an_output_that_is_holds_or_lies_inside_an_input_is_refused(tmp_path, capsys, command):
+    _inputs(tmp_path)
+    args, message = CASES[command](tmp_path)
+    before = snapshot(tmp_path)
+    one_line_error(fesa_main(capsys, "-q", *args), message)
+    assert snapshot(tmp_path) == before
+
+
+def test_every_command_that_writes_declares_what_it_reads():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    writers = {name for name, p in sub.choices.items() if {a.dest for a in p._actions} & {"out", "out_dir", "onnx", "hf"}}
+    assert writers - {"make-demo-corpus", "make-pretraining-corpus"} == set(APART)  # the generators read nothing
+    assert set(CASES) == set(APART) - {"reference"}  # "reference": acoustic-baseline's old name, the same parser
