@@ -4,10 +4,12 @@ message and what is (and is not) on disk afterwards."""
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fesa.cli import APART, build_parser
 
 from cli_helpers import fesa_main, one_line_error, snapshot
+from tiny_hubert import TINY_RUN
 
 # 1. Outputs never replace inputs: each command that writes, given an output that is, holds or lies inside an input.
 
@@ -62,3 +64,37 @@ def test_every_command_that_writes_declares_what_it_reads():
     writers = {name for name, p in sub.choices.items() if {a.dest for a in p._actions} & {"out", "out_dir", "onnx", "hf"}}
     assert writers - {"make-demo-corpus", "make-pretraining-corpus"} == set(APART)  # the generators read nothing
     assert set(CASES) == set(APART) - {"reference"}  # "reference": acoustic-baseline's old name, the same parser
+
+
+# 6. The experiment's corpus keys are parsed strictly.
+
+
+def _experiment(tmp_path: Path, corpus: dict) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({**TINY_RUN, "corpus": corpus}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "corpus,overrides,message",
+    [
+        ({"format": "emobox", "drop_unmapped": "false"}, [], "'corpus'.drop_unmapped is 'false'; give true or false, unquoted"),
+        ({"format": "table"}, ["corpus.n_folds=abc"], "'corpus'.n_folds is 'abc'; give a whole number"),
+        ({"format": "table", "n_folds": 1}, [], "'corpus'.n_folds is 1; give 2 or more"),
+        ({"format": "table", "group": 3}, [], "'corpus'.group is 3; give a string"),
+    ],
+)
+def test_corpus_keys_have_their_types(tmp_path, capsys, corpus, overrides, message):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "table.csv").write_text("path,emotion,session\na.wav,ang,1\n")
+    path = _experiment(tmp_path, {"path": str(tmp_path / "c" / "table.csv"), "audio_root": str(tmp_path / "c"), **corpus})
+    one_line_error(fesa_main(capsys, "run", path, "--exp-dir", tmp_path / "e", "--dry-run", *overrides), message)
+    assert not (tmp_path / "e").exists()
+
+
+def test_a_fold_numbered_0_is_refused_not_planned_as_the_shared_stages(tmp_path, capsys):
+    for k in (0, 1):
+        (tmp_path / "emobox" / f"fold_{k}").mkdir(parents=True)
+    path = _experiment(tmp_path, {"format": "emobox", "path": str(tmp_path / "emobox"), "audio_root": str(tmp_path)})
+    one_line_error(fesa_main(capsys, "run", path, "--exp-dir", tmp_path / "e", "--dry-run"), "fold_0: folds are numbered from 1")
+    assert not (tmp_path / "e").exists()

@@ -106,26 +106,37 @@ class CorpusSpec:
     n_folds: Optional[int] = None  # table: that many folds of whole groups
 
 
-CORPUS_KEYS = {"format", "path", "audio_root", "drop_unmapped", "group", "n_folds"}
+CORPUS_TYPES = {"format": str, "path": str, "audio_root": str, "drop_unmapped": bool, "group": str, "n_folds": int}
 
 
 def corpus_spec(corpus: Any, where: str = "'corpus'") -> Optional[CorpusSpec]:
-    """``corpus:`` as a path (IEMOCAP) or a mapping, checked: known keys, a known format, what the format needs."""
+    """``corpus:`` as a path (IEMOCAP) or a mapping, checked: known keys of their types, a known format, what the
+    format needs."""
     if corpus is None:
         return None
     if isinstance(corpus, str):
         return CorpusSpec("iemocap", corpus)
-    if not isinstance(corpus, dict) or set(corpus) - CORPUS_KEYS:
-        raise FesaError(f"{where} is a path or a mapping of {', '.join(sorted(CORPUS_KEYS))}; got {corpus!r}")
-    spec = CorpusSpec(str(corpus.get("format", "iemocap")), corpus.get("path"), corpus.get("audio_root"), bool(corpus.get("drop_unmapped", False)))
-    spec.group, spec.n_folds = corpus.get("group"), corpus.get("n_folds")
+    if not isinstance(corpus, dict) or set(corpus) - set(CORPUS_TYPES):
+        raise FesaError(f"{where} is a path or a mapping of {', '.join(sorted(CORPUS_TYPES))}; got {corpus!r}")
+    for key, value in corpus.items():
+        _check_type(f"{where}.{key}", value, CORPUS_TYPES[key])
+    spec = CorpusSpec(**{"format": "iemocap", **corpus})
     if spec.format not in CORPUS_FORMATS:
         raise FesaError(f"{where}.format is {spec.format!r}; give one of {', '.join(CORPUS_FORMATS)}")
     if not spec.path:
         raise FesaError(f"{where}.path is missing: the corpus folder (corpus.path=...)")
     if spec.format == "emobox" and not spec.audio_root:
         raise FesaError(f"{where}.audio_root is missing: EmoBox's wav paths are relative to it (corpus.audio_root=...)")
+    if spec.n_folds is not None and spec.n_folds < 2:
+        raise FesaError(f"{where}.n_folds is {spec.n_folds}; give 2 or more folds of whole groups, or leave it out")
     return spec
+
+
+def _check_type(where: str, value: Any, kind: type) -> None:
+    """yaml's own types: a quoted "false" is a string, which bool() would read as true (bool is an int too)."""
+    if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+        hint = "true or false, unquoted" if kind is bool else {int: "a whole number", str: "a string"}[kind]
+        raise FesaError(f"{where} is {value!r}; give {hint}")
 
 
 def stage_yaml(stage: str, name: str) -> Path:
@@ -221,12 +232,15 @@ def corpus_folds(cfg: ExperimentConfig) -> List[int]:
     if spec is not None and spec.format == "table":
         return list(range(1, table_fold_count(Path(spec.path), spec.group, spec.n_folds) + 1))
     if spec is not None and spec.format == "emobox":
-        names = [d.name[len("fold_") :] for d in Path(spec.path).glob("fold_*") if d.is_dir()]
+        found = {d: d.name[len("fold_") :] for d in Path(spec.path).glob("fold_*") if d.is_dir()}
     elif spec is not None:
         return list(IEMOCAP_FOLDS)
     else:
-        names = [d.name[len("fold") :] for d in Path(cfg.manifests).glob("fold*") if (d / "train.tsv").is_file()]
-    return sorted(int(n) for n in names if n.isdigit())
+        found = {d: d.name[len("fold") :] for d in Path(cfg.manifests).glob("fold*") if (d / "train.tsv").is_file()}
+    zero = sorted(str(d) for d, n in found.items() if n.isdigit() and int(n) < 1)
+    if zero:  # fold 0 would be planned as the stages shared by all folds
+        raise FesaError(f"{zero[0]}: folds are numbered from 1 (fold 0 is not a fold): renumber the fold folders from 1")
+    return sorted(int(n) for n in found.values() if n.isdigit())
 
 
 def _check_folds(cfg: ExperimentConfig, path: Path) -> None:
