@@ -98,3 +98,80 @@ def test_a_fold_numbered_0_is_refused_not_planned_as_the_shared_stages(tmp_path,
     path = _experiment(tmp_path, {"format": "emobox", "path": str(tmp_path / "emobox"), "audio_root": str(tmp_path)})
     one_line_error(fesa_main(capsys, "run", path, "--exp-dir", tmp_path / "e", "--dry-run"), "fold_0: folds are numbered from 1")
     assert not (tmp_path / "e").exists()
+
+
+def _fold(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "dict.emo.txt").write_text("angry 2\nsad 1\n")
+    (folder / "test.tsv").write_text(f"{folder}\na.wav\t16000\nb.wav\t16000\nc.wav\t16000\n")
+    (folder / "test.emo").write_text("angry\nsad\nangry\n")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "mapping,message",
+    [
+        ("angry=ang,angry=sad", "--map gives angry more than once: map each label to one class"),
+        ("angyr=ang,sad=sad", "--map names angyr, which"),
+    ],
+)
+def test_map_takes_each_label_of_the_corpus_once(tmp_path, capsys, mapping, message):
+    fold = _fold(tmp_path / "fold")
+    (tmp_path / "model.pt").write_bytes(b"not read")
+    res = fesa_main(capsys, "-q", "evaluate", tmp_path / "model.pt", fold, "--out", tmp_path / "out", "--map", mapping)
+    one_line_error(res, message)
+    assert not (tmp_path / "out").exists()
+
+
+# Control labels from damaged or unusable frame labels.
+
+
+def _labels(tmp_path: Path, utterances: int = 3) -> tuple:
+    fold, labels = tmp_path / "fold", tmp_path / "labels"
+    fold.mkdir(parents=True)
+    labels.mkdir()
+    (fold / "dict.emo.txt").write_text("ang 1\nsad 1\n")
+    for split in ("train", "valid"):
+        (fold / f"{split}.tsv").write_text(str(tmp_path) + "".join(f"\n{split}{i}.wav\t16000" for i in range(utterances)) + "\n")
+        (fold / f"{split}.emo").write_text("\n".join(["ang", "sad", "ang"][:utterances]) + "\n")
+        (labels / f"{split}.km").write_text(" ".join(["1"] * 50) + "\n" + (" ".join(["0"] * 50) + "\n") * (utterances - 1))
+    (labels / "dict.km.txt").write_text("0 1\n1 1\n")
+    (labels / "labels.json").write_text('{"label_rate": 50}')
+    return fold, labels
+
+
+@pytest.mark.parametrize(
+    "damage,kind,message",
+    [
+        (lambda f, lab: (lab / "labels.json").write_text('{"label_rate": '), "utterance", "labels.json is not valid JSON"),
+        (lambda f, lab: (lab / "labels.json").write_text('{"label_rate": "fast"}'), "utterance", "labels.json is damaged"),
+        (lambda f, lab: (lab / "labels.json").write_text("[50]"), "shuffled", "labels.json is damaged"),
+        (
+            lambda f, lab: (lab / "train.km").write_text(" ".join(["1"] * 49 + ["x"]) + "\n" + "0 " * 50 + "\n" + "0 " * 50 + "\n"),
+            "utterance",
+            "train.km:1 holds 'x'",
+        ),
+        (
+            lambda f, lab: (lab / "valid.km").write_text(" ".join(["7"] * 50) + "\n" + "0 " * 50 + "\n" + "0 " * 50 + "\n"),
+            "shuffled",
+            "valid.km:1 holds '7'",
+        ),
+    ],
+)
+def test_control_labels_refuse_damaged_frame_labels(tmp_path, capsys, damage, kind, message):
+    fold, labels = _labels(tmp_path)
+    damage(fold, labels)
+    res = fesa_main(capsys, "-q", "control-labels", labels, "--kind", kind, "--manifest-dir", fold, "--out", tmp_path / "out")
+    one_line_error(res, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_shuffling_needs_two_utterances(tmp_path, capsys):
+    fold, labels = _labels(tmp_path, utterances=1)
+    res = fesa_main(capsys, "-q", "control-labels", labels, "--kind", "shuffled", "--manifest-dir", fold, "--out", tmp_path / "out")
+    one_line_error(res, "train.km has 1 line(s): shuffling needs two utterances or more in a split")
+    assert not (tmp_path / "out").exists()
+    fold, labels = _labels(tmp_path / "two", utterances=2)
+    res = fesa_main(capsys, "-q", "control-labels", labels, "--kind", "shuffled", "--manifest-dir", fold, "--out", tmp_path / "out")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "out" / "train.km").read_text().splitlines() == (labels / "train.km").read_text().splitlines()[::-1]

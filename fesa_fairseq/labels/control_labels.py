@@ -10,7 +10,6 @@ Both keep each line's length (the model's frame count of the utterance), so fair
 reads the clusters. Written whole (``labels.json`` last) into OUT, swapped in as a set.
 """
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from fesa.options import CONTROL_LABEL_KINDS as KINDS
 from fesa_fairseq.checkpoints import HUBERT_GEOMETRY
-from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines, check_output_dir, read_lines, read_manifest, read_text, staged_dir
+from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines, check_output_dir, read_json, read_lines, read_manifest, staged_dir
 from fesa_fairseq.data.labels import read_labelled_split
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.labels.pseudo_labels import LABELS_INFO
@@ -47,16 +46,30 @@ def shuffled_lines(lines: Sequence[str], rng: np.random.Generator) -> List[str]:
     return [" ".join(np.resize(np.array(tokens[d]), len(own)).tolist()) for own, d in zip(tokens, donor)]
 
 
-def check_frames(labels_dir: Path, manifest_dir: Path, split: str, lines: Sequence[str]) -> None:
-    """Each label line as long as its utterance (within 2 frames, at the labels' rate): labels of this very fold."""
-    rate = json.loads(read_text(labels_dir / LABELS_INFO)).get("label_rate") or 50
+def label_rate(labels_dir: Path) -> float:
+    """The frame rate labels.json records (50 where it does not say), read strictly: it is a user's file."""
+    info_path = labels_dir / LABELS_INFO
+    info = read_json(info_path)
+    rate = (info.get("label_rate") or 50) if isinstance(info, dict) else None
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+        raise FesaError(f"{info_path} is damaged: a mapping whose 'label_rate' is a positive number; rerun fesa pseudo-labels")
+    return float(rate)
+
+
+def check_frames(labels_dir: Path, manifest_dir: Path, split: str, lines: Sequence[str], size: int) -> None:
+    """Each label line as long as its utterance (within 2 frames, at the labels' rate), of cluster numbers below
+    ``size``: labels of this very fold."""
+    rate = label_rate(labels_dir)
     _, rows = read_manifest(manifest_dir / f"{split}.tsv")
     km = labels_dir / f"{split}.km"
     if len(rows) != len(lines):
         raise FesaError(f"{km} has {len(lines)} lines but {manifest_dir / f'{split}.tsv'} lists {len(rows)} utterances: labels of another fold?")
     for i, ((rel, samples), line) in enumerate(zip(rows, lines), start=1):
+        bad = next((t for t in line.split() if not (t.isdigit() and int(t) < size)), None)
+        if bad is not None:
+            raise FesaError(f"{km}:{i} holds {bad!r}: labels are cluster numbers 0..{size - 1} ({labels_dir / 'dict.km.txt'})")
         if abs(len(line.split()) - samples * rate / HUBERT_GEOMETRY.sample_rate) > 2:
-            raise FesaError(f"{km}:{i} has {len(line.split())} labels for {rel} ({samples} samples at {rate} a second): labels of another fold?")
+            raise FesaError(f"{km}:{i} has {len(line.split())} labels for {rel} ({samples} samples at {rate:g} a second): labels of another fold?")
 
 
 def control_lines(source: Dict[str, List[str]], kind: str, manifest_dir: Path, labels_dir: Path, rng: np.random.Generator):
@@ -64,6 +77,8 @@ def control_lines(source: Dict[str, List[str]], kind: str, manifest_dir: Path, l
     made, classes = {}, None
     for split, lines in source.items():
         if kind == "shuffled":
+            if len(lines) < 2:
+                raise FesaError(f"{labels_dir / f'{split}.km'} has {len(lines)} line(s): shuffling needs two utterances or more in a split")
             made[split] = shuffled_lines(lines, rng)
             continue
         labelled = read_labelled_split(manifest_dir, split)
@@ -80,12 +95,13 @@ def make_control_labels(labels_dir: Path, manifest_dir: Path, out_dir: Path, kin
         raise FesaError(f"--kind {kind}: one of {', '.join(KINDS)}")
     labels_dir, manifest_dir, out_dir = Path(labels_dir), Path(manifest_dir), Path(out_dir)
     source = {split: read_lines(labels_dir / f"{split}.km") for split in SPLITS}
+    clusters = len(read_lines(labels_dir / "dict.km.txt"))
     for split, lines in source.items():
-        check_frames(labels_dir, manifest_dir, split, lines)
+        check_frames(labels_dir, manifest_dir, split, lines, clusters)
     check_output_dir(out_dir, overwrite, LABELS_INFO)
     made, classes = control_lines(source, kind, manifest_dir, labels_dir, np.random.default_rng(seed))
     counts = Counter(token for line in made["train"] for token in line.split())
-    size = len(classes) if classes else len(read_lines(labels_dir / "dict.km.txt"))
+    size = len(classes) if classes else clusters
     summary = {"kind": kind, "from": str(labels_dir), "seed": seed, "classes": classes, "splits": {s: len(v) for s, v in made.items()}}
     with staged_dir(out_dir, overwrite, LABELS_INFO, inputs=[labels_dir, manifest_dir]) as tmp:
         for split, lines in made.items():

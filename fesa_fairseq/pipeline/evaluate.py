@@ -188,18 +188,25 @@ def parse_mapping(text: str) -> Dict[str, str]:
     pairs = [item.partition("=") for item in text.split(",") if item.strip()]
     if not pairs or any(not sep or not raw.strip() or not cls.strip() for raw, sep, cls in pairs):
         raise FesaError(f"--map {text!r}: give RAW=CLASS pairs separated by commas, e.g. angry=ang,happy=hap,neutral=neu")
-    mapping = {raw.strip(): cls.strip() for raw, _, cls in pairs}
-    return mapping
+    raws = [raw.strip() for raw, _, _ in pairs]
+    twice = sorted({raw for raw in raws if raws.count(raw) > 1})
+    if twice:
+        raise FesaError(f"--map gives {', '.join(twice)} more than once: map each label to one class")
+    return {raw.strip(): cls.strip() for raw, _, cls in pairs}
 
 
 def mapped_fold(checkpoint: str, fold_dir: Path, split: str, mapping: Dict[str, str], out: Path) -> Dict[str, object]:
     """A fold folder at ``out`` holding the split's utterances whose label the mapping names, labelled with the
     model's classes (its own dict.emo.txt): another corpus, scored as the model's own test split would be."""
+    data = read_labelled_split(fold_dir, split)
+    typos = sorted(set(mapping) - set(data.labels))
+    if typos:
+        held = f"{Path(fold_dir) / 'dict.emo.txt'} does not hold (its labels: {', '.join(data.labels)})"
+        raise FesaError(f"--map names {', '.join(typos)}, which {held}")
     labels = list(require_classifier(checkpoint).task_state["labels"])
     unknown = sorted(set(mapping.values()) - set(labels))
     if unknown:
         raise FesaError(f"--map names {', '.join(unknown)}, which {checkpoint} does not predict (its classes: {', '.join(labels)})")
-    data = read_labelled_split(fold_dir, split)
     root, rows = read_manifest(Path(fold_dir) / f"{split}.tsv")
     raw = [data.labels[t] for t in data.targets]
     kept = [i for i, label in enumerate(raw) if label in mapping]
