@@ -3,10 +3,13 @@ message and what is (and is not) on disk afterwards."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from fesa.cli import APART, build_parser
+from fesa_fairseq.errors import FesaError
+from fesa_fairseq.labels.kmeans_backends import fit_kmeans_model
 
 from cli_helpers import fesa_main, one_line_error, snapshot
 from tiny_hubert import TINY_RUN
@@ -175,3 +178,25 @@ def test_shuffling_needs_two_utterances(tmp_path, capsys):
     res = fesa_main(capsys, "-q", "control-labels", labels, "--kind", "shuffled", "--manifest-dir", fold, "--out", tmp_path / "out")
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "out" / "train.km").read_text().splitlines() == (labels / "train.km").read_text().splitlines()[::-1]
+
+
+# fesa alignment: options checked before the model is loaded, K against the frames k-means is fitted on.
+
+
+@pytest.mark.parametrize(
+    "option,value,message", [("--clusters", "1", "--clusters 1: k-means needs K >= 2"), ("--max-utterances", "0", "--max-utterances 0")]
+)
+def test_alignment_options_are_checked_before_the_model_is_read(demo_folds, tmp_path, capsys, option, value, message):
+    (tmp_path / "model.pt").write_bytes(b"not read")
+    res = fesa_main(capsys, "-q", "alignment", tmp_path / "model.pt", demo_folds / "fold1", "--layer", "1", "--out", tmp_path / "o", option, value)
+    one_line_error(res, message)
+    assert not (tmp_path / "o").exists()
+
+
+def test_alignment_with_more_clusters_than_frames(stock_hubert, demo_folds, tmp_path, capsys):
+    args = ["alignment", stock_hubert, demo_folds / "fold1", "--layer", "1", "--max-utterances", "1", "--clusters", "5000", "--device", "cpu"]
+    one_line_error(fesa_main(capsys, "-q", *args, "--out", tmp_path / "o"), "k-means with K=5000 on")
+    assert not (tmp_path / "o").exists()
+    for backend in ("faiss", "sklearn"):
+        with pytest.raises(FesaError, match="K=4 on 3 frames"):
+            fit_kmeans_model(np.zeros((3, 2), dtype=np.float32), 4, backend, 0)

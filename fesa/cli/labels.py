@@ -165,9 +165,10 @@ def _add_analyze_clusters(sub: Subparsers) -> None:
 def _alignment(args: argparse.Namespace) -> None:
     from fesa_fairseq.devices import resolve_device, resolve_precision
     from fesa_fairseq.inference.references import segment_truth
-    from fesa_fairseq.labels.alignment import format_alignment, measure_alignment, write_alignment
+    from fesa_fairseq.labels.alignment import check_alignment_options, format_alignment, measure_alignment, write_alignment
     from fesa_fairseq.labels.readers import HubertFeatureReader
 
+    check_alignment_options(args.clusters, args.max_utterances)  # before the model is loaded
     truth = segment_truth(args.reference, Path(args.fold_dir))
     if truth is None:
         raise FesaError(f"{args.fold_dir} was not made from a demo corpus: give the true segments with --reference (fesa convert-segments)")

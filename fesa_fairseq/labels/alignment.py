@@ -77,6 +77,13 @@ def probe_ua(train: Tuple[np.ndarray, np.ndarray], test: Tuple[np.ndarray, np.nd
     return unweighted_accuracy(counts_of(confusion_matrix(ty, predicted, classes)))
 
 
+def check_alignment_options(clusters: int, max_utterances: int) -> None:
+    if clusters < 2:
+        raise FesaError(f"--clusters {clusters}: k-means needs K >= 2 clusters")
+    if max_utterances < 1:
+        raise FesaError(f"--max-utterances {max_utterances}: give 1 or more utterances sampled per split")
+
+
 def measure_alignment(
     reader,
     fold_dir: Path,
@@ -89,6 +96,7 @@ def measure_alignment(
     progress: bool = True,
 ) -> Dict[str, object]:
     """Purity, NMI (k-means fitted on training frames) and probe frame UA, all scored on the test frames."""
+    check_alignment_options(clusters, max_utterances)
     opts = (kmeans or KMeansOptions()).resolved()
     x, y, classes = split_frames(reader, Path(fold_dir), "train", truth, neutral, max_utterances, seed, progress)
     tx, ty, _ = split_frames(reader, Path(fold_dir), "test", truth, neutral, max_utterances, seed, progress)

@@ -28,6 +28,7 @@ from fairseq.examples.hubert.simple_kmeans.learn_kmeans import get_km_model
 from sklearn.cluster import MiniBatchKMeans
 
 from fesa.options import KMEANS_BACKENDS, KMEANS_DEFAULTS, KMeansOptions
+from fesa_fairseq.errors import FesaError
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ def fit_kmeans_model(
     max_no_improvement: int = 100,
 ) -> MiniBatchKMeans:
     """Centroids of ``feats`` (frames × dims); ``None`` settings take the backend's defaults (DEFAULTS)."""
+    if not 2 <= k <= len(feats):
+        raise FesaError(f"k-means with K={k} on {len(feats)} frames: K must be from 2 to the frame count; lower --clusters or give more audio")
     max_iter = DEFAULTS[backend]["max_iter"] if max_iter is None else max_iter
     n_init = DEFAULTS[backend]["n_init"] if n_init is None else n_init
     if backend == "sklearn":
