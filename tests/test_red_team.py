@@ -200,3 +200,14 @@ def test_alignment_with_more_clusters_than_frames(stock_hubert, demo_folds, tmp_
     for backend in ("faiss", "sklearn"):
         with pytest.raises(FesaError, match="K=4 on 3 frames"):
             fit_kmeans_model(np.zeros((3, 2), dtype=np.float32), 4, backend, 0)
+
+
+def test_the_acoustic_baseline_on_an_empty_split(tmp_path, capsys):
+    fold = _fold(tmp_path / "fold")
+    for split in ("train", "valid"):
+        (fold / f"{split}.tsv").write_text((fold / "test.tsv").read_text())
+        (fold / f"{split}.emo").write_text((fold / "test.emo").read_text())
+    (fold / "valid.tsv").write_text(f"{fold}\n")
+    (fold / "valid.emo").write_text("")
+    one_line_error(fesa_main(capsys, "-q", "acoustic-baseline", fold, "--out", tmp_path / "o"), f"{fold / 'valid.tsv'} lists no utterance")
+    assert not (tmp_path / "o").exists()

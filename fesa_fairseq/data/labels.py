@@ -57,6 +57,8 @@ def read_labelled_split(fold_dir: PathLike, split: str, ext: str = "emo") -> Lab
     labels, _ = read_label_dictionary(dict_path)
     manifest, label_file = fold / f"{split}.tsv", fold / f"{split}.{ext}"
     root, rows = read_manifest(manifest)
+    if not rows:  # every reader of a labelled split fits or scores on its utterances
+        raise FesaError(f"{manifest} lists no utterance: the {split} split is empty; prepare the folds again")
     targets = read_targets(label_file, labels, dict_path)
     check_aligned(manifest, label_file, len(rows), len(targets))
     return LabelledSplit([str(Path(root) / rel) for rel, _ in rows], [n for _, n in rows], targets, labels)
