@@ -72,7 +72,7 @@ def test_every_command_that_writes_declares_what_it_reads():
 # 6. The experiment's corpus keys are parsed strictly.
 
 
-def _experiment(tmp_path: Path, corpus: dict) -> Path:
+def _experiment(tmp_path: Path, corpus: object) -> Path:
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump({**TINY_RUN, "corpus": corpus}))
     return path
@@ -211,3 +211,13 @@ def test_the_acoustic_baseline_on_an_empty_split(tmp_path, capsys):
     (fold / "valid.emo").write_text("")
     one_line_error(fesa_main(capsys, "-q", "acoustic-baseline", fold, "--out", tmp_path / "o"), f"{fold / 'valid.tsv'} lists no utterance")
     assert not (tmp_path / "o").exists()
+
+
+def test_the_grid_ends_where_the_experiment_overrides_begin(tmp_path, capsys):
+    (tmp_path / "IEMOCAP").mkdir()
+    path = _experiment(tmp_path, str(tmp_path / "IEMOCAP"))
+    res = fesa_main(capsys, "run", path, "--exp-dir", tmp_path / "e", "--dry-run", "--grid", "cpt_targets=clusters,utterance", "seeds=[1,2]")
+    assert res.returncode == 0, res.stderr[-2000:]
+    for run in ("L1-K6-attention-s1", "L1-K6-attention-s2", "L1-K6-utterance-attention-s1", "L1-K6-utterance-attention-s2"):
+        assert f"evaluate/{run}" in res.stdout, run
+    one_line_error(fesa_main(capsys, "run", path, "--exp-dir", tmp_path / "e", "--dry-run", "--grid", "colour=red"), "--grid takes NAME=v1,v2")

@@ -14,15 +14,17 @@ def add_parsers(sub: Subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
+    from fesa_fairseq.pipeline.experiment import split_grid
     from fesa_fairseq.pipeline.run import RunRequest, run_experiment
 
+    grid, overrides = split_grid(args.grid or [])
     request = RunRequest(
         config=Path(args.config),
-        overrides=list(args.overrides),
+        overrides=list(args.overrides) + overrides,
         exp_dir=Path(args.exp_dir) if args.exp_dir else None,
         folds=None if args.folds is None else ints(args.folds, "--folds"),
         stages=args.stages,
-        grid=list(args.grid or []),
+        grid=grid,
         dry_run=args.dry_run,
         slurm=args.slurm,
         only=args.only,
@@ -54,7 +56,12 @@ def _add_run(sub: Subparsers) -> None:
     p.add_argument("--exp-dir", type=output_path, help="experiment folder (default exp/<config name>)")
     p.add_argument("--folds", help="comma-separated folds (default: the config's)")
     p.add_argument("--stages", help="a range FIRST:LAST of the stages, or a comma-separated list (default all)")
-    p.add_argument("--grid", nargs="+", metavar="NAME=V1,V2", help="the Table 1 grid: layer=6,9,11 K=50,100,150 pooling=attention,mean")
+    p.add_argument(
+        "--grid",
+        nargs="+",
+        metavar="NAME=V1,V2",
+        help="the Table 1 grid: layer=6,9,11 K=50,100,150 pooling=attention,mean (up to the first key=value of the experiment)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the commands as a shell script (with --slurm: write the job scripts only)")
     p.add_argument("--slurm", action="store_true", help="write one sbatch script per stage and fold and submit them with dependencies")
     p.add_argument("--only", help="run exactly this stage (e.g. fold1/cpt/L9-K50); what SLURM jobs call")

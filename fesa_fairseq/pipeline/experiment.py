@@ -286,6 +286,14 @@ def experiment_yaml(cfg: ExperimentConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
+def split_grid(items: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """--grid takes every word after it: the grid ends at the first word that overrides an experiment key, and the
+    words from there on are overrides (``--grid pooling=attention,mean seeds=[1,2]``)."""
+    keys = {f.name for f in fields(ExperimentConfig)} - set(GRID_KEYS)
+    end = next((i for i, item in enumerate(items) if item.partition("=")[0].split(".")[0] in keys), len(items))
+    return list(items[:end]), list(items[end:])
+
+
 def parse_grid(items: Optional[Sequence[str]]) -> List[Cell]:
     """--grid layer=6,9 K=50,100 pooling=attention,mean -> every combination, each value typed and checked."""
     cells: List[Cell] = [{}]
