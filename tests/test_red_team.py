@@ -1,6 +1,7 @@
 """The third adversarial pass, where no trained model is needed: every case asserts the exit code, the one-line
 message and what is (and is not) on disk afterwards."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ from fesa_fairseq.errors import FesaError
 from fesa_fairseq.labels.kmeans_backends import fit_kmeans_model
 
 from cli_helpers import fesa_main, one_line_error, snapshot
-from tiny_hubert import TINY_RUN
+from emobox_fixture import write_audio
+from tiny_hubert import TINY_RUN, run_fesa
 
 # 1. Outputs never replace inputs: each command that writes, given an output that is, holds or lies inside an input.
 
@@ -221,3 +223,24 @@ def test_the_grid_ends_where_the_experiment_overrides_begin(tmp_path, capsys):
     for run in ("L1-K6-attention-s1", "L1-K6-attention-s2", "L1-K6-utterance-attention-s1", "L1-K6-utterance-attention-s2"):
         assert f"evaluate/{run}" in res.stdout, run
     one_line_error(fesa_main(capsys, "run", path, "--exp-dir", tmp_path / "e", "--dry-run", "--grid", "colour=red"), "--grid takes NAME=v1,v2")
+
+
+# 3. Fingerprints cover the data: an edited table is prepared again.
+
+
+def test_an_edited_table_is_prepared_again(tmp_path):
+    lines = ["path,emotion,speaker"]
+    for spk in range(3):
+        for i, emotion in enumerate(("calm", "angry", "calm", "angry")):
+            write_audio(tmp_path / "corpus" / f"s{spk}_{i}.wav", 0.5, 16000, 1, seed=10 * spk + i)
+            lines.append(f"s{spk}_{i}.wav,{emotion},spk{spk}")
+    table = tmp_path / "corpus" / "corpus.csv"
+    table.write_text("\n".join(lines) + "\n")
+    config = _experiment(tmp_path, {"format": "table", "path": str(table)})
+    run = ["run", config, "--exp-dir", tmp_path / "exp", "--stages", "prepare", "--folds", "1"]
+    assert run_fesa(*run).returncode == 0
+    table.write_text(table.read_text().replace(",calm,", ",sad,"))
+    res = run_fesa(*run)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "prepare: complete, skipped" not in res.stderr and "moved it to" in res.stderr
+    assert set(json.loads((tmp_path / "exp" / "manifests" / "prepare.json").read_text())["classes"]) == {"angry", "sad"}

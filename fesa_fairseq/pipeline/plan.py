@@ -43,7 +43,7 @@ from fesa_fairseq.corpora.demo import find_demo_root, is_demo_corpus
 from fesa_fairseq.data.files import STAGE_STAMP, atomic_write_text
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.labels.alignment import ALIGNMENT_FILE
-from fesa_fairseq.pipeline.experiment import Cell, ExperimentConfig, check_hydra_path, corpus_spec, stage_yaml
+from fesa_fairseq.pipeline.experiment import Cell, CorpusSpec, ExperimentConfig, check_hydra_path, corpus_spec, stage_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class Stage:
     deps: List["Stage"] = field(default_factory=list)
     training: bool = False  # a fairseq-hydra-train job (a GPU job on SLURM)
     env: Dict[str, str] = field(default_factory=dict)  # set for the command on top of fesa's own environment
+    data: List[Path] = field(default_factory=list)  # files whose content the command reads (a table, a corpus listing)
 
     @property
     def key(self) -> str:
@@ -89,14 +90,18 @@ class Stage:
         return self.out_dir / STAMP
 
     def fingerprint(self) -> Optional[str]:
-        """None while an input stage is incomplete. Covers the command, the yaml it names and its input stages."""
+        """None while an input stage is incomplete. Covers the command, the yaml it names, its input stages and the
+        content of the data files it reads (only where it has any: other stages keep their fingerprints)."""
         dep_stamps = []
         for dep in self.deps:
             if not dep.stamp.is_file():
                 return None
             dep_stamps.append(hashlib.sha256(dep.stamp.read_bytes()).hexdigest())
         configs = [hashlib.sha256(path.read_bytes()).hexdigest() for path in _config_files(self.command)]
-        return hashlib.sha256(json.dumps({"command": self.command, "inputs": dep_stamps, "configs": configs}).encode()).hexdigest()
+        what = {"command": self.command, "inputs": dep_stamps, "configs": configs}
+        if self.data:
+            what["data"] = [[str(path), _content(path)] for path in self.data]
+        return hashlib.sha256(json.dumps(what).encode()).hexdigest()
 
     def recorded(self) -> Optional[dict]:
         """The stamp; one that cannot be read is {"state": "damaged"}: its output's origin is unknown (stale)."""
@@ -142,6 +147,10 @@ class Stage:
         atomic_write_text(self.stamp, json.dumps(stamp, indent=2) + "\n")
 
 
+def _content(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+
+
 def _config_files(command: Sequence[str]) -> List[Path]:
     """The yaml a fairseq-hydra-train command reads: editing it changes the stage as much as an override does."""
     if "--config-dir" not in command or "--config-name" not in command:
@@ -156,6 +165,16 @@ def _config_files(command: Sequence[str]) -> List[Path]:
 def _config(stage: str, name: str) -> List[str]:
     path = stage_yaml(stage, name)
     return ["--config-dir", str(path.parent), "--config-name", path.stem]
+
+
+def _corpus_description(spec: CorpusSpec) -> List[Path]:
+    """The files that describe a corpus to prepare-table and prepare-emobox (the table; EmoBox's listing, label map and
+    fold lists): editing one changes what prepare writes. An IEMOCAP release is not hashed (gigabytes, released once)."""
+    if spec.format == "table":
+        return [Path(spec.path)]
+    if spec.format == "emobox":
+        return sorted(p for p in Path(spec.path).rglob("*") if p.is_file())
+    return []
 
 
 def hydra_train(stage: str, config: str, run_dir: Path, overrides: Sequence[str]) -> List[str]:
@@ -207,9 +226,10 @@ def seed_override(seed: Optional[int]) -> List[str]:
     return [] if seed is None else [f"common.seed={seed}"]
 
 
-def fesa_stage(*, name: str, fold: Optional[int], out: Path, args: Sequence[object], done: Path, variant: str = "", deps=()) -> Stage:
-    """A stage that runs a fesa command: what it writes (``out``, and ``done`` last), what it reads (``deps``)."""
-    return Stage(name=name, fold=fold, variant=variant, out_dir=out, command=fesa(*args), done=done, deps=list(deps))
+def fesa_stage(*, name: str, fold: Optional[int], out: Path, args: Sequence[object], done: Path, variant: str = "", deps=(), data=()) -> Stage:
+    """A stage that runs a fesa command: what it writes (``out``, and ``done`` last), what it reads (``deps``, and the
+    files of ``data``)."""
+    return Stage(name=name, fold=fold, variant=variant, out_dir=out, command=fesa(*args), done=done, deps=list(deps), data=list(data))
 
 
 def training_stage(*, name: str, fold: int, group: str, config: str, out: Path, overrides: Sequence[str], variant: str = "", deps=()) -> Stage:
@@ -253,6 +273,7 @@ class Plan:
 
     def _prepare(self) -> Stage:
         spec = corpus_spec(self.cfg.corpus)
+        data = _corpus_description(spec)
         if spec.format == "emobox":
             args = ("prepare-emobox", spec.path, self.manifests, "--audio-root", spec.audio_root, "--valid-fraction", self.cfg.valid_fraction)
             args += ("--overwrite",) + (("--drop-unmapped",) if spec.drop_unmapped else ())
@@ -262,7 +283,7 @@ class Plan:
             args += (("--group", spec.group) if spec.group else ()) + (("--folds", spec.n_folds) if spec.n_folds else ())
         else:
             args = ("prepare-iemocap", Path(spec.path).resolve(), self.manifests, "--valid-fraction", self.cfg.valid_fraction, "--overwrite")
-        return self._add(fesa_stage(name="prepare", fold=None, out=self.manifests, args=args, done=self.manifests / "prepare.json"))
+        return self._add(fesa_stage(name="prepare", fold=None, out=self.manifests, args=args, done=self.manifests / "prepare.json", data=data))
 
     def _plan_fold(self, k: int, deps: List[Stage], cells: Sequence[Cell]) -> None:
         data = self.manifests / f"fold{k}"
