@@ -317,3 +317,14 @@ def test_a_weight_of_the_wrong_shape_is_refused(capsys, tmp_path, snap):
 def test_a_dropout_transformers_cannot_build_is_one_line(capsys, tmp_path, snap):
     edit_config(snap, hidden_dropout="x")
     refused(capsys, tmp_path, snap, "transformers cannot load this snapshot")
+
+
+def test_a_config_far_larger_than_its_tensors_allocates_nothing(capsys, tmp_path, snap):
+    """hidden_size=200000 would have fairseq allocate 640 GB before the shapes were compared (a traceback, or worse)."""
+    edit_config(snap, hidden_size=200000)
+    refused(capsys, tmp_path, snap, "config.json describes a model of at least 480051209456 weights, its tensors hold 31680")
+
+
+def test_a_receptive_field_longer_than_the_check_is_refused(capsys, tmp_path, snap):
+    edit_config(snap, conv_kernel=[40000, 3, 3, 3, 3, 2, 2])
+    refused(capsys, tmp_path, snap, "conv_kernel and conv_stride see 40390 samples a frame, more than the 32000 of the check")

@@ -133,6 +133,16 @@ def check_shapes(s: Dict[str, Any], path: str) -> None:
             raise FesaError(f"{path}: {multiple}: the config is damaged, so nothing was written")
 
 
+def least_weights(s: Dict[str, Any]) -> int:
+    """A lower bound of the encoder weights the settings describe (the matrices every such model holds, in
+    transformers and fairseq alike): a snapshot whose tensors hold fewer is not this model."""
+    h, layers = s["hidden_size"], s["num_hidden_layers"]
+    dims = [1] + list(s["conv_dim"])
+    convs = sum(dims[i] * dims[i + 1] * k for i, k in enumerate(s["conv_kernel"]))
+    positions = h * (h // s["num_conv_pos_embedding_groups"]) * s["num_conv_pos_embeddings"]
+    return convs + positions + layers * (4 * h * h + 2 * h * s["intermediate_size"])
+
+
 def conv_layers(dims: List[int], kernels: List[int], strides: List[int]) -> str:
     """fairseq's ``conv_feature_layers`` string (a Python list of (dim, kernel, stride))."""
     return "[" + ", ".join(f"({d},{k},{s})" for d, k, s in zip(dims, kernels, strides)) + "]"
@@ -159,6 +169,14 @@ def conv_spec(text: str) -> List[Tuple[int, int, int]]:
     if not isinstance(layers, list) or not all(isinstance(t, tuple) and len(t) == 3 for t in layers):
         raise FesaError(f"conv_feature_layers={text!r} is not a list of (dim, kernel, stride) tuples")
     return layers
+
+
+def receptive_field(kernels: List[int], strides: List[int]) -> int:
+    """Samples one output frame sees: the shortest input the feature extractor takes."""
+    field, hop = 1, 1
+    for k, s in zip(kernels, strides):
+        field, hop = field + (k - 1) * hop, hop * s
+    return field
 
 
 def frame_rate(strides: List[int], sample_rate: int = 16000) -> float:

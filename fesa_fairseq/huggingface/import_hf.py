@@ -18,7 +18,7 @@ import torch
 from fesa_fairseq.checkpoints import UNREADABLE
 from fesa_fairseq.data.files import atomic_write_with, check_output_file, read_json
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.huggingface.config import fairseq_model_settings, read_settings
+from fesa_fairseq.huggingface.config import fairseq_model_settings, least_weights, read_settings, receptive_field
 from fesa_fairseq.huggingface.weights import PRETRAINING_HEAD, to_fairseq
 
 logger = logging.getLogger(__name__)
@@ -108,6 +108,12 @@ def read_snapshot(folder: Path) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]
     if not (folder / "config.json").is_file():
         raise FesaError(f"{folder} has no config.json: not a transformers snapshot")
     settings = read_settings(read_json(folder / "config.json"), str(folder / "config.json"))  # before the weights are read
+    field = receptive_field(settings["conv_kernel"], settings["conv_stride"])
+    if field > CHECK_SAMPLES:
+        raise FesaError(
+            f"{folder}/config.json: conv_kernel and conv_stride see {field} samples a frame, "
+            f"more than the {CHECK_SAMPLES} of the check: not a speech encoder, so nothing was written"
+        )
     preprocessor = folder / "preprocessor_config.json"
     normalize = settings["feat_extract_norm"] == "layer"
     if preprocessor.is_file():
@@ -115,6 +121,9 @@ def read_snapshot(folder: Path) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]
         if not isinstance(normalize, bool):
             raise FesaError(f"{preprocessor}: do_normalize={normalize!r} is not true or false: the snapshot is damaged")
     encoder, heads = encoder_tensors(read_weights(folder), settings["model_type"])
+    held, needed = sum(t.numel() for t in encoder.values()), least_weights(settings)
+    if needed > held:  # before a model of the config's sizes is built: a damaged config could ask for terabytes
+        raise FesaError(f"{folder}/config.json describes a model of at least {needed} weights, its tensors hold {held}: damaged, or another kind")
     return settings, encoder, heads, normalize
 
 
