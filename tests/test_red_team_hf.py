@@ -328,3 +328,17 @@ def test_a_config_far_larger_than_its_tensors_allocates_nothing(capsys, tmp_path
 def test_a_receptive_field_longer_than_the_check_is_refused(capsys, tmp_path, snap):
     edit_config(snap, conv_kernel=[40000, 3, 3, 3, 3, 2, 2])
     refused(capsys, tmp_path, snap, "conv_kernel and conv_stride see 40390 samples a frame, more than the 32000 of the check")
+
+
+def test_export_writes_both_and_replaces_the_onnx_file_only_with_overwrite(finetuned_classifier, tmp_path, capsys):
+    """The folder goes first, so an ONNX file asked inside it is kept; an existing ONNX file needs --overwrite."""
+    pytest.importorskip("onnxruntime", reason="the [export] extra (make install brings it)")
+    checkpoint = finetuned_classifier / "checkpoints" / "checkpoint_best.pt"
+    before = checkpoint.read_bytes()
+    res = fesa_main(capsys, "export", checkpoint, "--hf", tmp_path / "hf", "--onnx", tmp_path / "hf" / "model.onnx")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert {"model.onnx", "model.safetensors", "fesa_export.json"} <= {p.name for p in (tmp_path / "hf").iterdir()}
+    onnx = (tmp_path / "hf" / "model.onnx").read_bytes()
+    res = fesa_main(capsys, "export", checkpoint, "--onnx", tmp_path / "hf" / "model.onnx")
+    one_line_error(res, "model.onnx exists: pass --overwrite")
+    assert (tmp_path / "hf" / "model.onnx").read_bytes() == onnx and checkpoint.read_bytes() == before
