@@ -78,7 +78,7 @@ def main() -> None:
                 (model,), _, _ = checkpoint_utils.load_model_ensemble_and_task([checkpoint], arg_overrides={"data": str(fold)})
                 model.eval()
                 onnx = Path(tmp) / f"f{k}_{name.split()[0]}.onnx"
-                export_onnx(checkpoint, onnx, int8=True)
+                export_onnx(checkpoint, onnx, int8=True, overwrite=True)  # a file of the temporary folder, per model
                 runners = {
                     "torch fp32": torch_runner(model, False),
                     "torch bf16": torch_runner(model, True),

@@ -119,8 +119,8 @@ def test_both_weight_norm_spellings_and_a_pytorch_bin_give_the_same_checkpoint(t
     torch.save(_legacy_names(weights), binary / "pytorch_model.bin")
     states = []
     for folder in (new, legacy, binary):
-        import_hf(folder, folder / "out.pt")
-        states.append(torch.load(folder / "out.pt", weights_only=True)["model"])
+        import_hf(folder, tmp_path / f"{folder.name}.pt")  # beside the snapshot: never inside it
+        states.append(torch.load(tmp_path / f"{folder.name}.pt", weights_only=True)["model"])
     encoder = [k for k in states[0] if k not in ("label_embs_concat", "final_proj.weight", "final_proj.bias")]
     assert "encoder.pos_conv.0.weight_g" in encoder
     for other in states[1:]:

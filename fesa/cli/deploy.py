@@ -89,24 +89,37 @@ def _add_predict(sub: Subparsers) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    """Every output is checked before anything is read; the folder goes first, so an ONNX file inside it stays."""
     if not (args.onnx or args.hf):
         raise FesaError("say what to write: --onnx OUT.onnx, --hf FOLDER, or both")
+    if args.hf:
+        _need_transformers("fesa export --hf")
+        from fesa_fairseq.huggingface.export_hf import check_output
+
+        check_output(args.checkpoint, Path(args.hf), args.overwrite)
     if args.onnx:
-        _export_onnx(args)
+        _need_onnx()
+        from fesa_fairseq.inference.onnx_export import onnx_outputs
+
+        onnx_outputs(args.checkpoint, Path(args.onnx), args.int8, args.overwrite)
     if args.hf:
         _export_hf(args)
+    if args.onnx:
+        _export_onnx(args)
+
+
+def _need_onnx() -> None:
+    try:
+        import onnx  # noqa: F401  (the [export] extra; imported by export_onnx when it runs)
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        raise FesaError(f"fesa export needs the [export] extra ({e.name} is missing): pip install 'fesa_fairseq[export]' (make install does)") from e
 
 
 def _export_onnx(args: argparse.Namespace) -> None:
-    try:
-        import onnx  # noqa: F401  (the [export] extra; imported by export_onnx when it runs)
+    from fesa_fairseq.inference.onnx_export import export_onnx
 
-        from fesa_fairseq.inference.onnx_export import export_onnx
-    except ImportError as e:
-        raise FesaError(f"fesa export needs the [export] extra ({e.name} is missing): pip install 'fesa_fairseq[export]' (make install does)") from e
-    if not args.onnx.endswith(".onnx"):
-        raise FesaError(f"--onnx {args.onnx}: give a file name ending in .onnx")
-    r = export_onnx(args.checkpoint, Path(args.onnx), int8=args.int8)
+    r = export_onnx(args.checkpoint, Path(args.onnx), int8=args.int8, overwrite=args.overwrite)
     print(f"classes {r['labels']}; checked on {len(r['lengths'])} lengths ({', '.join(str(n) for n in r['lengths'])} samples):")
     print(f"  fp32: max |logit difference| vs PyTorch {r['max_logit_difference']:.2g}, same label {r['same_label']}")
     if "int8" in r:
@@ -115,7 +128,6 @@ def _export_onnx(args: argparse.Namespace) -> None:
 
 
 def _export_hf(args: argparse.Namespace) -> None:
-    _need_transformers("fesa export --hf")
     from fesa_fairseq.huggingface.export_hf import export_hf
 
     r = export_hf(args.checkpoint, Path(args.hf), overwrite=args.overwrite, metrics=Path(args.metrics) if args.metrics else None)
@@ -143,7 +155,7 @@ def _add_export(sub: Subparsers) -> None:
     p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx: onnxruntime's dynamic int8 quantisation")
     p.add_argument("--hf", metavar="FOLDER", help="the transformers folder to write (config.json, model.safetensors, README.md, ...)")
     p.add_argument("--metrics", help="fesa evaluate's metrics.json for the model card (default: found beside the checkpoint in a fesa run)")
-    p.add_argument("--overwrite", action="store_true", help="replace a folder an earlier fesa export --hf wrote")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing ONNX file, or a folder an earlier fesa export --hf wrote")
     p.set_defaults(func=_export)
 
 
@@ -151,10 +163,7 @@ def _import_hf(args: argparse.Namespace) -> None:
     _need_transformers("fesa import-hf")
     from fesa_fairseq.huggingface.import_hf import import_snapshot
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FesaError(f"{out} exists: pass --overwrite to replace it, or pick another name")
-    r = import_snapshot(Path(args.folder), out)
+    r = import_snapshot(Path(args.folder), Path(args.out), overwrite=args.overwrite)
     layers = ", ".join(f"{d:.2g}" for d in r["differences"][:-1])
     print(f"{r['layers']} layers; max |difference| vs transformers per layer: {layers}; final output {r['differences'][-1]:.2g}")
     if r["heads_left_out"]:

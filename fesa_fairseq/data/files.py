@@ -72,8 +72,9 @@ def check_apart(outputs: Sequence[PathLike], inputs: Sequence[PathLike]) -> None
     the command's own inputs is refused, ``--overwrite`` or not, before anything is read. Paths are compared
     resolved, so a symlink or ``..`` spelling of an input is the input."""
     for output in outputs:
-        real = Path(output).resolve()
-        for source in inputs:
+        # A rename replaces a link itself, not its target: the link's own place counts as well as where it points.
+        places = {Path(output).resolve(), Path(output).parent.resolve() / Path(output).name}
+        for source, real in ((s, r) for s in inputs for r in places):
             src = Path(source).resolve()
             if src == real:
                 raise FesaError(f"{output} is this command's own input: refusing to write over it; write the output elsewhere")

@@ -131,10 +131,16 @@ def write_folder(folder: Path, config: Dict[str, Any], weights: Dict[str, torch.
         shutil.copyfile(REMOTE_CODE, folder / REMOTE_CODE.name)
 
 
+def check_output(checkpoint: str, out: Path, overwrite: bool) -> bool:
+    """May OUT be written (before anything is read)? Never the checkpoint's folder nor inside the checkpoint; an
+    existing folder only with ``overwrite`` and only if an earlier export wrote it. True: it will be replaced."""
+    return check_output_dir(out, overwrite, MARKER, [checkpoint])
+
+
 def export_hf(checkpoint: str, out: Path, overwrite: bool = False, metrics: Optional[Path] = None, seed: int = 0) -> Dict[str, Any]:
     """Write the folder OUT (replacing one an earlier export wrote, with ``overwrite``) once transformers' logits
     agree with the classifier's; return the check."""
-    check_output_dir(out, overwrite, MARKER, [checkpoint])  # before the model is loaded
+    check_output(checkpoint, out, overwrite)  # before the model is loaded
     recognizer = EmotionRecognizer.from_checkpoint(checkpoint, device="cpu")
     model, plain = recognizer.model, is_plain(recognizer.model)
     config = hf_config(model, recognizer.labels, plain)

@@ -8,17 +8,17 @@ dictionary, so a warm start gives them new ones, as for a release whose labels d
 transformers runs the snapshot and fairseq the converted model on the same noise: every layer must agree.
 """
 
-import json
 import logging
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import torch
 
 from fesa_fairseq.checkpoints import UNREADABLE
-from fesa_fairseq.data.files import atomic_write_with
+from fesa_fairseq.data.files import atomic_write_with, check_output_file, read_json
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.huggingface.config import ARCHITECTURES, check_importable, fairseq_model_settings
+from fesa_fairseq.huggingface.config import fairseq_model_settings, least_weights, read_settings, receptive_field
 from fesa_fairseq.huggingface.weights import PRETRAINING_HEAD, to_fairseq
 
 logger = logging.getLogger(__name__)
@@ -27,31 +27,49 @@ TOLERANCE = 1e-4  # max |difference| of any layer's output, fairseq vs transform
 CHECK_SAMPLES = 32000  # two seconds of noise
 
 
-def read_json(path: Path) -> Dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FesaError(f"cannot read {path}: {e}") from e
+def read_object(path: Path) -> Dict[str, Any]:
+    data = read_json(path)
     if not isinstance(data, dict):
-        raise FesaError(f"{path} is not a json object")
+        raise FesaError(f"{path} is not a JSON object: the snapshot is damaged")
     return data
 
 
 def read_weights(folder: Path) -> Dict[str, torch.Tensor]:
-    """model.safetensors (one file or shards with their index), else pytorch_model.bin read weights only."""
+    """model.safetensors (one file or shards with their index), else pytorch_model.bin read weights only; every
+    tensor finite (a NaN would pass the layer check: NaN > tolerance is false)."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(read_json(index).get("weight_map", {}).values()))
-        return {k: v for shard in shards for k, v in read_safetensors(folder / shard).items()}
+        weights: Dict[str, torch.Tensor] = {}
+        for shard in shard_names(index):
+            for name, tensor in read_safetensors(folder / shard).items():
+                if name in weights:
+                    raise FesaError(f"{index}: the tensor {name} is in two shards ({shard} and another): the snapshot is damaged")
+                weights[name] = tensor
+        return weights
     if (folder / "model.safetensors").is_file():
         return read_safetensors(folder / "model.safetensors")
     bin_file = folder / "pytorch_model.bin"
     if not bin_file.is_file():
         raise FesaError(f"{folder} holds no model.safetensors, model.safetensors.index.json or pytorch_model.bin: not a transformers snapshot")
     try:
-        return torch.load(str(bin_file), map_location="cpu", weights_only=True)
+        weights = torch.load(str(bin_file), map_location="cpu", weights_only=True)
     except UNREADABLE as e:
         raise FesaError(f"cannot read {bin_file} as plain tensors ({type(e).__name__}): convert it to safetensors where it was made") from e
+    if not (isinstance(weights, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items())):
+        what = "a dict not all of name -> tensor" if isinstance(weights, dict) else f"a {type(weights).__name__}"
+        raise FesaError(f"{bin_file} holds {what}, not a state dict of named tensors: not a transformers snapshot's weights")
+    return check_finite(weights, bin_file)
+
+
+def shard_names(index: Path) -> List[str]:
+    """The shard files an index names: plain file names beside it (never a path elsewhere, such as /etc/passwd)."""
+    weight_map = read_object(index).get("weight_map")
+    if not (isinstance(weight_map, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items())):
+        raise FesaError(f"{index}: weight_map is not an object of tensor name -> shard file name: the index is damaged")
+    for name, shard in weight_map.items():
+        if shard in ("", ".", "..") or Path(shard).name != shard or "/" in shard or "\\" in shard:
+            raise FesaError(f"{index}: weight_map[{name!r}] = {shard!r} is not a file name inside the snapshot: refusing to read it")
+    return sorted(set(weight_map.values()))
 
 
 def read_safetensors(path: Path) -> Dict[str, torch.Tensor]:
@@ -61,9 +79,17 @@ def read_safetensors(path: Path) -> Dict[str, torch.Tensor]:
     if not path.is_file():
         raise FesaError(f"{path} is missing (model.safetensors.index.json names it): download the whole snapshot")
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as e:
+        weights = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise FesaError(f"cannot read {path}: not a safetensors file, or damaged ({e})") from e
+    return check_finite(weights, path)
+
+
+def check_finite(weights: Dict[str, torch.Tensor], path: Path) -> Dict[str, torch.Tensor]:
+    for name, tensor in weights.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            raise FesaError(f"{path}: the tensor {name} holds NaN or infinite values: the snapshot is damaged, so nothing was written")
+    return weights
 
 
 def encoder_tensors(weights: Dict[str, torch.Tensor], model_type: str) -> Tuple[Dict[str, torch.Tensor], List[str]]:
@@ -76,20 +102,29 @@ def encoder_tensors(weights: Dict[str, torch.Tensor], model_type: str) -> Tuple[
 
 
 def read_snapshot(folder: Path) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor], List[str], bool]:
-    """(config, encoder tensors, heads left out, waveform normalisation) of a snapshot folder."""
+    """(settings, encoder tensors, heads left out, waveform normalisation) of a snapshot folder."""
     if not folder.is_dir():
         raise FesaError(f"{folder} is not a folder: give a transformers snapshot folder (config.json and the weights)")
     if not (folder / "config.json").is_file():
         raise FesaError(f"{folder} has no config.json: not a transformers snapshot")
-    config = read_json(folder / "config.json")
-    architectures = config.get("architectures") or []
-    if architectures and not set(architectures) & set(ARCHITECTURES):
-        raise FesaError(f"{folder}/config.json: architectures={architectures}: importable are {', '.join(ARCHITECTURES)}")
-    check_importable(config, f"{folder}/config.json")  # before the weights are read
-    encoder, heads = encoder_tensors(read_weights(folder), config["model_type"])
+    settings = read_settings(read_json(folder / "config.json"), str(folder / "config.json"))  # before the weights are read
+    field = receptive_field(settings["conv_kernel"], settings["conv_stride"])
+    if field > CHECK_SAMPLES:
+        raise FesaError(
+            f"{folder}/config.json: conv_kernel and conv_stride see {field} samples a frame, "
+            f"more than the {CHECK_SAMPLES} of the check: not a speech encoder, so nothing was written"
+        )
     preprocessor = folder / "preprocessor_config.json"
-    normalize = bool(read_json(preprocessor).get("do_normalize")) if preprocessor.is_file() else config.get("feat_extract_norm") == "layer"
-    return config, encoder, heads, normalize
+    normalize = settings["feat_extract_norm"] == "layer"
+    if preprocessor.is_file():
+        normalize = read_object(preprocessor).get("do_normalize", False)
+        if not isinstance(normalize, bool):
+            raise FesaError(f"{preprocessor}: do_normalize={normalize!r} is not true or false: the snapshot is damaged")
+    encoder, heads = encoder_tensors(read_weights(folder), settings["model_type"])
+    held, needed = sum(t.numel() for t in encoder.values()), least_weights(settings)
+    if needed > held:  # before a model of the config's sizes is built: a damaged config could ask for terabytes
+        raise FesaError(f"{folder}/config.json describes a model of at least {needed} weights, its tensors hold {held}: damaged, or another kind")
+    return settings, encoder, heads, normalize
 
 
 def fairseq_config(settings: Dict[str, Any], normalize: bool) -> Dict[str, Any]:
@@ -148,12 +183,26 @@ def drop_identity_projection(weights: Dict[str, torch.Tensor], path: str) -> Non
         )
 
 
+def transformers_load_errors() -> Tuple[type, ...]:
+    """What transformers raises on a config or weights it cannot build a model of."""
+    errors: Tuple[type, ...] = (OSError, ValueError, TypeError, KeyError, RuntimeError)
+    try:
+        from huggingface_hub.errors import StrictDataclassError  # transformers 5 checks each config field's type
+    except ImportError:
+        return errors
+    return errors + (StrictDataclassError,)
+
+
 def layer_differences(folder: Path, model, normalize: bool, seed: int = 0) -> List[float]:
     """Max |difference| per layer (input embedding excluded; the last entry is the final output), transformers'
     own model of the snapshot against the converted fairseq model, on the same noise."""
     from transformers import AutoModel
 
-    hf = AutoModel.from_pretrained(str(folder), attn_implementation="eager").float().eval()
+    try:
+        hf = AutoModel.from_pretrained(str(folder), attn_implementation="eager").float().eval()
+    except transformers_load_errors() as e:
+        detail = (str(e).splitlines() or [""])[0]
+        raise FesaError(f"{folder}: transformers cannot load this snapshot ({type(e).__name__}: {detail}): nothing was written") from e
     x = 0.1 * torch.randn(1, CHECK_SAMPLES, generator=torch.Generator().manual_seed(seed))
     if normalize:
         x = torch.nn.functional.layer_norm(x, x.shape)
@@ -164,16 +213,19 @@ def layer_differences(folder: Path, model, normalize: bool, seed: int = 0) -> Li
     return [float((a - b).abs().max()) for a, b in zip(ours, theirs)]
 
 
-def import_snapshot(folder: Path, out: Path, seed: int = 0) -> Dict[str, Any]:
+def import_snapshot(folder: Path, out: Path, overwrite: bool = False, seed: int = 0) -> Dict[str, Any]:
     """Write OUT (a fairseq checkpoint) from the snapshot in ``folder`` once its layers agree; return what was done."""
     from fairseq.data import Dictionary
 
-    config, encoder, heads, normalize = read_snapshot(folder)
-    cfg = fairseq_config(fairseq_model_settings(config, str(folder)), normalize)
+    check_output_file(out, overwrite, inputs=[folder])  # before anything is read: never over or inside the snapshot
+    settings, encoder, heads, normalize = read_snapshot(folder)
+    cfg = fairseq_config(fairseq_model_settings(settings), normalize)
     model = build_fairseq_hubert(cfg, encoder, str(folder))
     differences = layer_differences(folder, model, normalize, seed)
-    if max(differences) > TOLERANCE:
-        worst = max(differences)
+    if not all(math.isfinite(d) for d in differences):
+        raise FesaError(f"{folder}: a layer's output is NaN or infinite on noise (transformers' or the converted model's): nothing was written")
+    worst = max(differences)
+    if worst > TOLERANCE:
         raise FesaError(f"{folder}: the converted layers differ from transformers' by up to {worst:.2g} (> {TOLERANCE:g}): nothing was written")
     state = {
         "args": None,
@@ -182,9 +234,9 @@ def import_snapshot(folder: Path, out: Path, seed: int = 0) -> Dict[str, Any]:
         "criterion": None,
         "optimizer_history": [{"criterion_name": "HubertCriterion", "optimizer_name": "none", "lr_scheduler_state": {}, "num_updates": 0}],
         "task_state": {"dictionaries": [Dictionary()]},
-        "extra_state": {"imported_from": {"folder": folder.name, "architectures": config.get("architectures"), "heads_left_out": heads}},
+        "extra_state": {"imported_from": {"folder": folder.name, "architectures": settings["architectures"], "heads_left_out": heads}},
         "last_optimizer_state": None,
     }
     atomic_write_with(out, lambda f: torch.save(state, f))
-    logger.info("wrote %s: %s, %d layers, max layer difference %.2g", out, config.get("model_type"), cfg["model"]["encoder_layers"], max(differences))
+    logger.info("wrote %s: %s, %d layers, max layer difference %.2g", out, settings["model_type"], cfg["model"]["encoder_layers"], worst)
     return {"out": str(out), "layers": cfg["model"]["encoder_layers"], "differences": differences, "heads_left_out": heads, "normalize": normalize}

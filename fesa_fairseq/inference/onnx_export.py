@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fesa_fairseq.checkpoints import load_model
+from fesa_fairseq.data.files import check_output_file
 from fesa_fairseq.data.waveform import prepare_waveform
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.inference.recognizer import EmotionRecognizer
@@ -55,10 +56,23 @@ class OnnxClassifier(nn.Module):
         return self.model.head(pooled), torch.softmax(self.model.head(frames), dim=-1), weights
 
 
-def export_onnx(checkpoint: str, out: Path, int8: bool = False, seed: int = 0) -> Dict[str, object]:
+def onnx_outputs(checkpoint: str, out: Path, int8: bool, overwrite: bool) -> Dict[str, Path]:
+    """The files :func:`export_onnx` writes, each checked before anything is read: a name ending in .onnx, never
+    the checkpoint (nor inside it), an existing file replaced only with ``overwrite``."""
+    out = Path(out)
+    if not out.name.endswith(".onnx"):
+        raise FesaError(f"--onnx {out}: give a file name ending in .onnx")
+    files = {"onnx": out, **({"int8": out.with_name(f"{out.stem}.int8.onnx")} if int8 else {})}
+    for path in files.values():
+        check_output_file(path, overwrite, inputs=[checkpoint])
+    return files
+
+
+def export_onnx(checkpoint: str, out: Path, int8: bool = False, overwrite: bool = False, seed: int = 0) -> Dict[str, object]:
     """Write OUT (and OUT's int8 twin with ``int8``) after checking the fp32 graph against PyTorch; return the check."""
     import onnx  # the optional [export] extra
 
+    files = onnx_outputs(checkpoint, out, int8, overwrite)
     reference = EmotionRecognizer.from_checkpoint(checkpoint, device="cpu")  # classes, preparation, geometry
     wrapper = OnnxClassifier(load_model(checkpoint)[0], reference.normalize)  # weight-normed modules cannot be deep-copied
     g, labels = reference.geometry, reference.labels
@@ -89,9 +103,7 @@ def export_onnx(checkpoint: str, out: Path, int8: bool = False, seed: int = 0) -
                 f"the exported graph's logits differ from PyTorch's by {check['max_logit_difference']:.2g} (> {TOLERANCE:g}) "
                 f"on {check['lengths']} samples: nothing was written to {out}"
             )
-        files = {"onnx": out}
         if int8:
-            files["int8"] = out.with_name(f"{out.stem}.int8.onnx")
             quantize_int8(staged, Path(tmp) / files["int8"].name)
             check["int8"] = compare_with_pytorch(reference, Path(tmp) / files["int8"].name, seed)
         for path in files.values():  # the set goes in together, each by rename
