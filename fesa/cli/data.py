@@ -83,6 +83,7 @@ def _prepare_emobox(args: argparse.Namespace) -> None:
         drop_unmapped=args.drop_unmapped,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        allow_outside_root=args.allow_outside_root,
     )
     if summary["dropped"]["unmapped_labels"]:
         print(f"dropped (label not in label_map.json): {summary['dropped']['unmapped_labels']}")
@@ -118,6 +119,7 @@ def _prepare_table(args: argparse.Namespace) -> None:
         folds=args.folds,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        allow_outside_root=args.allow_outside_root,
     )
     print(f"folds: {summary['folds_from']}")
     _print_prepared(summary, args.out_dir, start)
@@ -134,11 +136,21 @@ def _add_prepare_table(sub: Subparsers) -> None:
     p.add_argument("table", help="the CSV or TSV file")
     p.add_argument("out_dir", type=output_path, help="where the fold folders and the converted audio go")
     p.add_argument("--audio-root", help="the folder relative paths start from (default: the table's folder)")
+    _add_allow_outside_root(p)
     p.add_argument("--group", help="the column whose groups make the folds (default session, else speaker)")
     p.add_argument("--folds", type=int, help="N folds of whole groups instead of one fold per group")
     add_options(p, HoldoutOptions, ("valid_fraction", "seed"))
     add_overwrite(p, "replace the manifests already in OUT_DIR (swapped in whole once all are written; converted audio reused)")
     p.set_defaults(func=_prepare_table)
+
+
+def _add_allow_outside_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept audio paths that lead out of --audio-root ('..' or absolute paths; refused by default, compared as written, "
+        "symlinks inside the root followed)",
+    )
 
 
 def _add_prepare_emobox(sub: Subparsers) -> None:
@@ -155,6 +167,7 @@ def _add_prepare_emobox(sub: Subparsers) -> None:
     p.add_argument("corpus_dir", help="one corpus folder of EmoBox's data/, e.g. EmoBox/data/ravdess")
     p.add_argument("out_dir", type=output_path, help="where the fold folders and the converted audio go")
     p.add_argument("--audio-root", required=True, help="the folder the corpus's wav paths are relative to")
+    _add_allow_outside_root(p)
     add_options(p, HoldoutOptions, ("valid_fraction", "seed"))
     p.add_argument("--drop-unmapped", action="store_true", help="drop (and count) utterances whose label label_map.json lacks, instead of stopping")
     add_overwrite(p, "replace the manifests already in OUT_DIR (swapped in whole once all are written; converted audio reused)")
