@@ -122,13 +122,19 @@ def overlapping(entries: Sequence[Entry], sources: Dict[str, Path]) -> List[Pair
         by_file[os.path.realpath(sources[e.utt_id])].append(e)
     pairs = []
     for same in by_file.values():
-        same.sort(key=lambda e: e.start or 0.0)
+        same.sort(key=lambda e: (e.start or 0.0, listed_order(e)))
         for i, a in enumerate(same):
             for b in same[i + 1 :]:
                 if (b.start or 0.0) >= (float("inf") if a.end is None else a.end):
                     break
                 pairs.append((a, b))
     return pairs
+
+
+def listed_order(e: Entry) -> Tuple[str, int]:
+    """Where the corpus lists it (file, line): messages name two rows in the order the user reads them."""
+    file, _, line = e.where.rpartition(":")
+    return (file, int(line)) if line.isdigit() else (e.where, 0)
 
 
 def shared_audio(a: Entry, b: Entry, sources: Dict[str, Path]) -> str:
@@ -178,7 +184,7 @@ def file_digest(path: Path) -> str:
 def check_same_content(folds: Folds, entries: Sequence[Entry], digests: Dict[str, str]) -> None:
     """By content, once converted: the same samples (a copy, another format of one recording) on two sides of a fold."""
     by_digest: Dict[str, List[Entry]] = defaultdict(list)
-    for e in entries:
+    for e in sorted(entries, key=listed_order):
         by_digest[digests[e.utt_id]].append(e)
     chains = [(a, b) for same in by_digest.values() for a, b in zip(same, same[1:])]  # a chain: any split change shows in a link
     check_folds_apart(folds, chains, lambda a, b: "the same audio (identical once converted to 16 kHz mono)")
