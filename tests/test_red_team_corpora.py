@@ -10,6 +10,8 @@ import pytest
 import yaml
 from cli_helpers import fesa_main, one_line_error, snapshot
 
+from fesa_fairseq.checkpoints import HUBERT_GEOMETRY
+from fesa_fairseq.corpora.checks import RECEPTIVE_FIELD
 from fesa_fairseq.corpora.table import corpus_fingerprint_files
 
 from emobox_fixture import NAME, make_emobox_corpus, write_audio
@@ -148,6 +150,7 @@ def test_table_times_past_the_file_name_the_column_and_the_unit(capsys, table):
     ],
 )
 def test_table_utterances_shorter_than_the_receptive_field(capsys, table, row, needles):
+    assert RECEPTIVE_FIELD == HUBERT_GEOMETRY.receptive_field  # the corpora layer's copy of the encoder's number
     write_audio(table.parent / "wav" / "short.wav", 0.015, 16000, 1, seed=7)
     add_rows(table, row)
     res = refuse_table(capsys, table, needles)

@@ -20,10 +20,10 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import soundfile as sf
 from tqdm import tqdm
 
-from fesa_fairseq.checkpoints import HUBERT_GEOMETRY
 from fesa_fairseq.corpora.iemocap import SAMPLE_RATE
 from fesa_fairseq.errors import FesaError
 
+RECEPTIVE_FIELD = 400  # samples HuBERT's first frame needs at 16 kHz: checkpoints.HUBERT_GEOMETRY's, a layer above (a test keeps them equal)
 TIME_TOLERANCE = 0.1  # seconds an end time may pass the end of its file (annotation rounding); more is a mistake
 APART = (("train", "test"), ("valid", "test"), ("train", "valid"))  # splits that must share no audio
 
@@ -107,11 +107,11 @@ def _check_times(e: Entry, source: Path, frames: int, rate: int, rules: Rules) -
             unit = "; times are in seconds: was it given in milliseconds?" if value / 1000 <= seconds + TIME_TOLERANCE else ""
             raise FesaError(f"{e.where}: {name} {value:g} is past the end of {source}, which is {seconds:.3f} s long{unit}")
     first, last = span(e, -(-frames * SAMPLE_RATE // rate))
-    if last - first < HUBERT_GEOMETRY.receptive_field:
+    if last - first < RECEPTIVE_FIELD:
         what = f" between its {rules.start} and {rules.end}" if e.start is not None or e.end is not None else ""
         raise FesaError(
             f"{e.where}: {source} holds {1000 * max(0, last - first) / SAMPLE_RATE:.1f} ms{what}, shorter than the encoder's receptive "
-            f"field ({1000 * HUBERT_GEOMETRY.receptive_field / SAMPLE_RATE:g} ms): drop the row or give it a longer span"
+            f"field ({1000 * RECEPTIVE_FIELD / SAMPLE_RATE:g} ms): drop the row or give it a longer span"
         )
 
 
