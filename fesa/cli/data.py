@@ -131,7 +131,8 @@ def _add_prepare_table(sub: Subparsers) -> None:
         help="your own corpus from a CSV/TSV table (path, emotion; speaker, session, split, start, end) -> fold manifests",
         description="A header with at least path and emotion. With a split column (train/valid/test): one fold as given. "
         "Otherwise leave-one-group-out over --group (default session, else speaker), or --folds N folds of whole groups. "
-        "Audio converted once to 16 kHz mono wav under OUT_DIR/audio, with the checks of prepare-emobox.",
+        "Audio converted once to 16 kHz mono wav under OUT_DIR/audio, with the checks of prepare-emobox; paths stay inside "
+        "--audio-root unless --allow-outside-root.",
     )
     p.add_argument("table", help="the CSV or TSV file")
     p.add_argument("out_dir", type=output_path, help="where the fold folders and the converted audio go")
@@ -158,8 +159,9 @@ def _add_prepare_emobox(sub: Subparsers) -> None:
         "prepare-emobox",
         help="one corpus of EmoBox's data/ (RAVDESS, CREMA-D, EmoDB, ESD, ...) -> fold manifests, audio converted to 16 kHz",
         description="Reads CORPUS_DIR/<name>.jsonl, label_map.json and fold_<k>/<name>_{train,valid,test}_fold_<k>.jsonl "
-        "(EmoBox's layout), checks everything (unmapped labels, missing or unreadable audio, repeated keys, a key in both "
-        "a fold's train and test lists, a fold without its test list, a train split without a class), converts the audio "
+        "(EmoBox's layout), checks everything (unmapped labels, missing or unreadable audio, paths leading out of --audio-root, "
+        "repeated keys, the same audio by key, file, overlapping times or content in two splits of a fold, times past the "
+        "file, utterances under 25 ms, a fold without its test list, a train split without a class), converts the audio "
         "once to 16 kHz mono wav under OUT_DIR/audio (reused by a rerun when the source is unchanged) and writes "
         "OUT_DIR/fold<k>/{train,valid,test}.{tsv,emo} and dict.emo.txt. Valid: the corpus's own list where it has one, "
         "else a label-stratified holdout of the fold's training list.",

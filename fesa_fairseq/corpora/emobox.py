@@ -13,8 +13,9 @@ What is written is what ``fesa prepare-iemocap`` writes (manifests/README.md): `
 ``prepare.json`` (last), plus ``audio/``: every utterance converted once to 16 kHz mono 16-bit wav (channels
 averaged, scipy's polyphase resampler, cut by start/end where given) and shared by all folds. Validation is the
 corpus's own valid list where it has one, else a label-stratified seeded holdout of the fold's training list
-(never of its test list). Everything is read and checked before anything is written; the folder is staged and
-swapped in whole; a rerun reuses converted files whose source did not change.
+(never of its test list). Everything is read and checked (corpora/checks.py) before anything is written; the folder
+is staged and swapped in whole; a rerun reuses converted files whose source did not change. Fold folders are
+numbered from 1, as EmoBox numbers them; a ``fold_0`` is refused.
 """
 
 import hashlib

@@ -1,8 +1,9 @@
 """A plain table of recordings -> fold manifests (fesa prepare-table), for a corpus of one's own.
 
-The table is CSV or TSV (by its extension, else by its header line) with a header holding at least ``path``
-(relative to --audio-root, or absolute) and ``emotion``; optional ``speaker``, ``session``, ``split``
-(train / valid / test) and ``start`` / ``end`` (seconds, to cut an utterance out of a longer recording).
+The table is CSV or TSV (by its extension, else by its header line; UTF-8, a byte-order mark allowed) with a header
+holding at least ``path`` (inside --audio-root: a path leading out of it, by ``..`` or absolute, only with
+--allow-outside-root) and ``emotion`` (one word); optional ``speaker``, ``session``, ``split`` (train / valid / test)
+and ``start`` / ``end`` (seconds, to cut an utterance out of a longer recording). Every row has the header's fields.
 
 Folds: with a ``split`` column, one fold as given (valid: a stratified holdout of train where no row says valid);
 otherwise leave-one-group-out over ``--group`` (default ``session``, else ``speaker``), or ``--folds N`` folds of
