@@ -211,7 +211,7 @@ def test_table_one_utterance_per_class_leaves_valid_empty(capsys, tmp_path):
             write_audio(folder / f"{e}_{split}.wav", 0.3, 16000, 1, seed=10 * i + len(split))
             lines.append(f"{e}_{split}.wav,{e},{split}")
     (folder / "corpus.csv").write_text("\n".join(lines) + "\n")
-    refuse_table(capsys, folder / "corpus.csv", ["corpus.csv, fold 1: its valid split is empty", "angry: 1, calm: 1, happy: 1"])
+    refuse_table(capsys, folder / "corpus.csv", ["corpus.csv, fold 1: its valid split is empty", "here angry: 1, calm: 1, happy: 1"])
 
 
 @pytest.mark.parametrize("out_of", [lambda t: t.parent / "out", lambda t: t])
@@ -343,6 +343,8 @@ def test_emobox_paths_outside_the_audio_root(capsys, emobox, tmp_path, which):
             ["one class 'emo'"],
         ),
         (lambda c: fold_list(c, 2, "test").write_text(""), ["fold 2: its test split is empty"]),
+        (lambda c: fold_list(c, 3, "train").write_text(""), ["fold 3: its train split is empty"]),
+        (lambda c: fold_list(c, 4, "valid").write_text(""), ["fold 4: its valid split is empty"]),
         (lambda c: (c / "fold_1").rename(c / "fold_0"), ["fold_0: folds are numbered from 1"]),
     ],
 )

@@ -199,8 +199,8 @@ def check_classes(folds: Dict[int, Dict[str, List[Entry]]], classes: Sequence[st
         if not splits.get("valid"):
             counts = Counter(e.label for e in splits["train"])
             raise FesaError(
-                f"{where}, fold {k}: its valid split is empty: a stratified holdout takes from a class only when it has 2 or more training "
-                f"utterances ({', '.join(f'{c}: {counts[c]}' for c in classes)}); add utterances, or give the corpus its own valid split"
+                f"{where}, fold {k}: its valid split is empty (a holdout of train takes from a class only when it has 2 or more training "
+                f"utterances; here {', '.join(f'{c}: {counts[c]}' for c in classes)}): add utterances, or give the fold a valid list or split"
             )
 
 
