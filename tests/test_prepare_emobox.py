@@ -124,7 +124,8 @@ def test_unmapped_labels_can_be_dropped_and_counted(corpus, tmp_path):
 def test_a_folder_that_is_not_emobox_is_named(tmp_path):
     (tmp_path / "data" / "x").mkdir(parents=True)
     (tmp_path / "data" / "x" / "label_map.json").write_text('{"a": "b"}')
-    res = prepare(tmp_path / "data" / "x", tmp_path, tmp_path / "out")
+    (tmp_path / "audio").mkdir()  # the output may not lie inside the audio root
+    res = prepare(tmp_path / "data" / "x", tmp_path / "audio", tmp_path / "out")
     assert res.returncode == 2 and "x.jsonl does not exist: give one corpus folder of EmoBox's data/" in res.stderr
     shutil.rmtree(tmp_path / "data")
 

@@ -16,16 +16,18 @@ EMOTIONS = ("calm", "angry", "happy")
 
 @pytest.fixture
 def table(tmp_path):
-    """4 speakers x 3 emotions x 2 takes, at 44.1 kHz stereo or 22.05 kHz mono, listed in a CSV."""
-    lines = ["path,emotion,speaker"]
+    """4 speakers x 3 emotions x 2 takes, at 44.1 kHz stereo or 22.05 kHz mono, listed in a CSV; in a folder of its
+    own, since the outputs (beside it) may not lie inside the table's folder, the default audio root."""
+    lines, folder = ["path,emotion,speaker"], tmp_path / "corpus"
     for spk in range(4):
-        for e in EMOTIONS:
+        for i, e in enumerate(EMOTIONS):
             for take in range(2):
                 rel = f"wav/s{spk}_{e}_{take}.{'flac' if take else 'wav'}"
-                write_audio(tmp_path / rel, 0.5 + 0.1 * take, 44100 if take else 22050, 2 if take else 1, seed=spk * 10 + take)
+                seed = spk * 100 + i * 10 + take  # distinct audio: the same samples in train and test would be refused as a leak
+                write_audio(folder / rel, 0.5 + 0.1 * take, 44100 if take else 22050, 2 if take else 1, seed=seed)
                 lines.append(f"{rel},{e},spk{spk}")
-    (tmp_path / "corpus.csv").write_text("\n".join(lines) + "\n")
-    return tmp_path / "corpus.csv"
+    (folder / "corpus.csv").write_text("\n".join(lines) + "\n")
+    return folder / "corpus.csv"
 
 
 def prepare(table, out, *extra):

@@ -83,6 +83,7 @@ def _prepare_emobox(args: argparse.Namespace) -> None:
         drop_unmapped=args.drop_unmapped,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        allow_outside_root=args.allow_outside_root,
     )
     if summary["dropped"]["unmapped_labels"]:
         print(f"dropped (label not in label_map.json): {summary['dropped']['unmapped_labels']}")
@@ -118,6 +119,7 @@ def _prepare_table(args: argparse.Namespace) -> None:
         folds=args.folds,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        allow_outside_root=args.allow_outside_root,
     )
     print(f"folds: {summary['folds_from']}")
     _print_prepared(summary, args.out_dir, start)
@@ -129,11 +131,13 @@ def _add_prepare_table(sub: Subparsers) -> None:
         help="your own corpus from a CSV/TSV table (path, emotion; speaker, session, split, start, end) -> fold manifests",
         description="A header with at least path and emotion. With a split column (train/valid/test): one fold as given. "
         "Otherwise leave-one-group-out over --group (default session, else speaker), or --folds N folds of whole groups. "
-        "Audio converted once to 16 kHz mono wav under OUT_DIR/audio, with the checks of prepare-emobox.",
+        "Audio converted once to 16 kHz mono wav under OUT_DIR/audio, with the checks of prepare-emobox; paths stay inside "
+        "--audio-root unless --allow-outside-root.",
     )
     p.add_argument("table", help="the CSV or TSV file")
     p.add_argument("out_dir", type=output_path, help="where the fold folders and the converted audio go")
     p.add_argument("--audio-root", help="the folder relative paths start from (default: the table's folder)")
+    _add_allow_outside_root(p)
     p.add_argument("--group", help="the column whose groups make the folds (default session, else speaker)")
     p.add_argument("--folds", type=int, help="N folds of whole groups instead of one fold per group")
     add_options(p, HoldoutOptions, ("valid_fraction", "seed"))
@@ -141,13 +145,23 @@ def _add_prepare_table(sub: Subparsers) -> None:
     p.set_defaults(func=_prepare_table)
 
 
+def _add_allow_outside_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="accept audio paths that lead out of --audio-root ('..' or absolute paths; refused by default, compared as written, "
+        "symlinks inside the root followed)",
+    )
+
+
 def _add_prepare_emobox(sub: Subparsers) -> None:
     p = sub.add_parser(
         "prepare-emobox",
         help="one corpus of EmoBox's data/ (RAVDESS, CREMA-D, EmoDB, ESD, ...) -> fold manifests, audio converted to 16 kHz",
         description="Reads CORPUS_DIR/<name>.jsonl, label_map.json and fold_<k>/<name>_{train,valid,test}_fold_<k>.jsonl "
-        "(EmoBox's layout), checks everything (unmapped labels, missing or unreadable audio, repeated keys, a key in both "
-        "a fold's train and test lists, a fold without its test list, a train split without a class), converts the audio "
+        "(EmoBox's layout), checks everything (unmapped labels, missing or unreadable audio, paths leading out of --audio-root, "
+        "repeated keys, the same audio by key, file, overlapping times or content in two splits of a fold, times past the "
+        "file, utterances under 25 ms, a fold without its test list, a train split without a class), converts the audio "
         "once to 16 kHz mono wav under OUT_DIR/audio (reused by a rerun when the source is unchanged) and writes "
         "OUT_DIR/fold<k>/{train,valid,test}.{tsv,emo} and dict.emo.txt. Valid: the corpus's own list where it has one, "
         "else a label-stratified holdout of the fold's training list.",
@@ -155,6 +169,7 @@ def _add_prepare_emobox(sub: Subparsers) -> None:
     p.add_argument("corpus_dir", help="one corpus folder of EmoBox's data/, e.g. EmoBox/data/ravdess")
     p.add_argument("out_dir", type=output_path, help="where the fold folders and the converted audio go")
     p.add_argument("--audio-root", required=True, help="the folder the corpus's wav paths are relative to")
+    _add_allow_outside_root(p)
     add_options(p, HoldoutOptions, ("valid_fraction", "seed"))
     p.add_argument("--drop-unmapped", action="store_true", help="drop (and count) utterances whose label label_map.json lacks, instead of stopping")
     add_overwrite(p, "replace the manifests already in OUT_DIR (swapped in whole once all are written; converted audio reused)")

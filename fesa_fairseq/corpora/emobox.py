@@ -13,8 +13,9 @@ What is written is what ``fesa prepare-iemocap`` writes (manifests/README.md): `
 ``prepare.json`` (last), plus ``audio/``: every utterance converted once to 16 kHz mono 16-bit wav (channels
 averaged, scipy's polyphase resampler, cut by start/end where given) and shared by all folds. Validation is the
 corpus's own valid list where it has one, else a label-stratified seeded holdout of the fold's training list
-(never of its test list). Everything is read and checked before anything is written; the folder is staged and
-swapped in whole; a rerun reuses converted files whose source did not change.
+(never of its test list). Everything is read and checked (corpora/checks.py) before anything is written; the folder
+is staged and swapped in whole; a rerun reuses converted files whose source did not change. Fold folders are
+numbered from 1, as EmoBox numbers them; a ``fold_0`` is refused.
 """
 
 import hashlib
@@ -23,7 +24,6 @@ import logging
 import os
 import shutil
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -31,26 +31,28 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from fesa_fairseq.corpora.checks import APART, Entry, Rules, check_leaks, check_same_content, check_sources, file_digest, source_paths, span
 from fesa_fairseq.corpora.iemocap import PREPARE_INFO, SAMPLE_RATE, SPLITS, holdout_split
 from fesa_fairseq.data.audio import AudioSource
-from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines, check_output_dir, read_lines, read_text, staged_dir, write_manifest
+from fesa_fairseq.data.files import (
+    atomic_write_json,
+    atomic_write_lines,
+    check_output_dir,
+    parse_json,
+    read_json,
+    read_lines,
+    read_text,
+    staged_dir,
+    write_manifest,
+)
+from fesa_fairseq.data.labels import check_class_token
 from fesa_fairseq.errors import FesaError
 
 logger = logging.getLogger(__name__)
 
 AUDIO = "audio"
 SOURCES = "sources.json"  # audio/sources.json: what each converted file was made from, for reuse by a rerun
-
-
-@dataclass(frozen=True)
-class Entry:
-    utt_id: str  # EmoBox's key
-    wav: str  # relative to the audio root
-    raw: str  # the corpus's own label
-    label: str  # the class label_map.json maps it to
-    start: Optional[float]
-    end: Optional[float]
-    where: str  # file:line, for messages
+EMOBOX_HINT = "is --audio-root the folder EmoBox's wav paths start from?"
 
 
 def read_jsonl(path: Path) -> List[Tuple[str, dict]]:
@@ -59,10 +61,7 @@ def read_jsonl(path: Path) -> List[Tuple[str, dict]]:
     for i, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise FesaError(f"{path}:{i}: not a json line ({e.msg})") from None
+        row = parse_json(line, f"{path}:{i}")
         if not isinstance(row, dict):
             raise FesaError(f"{path}:{i}: expected a json object, got {type(row).__name__}")
         rows.append((f"{path}:{i}", row))
@@ -70,12 +69,12 @@ def read_jsonl(path: Path) -> List[Tuple[str, dict]]:
 
 
 def read_label_map(path: Path) -> Dict[str, str]:
-    try:
-        mapping = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise FesaError(f"{path}: not json ({e.msg} at line {e.lineno})") from None
+    """raw label -> class, strictly: a raw label given twice is refused, every class is one word."""
+    mapping = read_json(path)
     if not isinstance(mapping, dict) or not mapping or not all(isinstance(v, str) and v.strip() for v in mapping.values()):
         raise FesaError(f'{path}: expected an object of raw label -> class name, e.g. {{"angry": "ang"}}')
+    for raw, name in mapping.items():
+        check_class_token(name.strip(), f"{path}, {raw!r}")
     return {str(k): v.strip() for k, v in mapping.items()}
 
 
@@ -128,15 +127,28 @@ def corpus_entries(corpus_dir: Path, label_map: Dict[str, str], drop_unmapped: b
 
 
 def fold_folders(corpus_dir: Path) -> Dict[int, Path]:
+    """EmoBox's fold_<k> folders by k; EmoBox numbers folds from 1, and so does every fold folder written here."""
     folders = {int(p.name[len("fold_") :]): p for p in corpus_dir.glob("fold_*") if p.is_dir() and p.name[len("fold_") :].isdigit()}
     if not folders:
         raise FesaError(f"{corpus_dir} has no fold_<k> folders: is it one corpus folder of EmoBox's data/?")
+    if min(folders) < 1:
+        raise FesaError(f"{folders[min(folders)]}: folds are numbered from 1 (EmoBox's fold_1, fold_2, ...): rename the folder and its lists")
     return dict(sorted(folders.items()))
 
 
 def _split_keys(folder: Path, name: str, k: int, split: str) -> Optional[List[Tuple[str, str]]]:
+    """(file:line, key) of a fold's list; a key listed twice in it is refused."""
     path = folder / f"{name}_{split}_fold_{k}.jsonl"
-    return [(where, _field(row, "key", where)) for where, row in read_jsonl(path)] if path.is_file() else None
+    if not path.is_file():
+        return None
+    rows, first = [], {}
+    for where, row in read_jsonl(path):
+        key = _field(row, "key", where)
+        if key in first:
+            raise FesaError(f"{where}: key {key!r} is listed twice (first at {first[key]}); list each utterance once")
+        first[key] = where
+        rows.append((where, key))
+    return rows
 
 
 def _fold_split(rows: List[Tuple[str, str]], entries: Dict[str, Entry], dropped: set) -> List[Entry]:
@@ -159,12 +171,13 @@ def read_fold(
         if listed[split] is None:
             raise FesaError(f"{folder} has no {name}_{split}_fold_{k}.jsonl: every fold needs its train and test lists")
     splits = {split: _fold_split(rows, entries, dropped) for split, rows in listed.items() if rows is not None}
-    test = {e.utt_id for e in splits["test"]}
-    for split in ("train", "valid"):
-        leak = next((e for e in splits.get(split, []) if e.utt_id in test), None)
+    for a, b in APART:
+        other = {e.utt_id for e in splits.get(b, [])}
+        leak = next((e for e in splits.get(a, []) if e.utt_id in other), None)
         if leak is not None:
             raise FesaError(
-                f"{folder}: key {leak.utt_id!r} is in both the {split} and the test list of fold {k}; a fold must not test on what it learns from"
+                f"{folder}: key {leak.utt_id!r} is in both the {a} and the {b} list of fold {k}; "
+                "a fold must not test on (or choose its checkpoint by) what it learns from"
             )
     if "valid" in splits:
         return splits, "the corpus's valid list"
@@ -173,10 +186,22 @@ def read_fold(
 
 
 def check_classes(folds: Dict[int, Dict[str, List[Entry]]], classes: Sequence[str], where: Path) -> None:
+    """Two classes or more; in every fold a train and a test split, every class in train, and a valid split."""
+    if len(classes) < 2:
+        raise FesaError(f"{where}: every utterance is of the one class {classes[0]!r}; a classifier needs two or more: check the labels")
     for k, splits in folds.items():
+        for split in ("train", "test"):
+            if not splits.get(split):
+                raise FesaError(f"{where}, fold {k}: its {split} split is empty; every fold needs utterances to learn from and to test on")
         missing = sorted(set(classes) - {e.label for e in splits["train"]})
         if missing:
             raise FesaError(f"{where}, fold {k}: its train split has no {', '.join(missing)} utterance; no class can be learnt unseen")
+        if not splits.get("valid"):
+            counts = Counter(e.label for e in splits["train"])
+            raise FesaError(
+                f"{where}, fold {k}: its valid split is empty (a holdout of train takes from a class only when it has 2 or more training "
+                f"utterances; here {', '.join(f'{c}: {counts[c]}' for c in classes)}): add utterances, or give the fold a valid list or split"
+            )
 
 
 def audio_name(key: str) -> str:
@@ -191,27 +216,27 @@ def _signature(source: Path, e: Entry) -> dict:
 
 
 def convert_one(source: Path, e: Entry, target: Path) -> int:
-    """16 kHz mono 16-bit wav of the utterance (cut by its start and end); its sample count."""
+    """16 kHz mono 16-bit wav of the utterance (cut by its start and end, checked by checks.check_sources); its sample count."""
     try:
         audio = AudioSource(source, rate=SAMPLE_RATE)
     except FesaError as err:
         raise FesaError(f"{e.where}: {err} (soundfile reads wav, flac and ogg: convert other formats, e.g. mp4, first)") from None
-    first = 0 if e.start is None else min(round(e.start * SAMPLE_RATE), audio.samples)
-    last = audio.samples if e.end is None else min(round(e.end * SAMPLE_RATE), audio.samples)
-    if last - first < SAMPLE_RATE // 100:
-        raise FesaError(f"{e.where}: {source} holds less than 10 ms between start_time and end_time")
+    first, last = span(e, audio.samples)
     wav = audio.read(first, last - first)
     sf.write(str(target), np.clip(wav, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
     return last - first
 
 
-def convert_audio(entries: Sequence[Entry], audio_root: Path, staging: Path, previous: Path, progress: bool) -> Tuple[Dict[str, int], dict, int]:
-    """Every utterance into staging/audio; files converted from an unchanged source are taken from ``previous``."""
+def convert_audio(
+    entries: Sequence[Entry], paths: Dict[str, Path], staging: Path, previous: Path, progress: bool
+) -> Tuple[Dict[str, int], dict, int, Dict[str, str]]:
+    """Every utterance into staging/audio; files converted from an unchanged source are taken from ``previous``.
+    Also the digest of each converted file, to find the same audio under two names."""
     old = json.loads(read_text(previous / SOURCES)) if (previous / SOURCES).is_file() else {}
     staging.mkdir(parents=True, exist_ok=True)
-    samples, sources, reused = {}, {}, 0
+    samples, sources, reused, digests = {}, {}, 0, {}
     for e in tqdm(entries, desc="converting audio", unit="utt", disable=not progress):
-        source, name = audio_root / e.wav, audio_name(e.utt_id)
+        source, name = paths[e.utt_id], audio_name(e.utt_id)
         sig = _signature(source, e)
         if old.get(name, {}).get("signature") == sig and (previous / name).is_file():
             _link_or_copy(previous / name, staging / name)
@@ -219,7 +244,8 @@ def convert_audio(entries: Sequence[Entry], audio_root: Path, staging: Path, pre
         else:
             samples[e.utt_id] = convert_one(source, e, staging / name)
         sources[name] = {"signature": sig, "samples": samples[e.utt_id]}
-    return samples, sources, reused
+        digests[e.utt_id] = file_digest(staging / name)
+    return samples, sources, reused, digests
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -229,16 +255,12 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def check_sources(entries: Sequence[Entry], audio_root: Path, progress: bool) -> None:
-    """Every audio file there and readable by soundfile, from its header: before any conversion starts."""
-    for e in tqdm(entries, desc="checking audio", unit="file", disable=not progress):
-        source = audio_root / e.wav
-        if not source.is_file():
-            raise FesaError(f"{e.where}: {source} does not exist (is --audio-root the folder EmoBox's wav paths start from?)")
-        try:
-            sf.info(str(source))
-        except (RuntimeError, sf.SoundFileError):
-            raise FesaError(f"{e.where}: soundfile cannot read {source} (it reads wav, flac and ogg): convert it first, e.g. with ffmpeg") from None
+def emobox_corpus_files(corpus_dir: Path) -> List[Path]:
+    """The files whose content defines an EmoBox corpus (listing, label map, fold lists), for a fingerprint; the audio
+    is followed by audio/sources.json instead."""
+    corpus_dir = Path(corpus_dir)
+    lists = sorted(p for folder in fold_folders(corpus_dir).values() for p in folder.glob(f"{corpus_dir.name}_*_fold_*.jsonl"))
+    return [corpus_dir / f"{corpus_dir.name}.jsonl", corpus_dir / "label_map.json", *lists]
 
 
 def read_corpus(corpus_dir: Path, drop_unmapped: bool, holdout: Tuple[float, int]):
@@ -274,6 +296,7 @@ def prepare_emobox(
     drop_unmapped: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    allow_outside_root: bool = False,
 ) -> Dict[str, object]:
     corpus_dir, out_dir, audio_root = Path(corpus_dir).resolve(), Path(out_dir), Path(audio_root).resolve()
     if not audio_root.is_dir():
@@ -288,7 +311,8 @@ def prepare_emobox(
         "dropped": {"unmapped_labels": dict(sorted(dropped.items())), "in_no_fold": len(set(entries) - _keys(folds))},
         "valid": {k: v for k, v in valid_from.items()},
     }
-    return write_prepared(out_dir, audio_root, folds, classes, about, overwrite, progress, inputs=[corpus_dir, audio_root])
+    rules = Rules(hint=EMOBOX_HINT, allow_outside_root=allow_outside_root)
+    return write_prepared(out_dir, audio_root, folds, classes, about, overwrite, progress, inputs=[corpus_dir, audio_root], rules=rules)
 
 
 def _keys(folds: Dict[int, Dict[str, List[Entry]]]) -> set:
@@ -304,11 +328,15 @@ def write_prepared(
     overwrite: bool,
     progress: bool,
     inputs: Sequence[Path],
+    rules: Rules,
 ) -> Dict[str, object]:
-    """Check every audio file, then stage audio/, the fold folders, utterances.tsv and prepare.json (last), and
-    swap them in whole: what prepare-emobox and prepare-table share."""
+    """Check every path, audio file and leak (checks.py), then stage audio/, the fold folders, utterances.tsv and
+    prepare.json (last), and swap them in whole: what prepare-emobox and prepare-table share. Converted audio found
+    identical on two sides of a fold stops it there, with nothing swapped in."""
     used = list({e.utt_id: e for splits in folds.values() for rows in splits.values() for e in rows}.values())
-    check_sources(used, audio_root, progress)
+    paths = source_paths(used, audio_root, rules)
+    check_sources(used, paths, rules, progress)
+    check_leaks(folds, used, paths, rules)
     summary = {
         **about,
         "audio_root": str(audio_root),
@@ -317,7 +345,8 @@ def write_prepared(
         "folds": {k: {split: dict(sorted(Counter(e.label for e in rows).items())) for split, rows in splits.items()} for k, splits in folds.items()},
     }
     with staged_dir(out_dir, overwrite, marker=PREPARE_INFO, inputs=inputs) as staging:
-        samples, sources, reused = convert_audio(used, audio_root, staging / AUDIO, out_dir / AUDIO, progress)
+        samples, sources, reused, digests = convert_audio(used, paths, staging / AUDIO, out_dir / AUDIO, progress)
+        check_same_content(folds, used, digests)
         atomic_write_json(staging / AUDIO / SOURCES, sources)
         write_layout(staging, out_dir.resolve() / AUDIO, folds, classes, samples)
         header = "utt_id\tlabel\traw_label\tduration\twav"

@@ -192,9 +192,10 @@ def read_manifest(path: PathLike) -> Tuple[str, List[Tuple[str, int]]]:
 
 
 def read_text(path: PathLike, kind: str = "") -> str:
-    """A user's text file, or one line naming it: missing, unreadable, or not UTF-8."""
+    """A user's text file, or one line naming it: missing, unreadable, or not UTF-8. A leading byte-order mark (what
+    Excel's "CSV UTF-8" and some editors write) is dropped, not read as part of the first field."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise FesaError(f"{kind}{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except OSError as e:

@@ -62,3 +62,11 @@ def read_labelled_split(fold_dir: PathLike, split: str, ext: str = "emo") -> Lab
     targets = read_targets(label_file, labels, dict_path)
     check_aligned(manifest, label_file, len(rows), len(targets))
     return LabelledSplit([str(Path(root) / rel) for rel, _ in rows], [n for _, n in rows], targets, labels)
+
+
+def check_class_token(name: str, where: str) -> None:
+    """A class name dict.emo.txt can hold: one non-empty token, no whitespace of any kind (its lines are split on
+    Unicode whitespace, so 'very angry' or a no-break space would read back as two fields) and nothing unprintable."""
+    if not name or any(c.isspace() for c in name) or not name.isprintable():
+        fix = "_".join("".join(c for c in name if c.isprintable() or c.isspace()).split()) or "neu"
+        raise FesaError(f"{where}: the class name {name!r} is not one printable word (no spaces, tabs, invisible characters); write e.g. {fix!r}")
