@@ -101,7 +101,7 @@ def test_a_fold_numbered_0_is_refused_not_planned_as_the_shared_stages(tmp_path,
     for k in (0, 1):
         (tmp_path / "emobox" / f"fold_{k}").mkdir(parents=True)
     path = _experiment(tmp_path, {"format": "emobox", "path": str(tmp_path / "emobox"), "audio_root": str(tmp_path)})
-    one_line_error(fesa_main(capsys, "run", path, "--exp-dir", tmp_path / "e", "--dry-run"), "fold_0: folds are numbered from 1")
+    one_line_error(fesa_main(capsys, "run", path, "--exp-dir", tmp_path / "e", "--dry-run"), "fold_0: folds are numbered from 1 (EmoBox")
     assert not (tmp_path / "e").exists()
 
 

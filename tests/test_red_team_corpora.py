@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_helpers import fesa_main, one_line_error, snapshot
 
 from fesa_fairseq.checkpoints import HUBERT_GEOMETRY
 from fesa_fairseq.corpora.checks import RECEPTIVE_FIELD
 from fesa_fairseq.corpora.table import corpus_fingerprint_files
 
+from cli_helpers import fesa_main, one_line_error, snapshot
 from emobox_fixture import NAME, make_emobox_corpus, write_audio
 from tiny_hubert import TINY_RUN
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import fesa_main, one_line_error, snapshot
 from test_huggingface import TINY, tiny_model
+
+from cli_helpers import fesa_main, one_line_error, snapshot
 
 transformers = pytest.importorskip("transformers", reason="the [hf] extra (make install brings it)")
 safetensors_torch = pytest.importorskip("safetensors.torch", reason="the [hf] extra (make install brings it)")

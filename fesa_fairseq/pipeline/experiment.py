@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 from fesa.options import CPT_TARGETS, HOLDOUT, check_device_name
 from fesa.options import KMEANS_BACKENDS as BACKENDS
 from fesa_fairseq.checkpoints import inspect_checkpoint
+from fesa_fairseq.corpora.emobox import fold_folders
 from fesa_fairseq.corpora.table import table_fold_count
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.pooling import POOLING_CHOICES
@@ -232,11 +233,10 @@ def corpus_folds(cfg: ExperimentConfig) -> List[int]:
     if spec is not None and spec.format == "table":
         return list(range(1, table_fold_count(Path(spec.path), spec.group, spec.n_folds) + 1))
     if spec is not None and spec.format == "emobox":
-        found = {d: d.name[len("fold_") :] for d in Path(spec.path).glob("fold_*") if d.is_dir()}
-    elif spec is not None:
+        return list(fold_folders(Path(spec.path)))
+    if spec is not None:
         return list(IEMOCAP_FOLDS)
-    else:
-        found = {d: d.name[len("fold") :] for d in Path(cfg.manifests).glob("fold*") if (d / "train.tsv").is_file()}
+    found = {d: d.name[len("fold") :] for d in Path(cfg.manifests).glob("fold*") if (d / "train.tsv").is_file()}
     zero = sorted(str(d) for d, n in found.items() if n.isdigit() and int(n) < 1)
     if zero:  # fold 0 would be planned as the stages shared by all folds
         raise FesaError(f"{zero[0]}: folds are numbered from 1 (fold 0 is not a fold): renumber the fold folders from 1")

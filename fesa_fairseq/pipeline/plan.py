@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fesa_fairseq.corpora.demo import find_demo_root, is_demo_corpus
+from fesa_fairseq.corpora.table import corpus_fingerprint_files
 from fesa_fairseq.data.files import STAGE_STAMP, atomic_write_text
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.labels.alignment import ALIGNMENT_FILE
@@ -90,18 +91,22 @@ class Stage:
         return self.out_dir / STAMP
 
     def fingerprint(self) -> Optional[str]:
-        """None while an input stage is incomplete. Covers the command, the yaml it names, its input stages and the
-        content of the data files it reads (only where it has any: other stages keep their fingerprints)."""
+        """None while an input stage is incomplete. Covers the command, the yaml it names and its input stages."""
         dep_stamps = []
         for dep in self.deps:
             if not dep.stamp.is_file():
                 return None
             dep_stamps.append(hashlib.sha256(dep.stamp.read_bytes()).hexdigest())
         configs = [hashlib.sha256(path.read_bytes()).hexdigest() for path in _config_files(self.command)]
-        what = {"command": self.command, "inputs": dep_stamps, "configs": configs}
-        if self.data:
-            what["data"] = [[str(path), _content(path)] for path in self.data]
-        return hashlib.sha256(json.dumps(what).encode()).hexdigest()
+        return hashlib.sha256(json.dumps({"command": self.command, "inputs": dep_stamps, "configs": configs}).encode()).hexdigest()
+
+    def data_digest(self) -> Optional[str]:
+        """The content of the data files the command reads (a table, a corpus listing), recorded beside the
+        fingerprint rather than in it: stamps written before it was recorded stay valid, so a release that starts
+        recording it does not make existing experiments run again."""
+        if not self.data:
+            return None
+        return hashlib.sha256(json.dumps([[str(path), _content(path)] for path in self.data]).encode()).hexdigest()
 
     def recorded(self) -> Optional[dict]:
         """The stamp; one that cannot be read is {"state": "damaged"}: its output's origin is unknown (stale)."""
@@ -119,10 +124,15 @@ class Stage:
         stamp = self.recorded()
         if stamp is None:
             return "stale" if self.out_dir.exists() and any(self.out_dir.iterdir()) else "todo"
-        same = stamp.get("fingerprint") == self.fingerprint()
+        digest = self.data_digest()
+        same = stamp.get("fingerprint") == self.fingerprint() and stamp.get("data", digest) == digest
         if stamp.get("state") == "started":
             return "partial" if same else "stale"
         return "complete" if same and self.done.exists() else "stale"
+
+    def _data_record(self) -> Dict[str, str]:
+        digest = self.data_digest()
+        return {} if digest is None else {"data": digest}
 
     def mark_started(self) -> None:
         """Written before the command runs, so that a crash leaves the identity of its partial work behind."""
@@ -130,6 +140,7 @@ class Stage:
             "stage": self.key,
             "state": "started",
             "fingerprint": self.fingerprint(),
+            **self._data_record(),
             "command": self.command,
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
@@ -140,6 +151,7 @@ class Stage:
             "stage": self.key,
             "state": "complete",
             "fingerprint": self.fingerprint(),
+            **self._data_record(),
             "command": self.command,
             "seconds": round(seconds, 1),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -168,13 +180,9 @@ def _config(stage: str, name: str) -> List[str]:
 
 
 def _corpus_description(spec: CorpusSpec) -> List[Path]:
-    """The files that describe a corpus to prepare-table and prepare-emobox (the table; EmoBox's listing, label map and
-    fold lists): editing one changes what prepare writes. An IEMOCAP release is not hashed (gigabytes, released once)."""
-    if spec.format == "table":
-        return [Path(spec.path)]
-    if spec.format == "emobox":
-        return sorted(p for p in Path(spec.path).rglob("*") if p.is_file())
-    return []
+    """The files that describe a table or EmoBox corpus to prepare: editing one changes what prepare writes. An
+    IEMOCAP release is fixed once published, and hashing its label files would make existing experiments run again."""
+    return corpus_fingerprint_files(spec.format, Path(spec.path)) if spec.format in ("table", "emobox") else []
 
 
 def hydra_train(stage: str, config: str, run_dir: Path, overrides: Sequence[str]) -> List[str]:
