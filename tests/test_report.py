@@ -1,4 +1,5 @@
 import json
+import math
 
 import numpy as np
 import pytest
@@ -143,6 +144,8 @@ def test_paired_statistics_against_the_baseline_and_the_controls(tmp_path):
         ("L9-K50-attention", "baseline", "ua"),
         ("L9-K50-attention", "baseline", "wa"),
         ("L9-K50-attention", "baseline", "eder"),
+        ("L9-K50-attention", "reference", "ua"),  # the floor, compared with the method itself
+        ("L9-K50-attention", "reference", "wa"),
         ("L9-K50-shuffled-attention", "baseline", "ua"),
         ("L9-K50-shuffled-attention", "baseline", "wa"),
         ("L9-K50-attention", "L9-K50-shuffled-attention", "ua"),
@@ -173,7 +176,8 @@ def test_alignment_table_from_the_alignment_stages(tmp_path):
             values = {"purity": purity + delta, "majority_share": 0.5, "nmi": nmi, "probe_ua": probe + 10 * delta, "chance_ua": 25.0}
             (out / "alignment.json").write_text(json.dumps(values))
     report = make_report(tmp_path)
-    rows = [line for line in report["markdown"].split("Alignment of frames")[1].splitlines() if line.startswith("| ")][1:]
+    table = report["markdown"].split("Alignment of frames")[1].split("The alignment, paired by fold")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
     assert [r.split(" | ")[0] for r in rows] == ["| source-L9-K50", "| tapt-L9-K50", "| cpt-L9-K50"]
     assert rows[2] == "| cpt-L9-K50 | 0.700 ± 0.141 | 0.500 ± 0.000 | 0.300 ± 0.000 | 60.0 ± 1.4 | 25.0 ± 0.0 |"
     assert set(json.loads((tmp_path / "report" / "report.json").read_text())["alignment"]) == set(figures)
@@ -215,3 +219,73 @@ def test_an_unseeded_run_beside_seeded_ones_is_one_more_replicate(tmp_path):
     paired = {(r["a"], r["b"], r["metric"]): r for r in report["paired"]}
     assert paired[("reference", "baseline", "ua")]["difference"] == pytest.approx(20.0)  # the three runs of the baseline, paired
     assert "| acoustic reference vs baseline | UA | +20.0 |" in report["markdown"]
+
+
+def right_on(truth, n, shift=0):
+    """The truth on n utterances of 20 (from ``shift`` on, cyclically), the other class elsewhere."""
+    return [t if (i + shift) % 20 < n else ("hap" if t == "neu" else "neu") for i, t in enumerate(truth)]
+
+
+def test_a_comparison_says_how_many_runs_it_rests_on_and_what_it_covers(tmp_path):
+    """Three seeds of the baseline and of the method, one run of the reference: method vs baseline covers the
+    training runs; anything against the reference only these trained models, and the report says so, and how."""
+    truth = ["neu", "hap"] * 10
+    for fold in (1, 2, 3):
+        write_predictions(tmp_path, fold, "reference", truth, right_on(truth, 10))
+        for seed, n in ((1, 16), (2, 12), (3, 14)):
+            write_predictions(tmp_path, fold, f"baseline-s{seed}", truth, right_on(truth, n, seed))
+            write_predictions(tmp_path, fold, f"L9-K50-attention-s{seed}", truth, right_on(truth, n + 3, seed))
+    report = make_report(tmp_path)
+    got = {(r["a"], r["b"], r["metric"]): r for r in report["paired"]}
+    method = got[("L9-K50-attention", "baseline", "ua")]
+    assert method["runs"] == {"a": 3, "b": 3} and method["covers"] == "test utterances and training runs"
+    floor = got[("L9-K50-attention", "reference", "ua")]  # the method against the floor, explicitly
+    assert floor["runs"] == {"a": 3, "b": 1} and floor["covers"] == "test utterances" and floor["difference"] == 35.0
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["paired"][0]["runs"] == {"a": 1, "b": 3}
+    rows = {line.split(" | ")[0] + " | " + line.split(" | ")[1]: line for line in report["markdown"].splitlines() if " vs " in line}
+    assert (
+        "| 3 / 3 |" in rows["| L9-K50-attention vs baseline | UA"] and "these two trained models" not in rows["| L9-K50-attention vs baseline | UA"]
+    )
+    assert rows["| L9-K50-attention vs acoustic reference | UA"].endswith("| ahead; these two trained models, on these test utterances |")
+    assert "`seeds: [1, 2, 3]` in the experiment yaml" in report["markdown"]
+
+
+def test_the_report_is_one_family_under_holm(tmp_path):
+    """One fold, the method right where the baseline is wrong on 6 of 20 utterances: each of UA and WA alone has
+    p about 2/64 (two-sided permutation), an interval clear of 0 and the verdict ahead; Holm over the two doubles
+    the smaller p, past 0.05, and the report says which rule decided."""
+    truth = ["neu", "hap"] * 10
+    write_predictions(tmp_path, 1, "baseline", truth, right_on(truth, 14))
+    write_predictions(tmp_path, 1, "L9-K50-attention", truth, truth)
+    report = make_report(tmp_path)
+    ua, wa = report["paired"]
+    assert ua["metric"] == "ua" and 0.02 < ua["p_value"] < 0.045 and ua["low"] > 0 and ua["verdict_alone"] == "ahead"
+    assert ua["p_holm"] == pytest.approx(min(1.0, max(2 * min(ua["p_value"], wa["p_value"]), ua["p_value"])), abs=1e-4) and ua["p_holm"] > 0.05
+    assert ua["verdict"] == wa["verdict"] == "no difference shown"
+    assert "| no difference shown after Holm (ahead on its own); these two trained models, on these test utterances |" in report["markdown"]
+    assert "Holm's adjustment over the report's 2 comparisons" in report["markdown"]
+
+
+def test_the_alignment_compared_fold_by_fold(tmp_path):
+    """Probe frame UA of the method's CPT model 61, 62, 63 against the TAPT model's 60 on three folds: differences
+    1, 2, 3, t = sqrt 12 on 2 degrees of freedom, two-sided p = 1 - sqrt(6 / 7) = 0.0742 (by hand)."""
+    write_metrics(tmp_path, 1, "baseline", 70.0, 72.0, [[3, 1], [1, 3]])
+    figures = {"cpt-L9-K50": 60.0, "tapt-L9-K50": 60.0, "cpt-L9-K50-shuffled": 50.0, "source-L9-K50": 58.0, "cpt-L6-K50": 10.0}
+    for fold in (1, 2, 3):
+        for name, probe in figures.items():
+            out = tmp_path / f"fold{fold}" / "alignment" / name
+            out.mkdir(parents=True)
+            value = probe + fold if name == "cpt-L9-K50" else probe + (fold % 2 if name == "cpt-L9-K50-shuffled" else 0)
+            (out / "alignment.json").write_text(json.dumps({"purity": 0.5, "majority_share": 0.5, "nmi": 0.2, "probe_ua": value, "chance_ua": 25.0}))
+    report = make_report(tmp_path)
+    got = {(r["a"], r["b"], r["metric"]): r for r in report["alignment_paired"]}
+    assert {(a, b) for a, b, _ in got} == {("cpt-L9-K50", "tapt-L9-K50"), ("cpt-L9-K50", "cpt-L9-K50-shuffled"), ("cpt-L9-K50", "source-L9-K50")}
+    tapt = got[("cpt-L9-K50", "tapt-L9-K50", "probe_ua")]
+    assert tapt["difference"] == 2.0 and tapt["p_value"] == pytest.approx(1 - math.sqrt(6 / 7), abs=1e-4) and tapt["folds_ahead"] == 3
+    assert tapt["covers"] == "folds and their training runs" and tapt["runs"] == {"a": 1, "b": 1} and tapt["verdict"] == "no difference shown"
+    shuffled = got[("cpt-L9-K50", "cpt-L9-K50-shuffled", "probe_ua")]  # 61, 62, 63 against 51, 50, 51
+    assert shuffled["difference"] == pytest.approx(34 / 3, abs=1e-4) and shuffled["verdict_alone"] == "ahead"
+    assert sorted(r["p_holm"] for r in report["alignment_paired"] + report["paired"])[-1] == 1.0  # purity, NMI: equal everywhere
+    line = next(x for x in report["markdown"].splitlines() if x.startswith("| cpt-L9-K50 vs tapt-L9-K50 | probe frame UA"))
+    assert line.startswith("| cpt-L9-K50 vs tapt-L9-K50 | probe frame UA | +2.0 | [-0.5, +4.5] | 3/3 | 1 / 1 | 0.0742 |")
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["alignment_paired"] == report["alignment_paired"]

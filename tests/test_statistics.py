@@ -1,10 +1,28 @@
-"""The paired bootstrap and permutation test of fesa_fairseq.statistics, on cases whose answer is known."""
+"""The paired bootstrap and permutation test of fesa_fairseq.statistics, on cases whose answer is known, and how
+often they err on simulated training runs."""
+
+import math
 
 import numpy as np
 import pytest
 
 from fesa_fairseq.scoring import confusion_matrix, counts_of, unweighted_accuracy, weighted_accuracy
-from fesa_fairseq.statistics import AHEAD, BEHIND, UNDECIDED, FoldOutcomes, _ua, _wa, compare
+from fesa_fairseq.statistics import (
+    AHEAD,
+    BEHIND,
+    FOLDS,
+    RUNS,
+    UNDECIDED,
+    UTTERANCES,
+    FoldOutcomes,
+    _ua,
+    _wa,
+    compare,
+    compare_folds,
+    family_verdicts,
+    holm,
+    simulate_folds,
+)
 
 
 def fold(targets, a, b) -> FoldOutcomes:
@@ -32,8 +50,8 @@ def test_one_system_right_wherever_the_other_is_wrong():
     c = compare([fold(t, t, wrong)], "ua", resamples=2000)
     assert c.a_mean == 100 and c.b_mean == 0 and c.difference == 100
     assert c.low == 100 and c.verdict == AHEAD and c.p_value == pytest.approx(1 / 2001)
-    back = compare([fold(t, wrong, t)], "ua", resamples=2000)
-    assert back.high == -100 and back.verdict == BEHIND and back.p_value == 1.0
+    back = compare([fold(t, wrong, t)], "ua", resamples=2000)  # p is two-sided: as small either way
+    assert back.high == -100 and back.verdict == BEHIND and back.p_value == pytest.approx(1 / 2001)
 
 
 def test_a_small_real_difference_has_an_interval_around_it():
@@ -102,3 +120,113 @@ def test_macro_f1_by_hand():
     matrix = [[3, 1, 0], [0, 1, 0], [0, 0, 0]]
     assert macro_f1(matrix) == pytest.approx(100 * (6 / 7 + 2 / 3) / 2)
     assert macro_f1([[2, 0], [2, 0]]) == pytest.approx(100 * (2 * 2 / 6) / 2)  # a class never predicted scores 0
+
+
+def test_runs_are_counted_and_say_what_the_interval_covers():
+    rng = np.random.default_rng(5)
+    one = compare(simulate_folds(rng, 1), resamples=500)
+    assert one.runs == {"a": 1, "b": 1} and one.covers == UTTERANCES
+    three = compare(simulate_folds(rng, 3), resamples=500)
+    assert three.runs == {"a": 3, "b": 3} and three.covers == RUNS
+    f = simulate_folds(rng, 3)[0]
+    mixed = compare([FoldOutcomes(f.targets, f.a, f.b[:1])], resamples=500)  # one run of b: b's run variance unseen
+    assert mixed.runs == {"a": 3, "b": 1} and mixed.covers == UTTERANCES
+    assert three.as_dict()["runs"] == {"a": 3, "b": 3} and three.as_dict()["covers"] == "test utterances and training runs"
+
+
+def test_runs_drawn_widen_the_interval_of_runs_that_disagree():
+    """Two runs of a, one right wherever the other is wrong, b right on half: the same mean (50 against 50), but a
+    draw of a's runs can be both the good one (+50) or both the bad one (-50): the interval reaches far out."""
+    t = np.array([0, 1] * 20)
+    wrong = 1 - t
+    half = np.where(np.arange(40) < 20, t, wrong)
+    c = compare([FoldOutcomes(t, np.stack([t, wrong]), half)], "wa", resamples=2000)
+    assert c.difference == 0 and c.low < -40 and c.high > 40 and c.verdict == UNDECIDED and c.p_value == 1.0
+    fixed = compare([FoldOutcomes(t, np.where(np.arange(40) % 2 == 0, t, wrong), half)], "wa", resamples=2000)
+    assert fixed.high < 40  # the same mean from one run: only the utterances vary
+
+
+def rates(runs: int, difference: float, simulations: int = 400, resamples: int = 1000) -> dict:
+    """Over simulations of 5 folds x 50 utterances, 4 classes: how often the verdict, the interval alone and p alone
+    call a different from b."""
+    rng = np.random.default_rng(11)
+    called = {"verdict": 0, "interval": 0, "p": 0}
+    for i in range(simulations):
+        c = compare(simulate_folds(rng, runs, difference), "ua", resamples=resamples, seed=i)
+        called["verdict"] += c.verdict != UNDECIDED
+        called["interval"] += c.low > 0 or c.high < 0
+        called["p"] += c.p_value < 0.05
+    return {k: v / simulations for k, v in called.items()}
+
+
+def test_the_simulated_runs_move_a_folds_ua_by_about_six_points():
+    rng = np.random.default_rng(12)
+    spread = [np.std(_ua(None, np.eye(4)[f.targets], (f.a == f.targets).astype(float)), ddof=1) for f in simulate_folds(rng, 40, folds=20)]
+    assert 5 < np.mean(spread) < 7.5
+
+
+def test_one_run_a_system_calls_the_same_procedure_different_too_often():
+    """Why a one-run comparison covers only its two trained models: across training runs its error rate is not 5 %."""
+    one = rates(1, 0, simulations=200)
+    assert one["interval"] > 0.15 and one["p"] > 0.12
+
+
+def test_three_runs_a_system_hold_the_rate_at_the_nominal_level():
+    """A/A: two procedures alike, three runs each: called different in at most 10 % of simulations (nominal 5 %)."""
+    same = rates(3, 0)
+    assert same["verdict"] <= 0.10 and same["interval"] <= 0.10 and same["p"] <= 0.10
+
+
+def test_three_runs_a_system_find_a_true_difference_of_eight_points():
+    """A/B: a's procedure 8 UA points better in expectation: found (verdict ahead) in at least 70 % of simulations."""
+    better = rates(3, 8)
+    assert better["verdict"] >= 0.70
+
+
+def test_holm_by_hand():
+    """Sorted 0.005, 0.01, 0.03, 0.04 (m = 4): x4 = 0.02, x3 = 0.03, x2 = 0.06, x1 = 0.04 -> 0.06 (never below the one before)."""
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0]) and holm([0.02]) == [0.02] and holm([]) == []
+
+
+def test_a_family_keeps_only_the_verdicts_holm_holds():
+    entries = [
+        {"p_value": 0.01, "verdict": AHEAD},
+        {"p_value": 0.04, "verdict": BEHIND},
+        {"p_value": 0.03, "verdict": AHEAD},
+        {"p_value": 0.005, "verdict": AHEAD},
+    ]
+    got = family_verdicts(entries)
+    assert [e["p_holm"] for e in got] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert [e["verdict"] for e in got] == [AHEAD, UNDECIDED, UNDECIDED, AHEAD]
+    assert [e["verdict_alone"] for e in got] == [AHEAD, BEHIND, AHEAD, AHEAD]
+    assert family_verdicts(got) == got  # applying it twice changes nothing
+
+
+def test_fold_figures_by_hand():
+    """Differences 1, 2, 3 over three folds: mean 2, SD 1, t = 2 / (1 / sqrt 3) = sqrt 12 on 2 degrees of freedom,
+    whose two-sided p is 1 - t / sqrt(t^2 + 2) = 1 - sqrt(6 / 7); the half-width is t(0.975, 2) = 4.303 x 1 / sqrt 3."""
+    c = compare_folds([[11.0], [12.0, 12.0], [13.0]], [[10.0], [10.0], [10.0]], "probe_ua")
+    assert c.difference == 2 and c.a_mean == 12 and c.b_mean == 10 and c.folds_ahead == 3 and c.folds == 3
+    assert c.p_value == pytest.approx(1 - math.sqrt(6 / 7)) and c.high - 2 == pytest.approx(4.3027 / math.sqrt(3), abs=1e-4)
+    assert c.verdict == UNDECIDED and c.covers == FOLDS and c.runs == {"a": 1, "b": 1}
+    assert compare_folds([[1.0]], [[0.0]], "nmi") is None
+    same = compare_folds([[1.0], [2.0]], [[1.0], [2.0]], "nmi")
+    assert same.p_value == 1.0 and same.verdict == UNDECIDED
+
+
+def test_fold_figures_a_and_a_rate():
+    """Fold figures with a fold effect (SD 5) and run noise (SD 3), the same procedure twice: called different in
+    about 5 % of simulations; 10 points apart with 3 runs: found nearly always."""
+    rng = np.random.default_rng(13)
+
+    def called(difference: float, runs: int) -> float:
+        hits = 0
+        for _ in range(400):
+            fold = rng.normal(70, 5, 5)
+            a = [list(f + difference + rng.normal(0, 3, runs)) for f in fold]
+            b = [list(f + rng.normal(0, 3, runs)) for f in fold]
+            hits += compare_folds(a, b, "probe_ua").verdict != UNDECIDED
+        return hits / 400
+
+    assert called(0, 1) <= 0.08 and called(0, 3) <= 0.08 and called(10, 3) >= 0.9

@@ -1,5 +1,7 @@
-"""The report's paired statistics: every model against the baseline, and the method against each control, on the
-very test utterances both scored (predictions.tsv, and frame_level.tsv where segment truth exists)."""
+"""The report's paired statistics: every model against the baseline, the method against the acoustic reference and
+each control, on the very test utterances both scored (predictions.tsv, and frame_level.tsv where segment truth
+exists); and the alignment figures (fold by fold) of the method's CPT model against its controls', the TAPT model's
+and the source model's. One family per report: Holm's adjustment over all of them (statistics.family_verdicts)."""
 
 import logging
 import re
@@ -10,7 +12,7 @@ import numpy as np
 
 from fesa_fairseq.data.files import read_lines
 from fesa_fairseq.pipeline.plan import REFERENCE, seed_suffix
-from fesa_fairseq.statistics import LEVEL, RESAMPLES, FoldOutcomes, compare
+from fesa_fairseq.statistics import LEVEL, RESAMPLES, UTTERANCES, FoldOutcomes, compare, compare_folds
 
 logger = logging.getLogger(__name__)
 
@@ -21,11 +23,19 @@ METHOD = re.compile(r"^(?P<lk>L\d+-K\d+)-(?P<pooling>\w+)$")
 CONTROL = re.compile(r"^(?:(?P<lk>L\d+-K\d+)-(?P<target>utterance|shuffled)|(?P<tapt>tapt-units))-(?P<pooling>\w+)$")
 METRIC_NAMES = {"ua": "UA", "wa": "WA", "eder": "EDER"}
 SHORT_NAMES = {REFERENCE: "acoustic reference", BASELINE: "baseline"}
+# fesa alignment's models (plan._alignments): the method's CPT model cpt-L9-K50, its controls' cpt-L9-K50-shuffled,
+# cpt-L9-K50-utterance and cpt-tapt-units-L9-K50, and the models before CPT, tapt-L9-K50 and source-L9-K50
+ALIGNED_METHOD = re.compile(r"^cpt-(?P<lk>L\d+-K\d+)$")
+ALIGNMENT_FIGURES = {"probe_ua": "probe frame UA", "purity": "purity", "nmi": "NMI"}
+SEEDED = re.compile(r"^(?P<base>.+)-s(?P<seed>\d+)$")
 
 
 def pairs(variants: Sequence[str]) -> List[Tuple[str, str]]:
-    """(a, b) to compare: every model against the baseline, then each method cell against its controls."""
+    """(a, b) to compare: every model against the baseline, then each method cell against the acoustic reference
+    (the floor it must clear) and against its controls."""
     out = [(v, BASELINE) for v in variants if v != BASELINE] if BASELINE in variants else []
+    if REFERENCE in variants:
+        out += [(method, REFERENCE) for method in variants if METHOD.match(method)]
     for control in variants:
         m = CONTROL.match(control)
         if not m:
@@ -94,16 +104,71 @@ def paired_statistics(exp_dir: Path, summaries: Dict[str, dict], resamples: int 
     return results
 
 
-def paired_table(results: Sequence[dict], names: Dict[str, str]) -> List[str]:
+def alignment_pairs(names: Sequence[str]) -> List[Tuple[str, str]]:
+    """(the method's CPT model, another at its layer and K): its controls' CPT models, the TAPT model, the source."""
+    out = []
+    for method in names:
+        m = ALIGNED_METHOD.match(method)
+        if m:
+            lk = m["lk"]
+            others = (f"cpt-{lk}-utterance", f"cpt-{lk}-shuffled", f"cpt-tapt-units-{lk}", f"tapt-{lk}", f"source-{lk}")
+            out += [(method, other) for other in others if other in names]
+    return out
+
+
+def _alignment_runs(found: Dict[str, Dict[int, dict]]) -> Dict[str, Dict[int, List[dict]]]:
+    """model -> fold -> its runs' alignment.json (a name ending in -s{seed} is one seed of its model)."""
+    runs: Dict[str, Dict[int, List[dict]]] = {}
+    for name, folds in found.items():
+        seeded = SEEDED.match(name)
+        for k, content in folds.items():
+            runs.setdefault(seeded["base"] if seeded else name, {}).setdefault(k, []).append(content)
+    return runs
+
+
+def alignment_statistics(found: Dict[str, Dict[int, dict]]) -> List[dict]:
+    """One entry per pair and figure (probe frame UA, purity, NMI), paired by fold over the folds both have."""
+    runs = _alignment_runs(found)
+    results = []
+    for a, b in alignment_pairs(sorted(runs)):
+        folds = sorted(set(runs[a]) & set(runs[b]))
+        for figure in ALIGNMENT_FIGURES:
+            values = [[[r[figure] for r in runs[x][k]] for k in folds] for x in (a, b)]
+            c = compare_folds(values[0], values[1], figure)
+            if c is not None:
+                results.append({"a": a, "b": b, **c.as_dict()})
+    return results
+
+
+def verdict_cell(r: dict) -> str:
+    """The verdict, the rule that made it where Holm's adjustment overturned the comparison's own, and what it
+    holds for where a side has one training run."""
+    word = str(r["verdict"])
+    alone = r.get("verdict_alone", word)
+    if alone != word:
+        word += f" after Holm ({alone} on its own)"
+    if r["covers"] == UTTERANCES:
+        word += "; these two trained models, on these test utterances"
+    return word
+
+
+def _holm(r: dict) -> str:
+    return "-" if r.get("p_holm") is None else f"{r['p_holm']:.3g}"
+
+
+def paired_table(results: Sequence[dict], names: Dict[str, str], family: Optional[int] = None) -> List[str]:
     if not results:
         return []
     lines = [
         "",
-        f"Paired against the same test utterances ({int(LEVEL * 100)} % interval of the difference from a paired bootstrap of each fold's "
-        f"utterances, {RESAMPLES:,} resamples; p: one-sided paired permutation test that the first is better; EDER: lower is better):",
+        f"Paired against the same test utterances ({int(LEVEL * 100)} % interval of the difference from a paired bootstrap, "
+        f"{RESAMPLES:,} resamples: in each fold, each system's training runs drawn with replacement where it has several, then the "
+        "fold's utterances, the same draw for both; runs: training runs a fold; p: two-sided, a paired permutation test of utterances "
+        f"with one run a side, else the bootstrap's; Holm p: Holm's adjustment over the report's {family or len(results)} comparisons; "
+        f"verdict: ahead or behind where the interval leaves out 0 and Holm p < {1 - LEVEL:.2g}; EDER: lower is better):",
         "",
-        "| comparison | metric | difference | interval | folds ahead | p | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| comparison | metric | difference | interval | folds ahead | runs | p | Holm p | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         name = f"{names.get(r['a'], r['a'])} vs {names.get(r['b'], r['b'])}"
@@ -111,6 +176,36 @@ def paired_table(results: Sequence[dict], names: Dict[str, str]) -> List[str]:
         interval = f"[{r['low'] * scale:+.1f}, {r['high'] * scale:+.1f}]"
         lines.append(
             f"| {name} | {METRIC_NAMES[r['metric']]} | {r['difference'] * scale:+.1f} | {interval} | {r['folds_ahead']}/{r['folds']} "
-            f"| {r['p_value']:.3g} | {r['verdict']} |"
+            f"| {r['runs']['a']} / {r['runs']['b']} | {r['p_value']:.3g} | {_holm(r)} | {verdict_cell(r)} |"
+        )
+    if any(r["covers"] == UTTERANCES for r in results):
+        lines += [
+            "",
+            "A comparison with one training run on a side holds for those two trained models, on these test utterances: another "
+            "training run could come out otherwise (a fold's UA moves by several points from seed to seed). `seeds: [1, 2, 3]` in the "
+            "experiment yaml trains every model three times a fold, and its comparisons then cover the training runs too.",
+        ]
+    return lines
+
+
+def alignment_paired_table(results: Sequence[dict], family: Optional[int] = None) -> List[str]:
+    if not results:
+        return []
+    lines = [
+        "",
+        "The alignment, paired by fold: the method's CPT model against the others at its layer and K, each fold's figure (its runs "
+        f"averaged) against the other's on the same fold; {int(LEVEL * 100)} % t-interval and two-sided p of a paired t-test over the "
+        "folds' differences, whose spread holds each fold's own training runs (so it covers folds and training runs, with few degrees "
+        f"of freedom: folds - 1); Holm p over the report's {family or len(results)} comparisons; verdict as above:",
+        "",
+        "| comparison | figure | difference | interval | folds ahead | runs | p | Holm p | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        digits = 1 if r["metric"] == "probe_ua" else 3
+        interval = f"[{r['low']:+.{digits}f}, {r['high']:+.{digits}f}]"
+        lines.append(
+            f"| {r['a']} vs {r['b']} | {ALIGNMENT_FIGURES[r['metric']]} | {r['difference']:+.{digits}f} | {interval} | "
+            f"{r['folds_ahead']}/{r['folds']} | {r['runs']['a']} / {r['runs']['b']} | {r['p_value']:.3g} | {_holm(r)} | {verdict_cell(r)} |"
         )
     return lines

@@ -13,10 +13,11 @@ import yaml
 from fesa_fairseq.data.files import atomic_write_json, atomic_write_text
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.pipeline.curves import fold_curves
-from fesa_fairseq.pipeline.paired import SHORT_NAMES, paired_statistics, paired_table
+from fesa_fairseq.pipeline.paired import SHORT_NAMES, alignment_paired_table, alignment_statistics, paired_statistics, paired_table
 from fesa_fairseq.pipeline.plan import REFERENCE, STALE
 from fesa_fairseq.plots import plot_confusion, plot_curves
 from fesa_fairseq.scoring import counts_of, macro_f1, unweighted_accuracy, weighted_accuracy
+from fesa_fairseq.statistics import family_verdicts
 
 logger = logging.getLogger(__name__)
 
@@ -252,9 +253,17 @@ def make_report(exp_dir: Path) -> Dict[str, object]:
     if improving:
         text += "\n" + "\n".join(improving)
     alignment = collect_alignment(exp_dir)
-    text += "\n" + "\n".join(alignment_table(alignment)) if alignment else ""
-    paired = paired_statistics(exp_dir, {v: summaries[v] for v in _order(list(summaries))})  # the reference first
-    text += "\n" + "\n".join(paired_table(paired, SHORT_NAMES)) if paired else ""
+    paired, aligned = compared(exp_dir, summaries, alignment)
+    text += "\n" + "\n".join(alignment_table(alignment) + alignment_paired_table(aligned, len(paired) + len(aligned))) if alignment else ""
+    text += "\n" + "\n".join(paired_table(paired, SHORT_NAMES, len(paired) + len(aligned))) if paired else ""
     atomic_write_text(out / "report.md", text + "\n")
-    atomic_write_json(out / "report.json", {**summaries, "paired": paired, "alignment": alignment})
-    return {"markdown": text, "summaries": summaries, "paired": paired, "dir": out}
+    atomic_write_json(out / "report.json", {**summaries, "paired": paired, "alignment": alignment, "alignment_paired": aligned})
+    return {"markdown": text, "summaries": summaries, "paired": paired, "alignment_paired": aligned, "dir": out}
+
+
+def compared(exp_dir: Path, summaries: Dict[str, dict], alignment: Dict[str, Dict[int, dict]]) -> Tuple[List[dict], List[dict]]:
+    """The report's comparisons, paired over utterances and over folds: one family, Holm-adjusted together."""
+    paired = paired_statistics(exp_dir, {v: summaries[v] for v in _order(list(summaries))})  # the reference first
+    aligned = alignment_statistics(alignment)
+    family = family_verdicts(paired + aligned)
+    return family[: len(paired)], family[len(paired) :]
