@@ -17,6 +17,7 @@ import ctypes
 import logging
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker as resource_tracker
 import os
 import signal
 import sys
@@ -38,6 +39,8 @@ def _server() -> multiprocessing.context.BaseContext:
     if _context is None:
         _context = multiprocessing.get_context("forkserver")
         _context.set_forkserver_preload(PRELOAD)
+    # The tracker first: its own start blocks SIGINT and SIGTERM and then unblocks them, which would start the server unblocked
+    resource_tracker.ensure_running()
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # inherited across exec, unlike a handler
     try:
         multiprocessing.forkserver.ensure_running()
