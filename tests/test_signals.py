@@ -1,0 +1,124 @@
+"""SIGINT and SIGTERM to `fesa run` at any moment: before its stages, while a stage forks from the server, while a
+stage or a trainer runs. fesa run ends with one line and 130 / 143; nothing it started runs on, no lock is left, no
+stage is stamped complete that did not complete, and the same command then completes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, List
+
+import pytest
+import yaml
+
+from fesa.stop import running
+from fesa_fairseq.pipeline.experiment import load_experiment, parse_grid
+from fesa_fairseq.pipeline.plan import Plan
+
+from tiny_hubert import TINY_RUN, run_fesa
+
+MARKER = "FESA_SIGNALS_TEST"
+CHEAP = "prepare,reference"  # two forked stages (fesa commands), no training
+
+
+def marked(token: str) -> List[int]:
+    """Processes whose environment carries MARKER=token: fesa run, its server, tracker, stages and trainers."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                environ = (entry / "environ").read_bytes()
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue  # ended meanwhile, or not ours
+            if f"{MARKER}={token}".encode() in environ.split(b"\0") and running(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def start(config: Path, exp: Path, stages: str, token: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "fesa.cli", "run", str(config), "--exp-dir", str(exp), "--stages", stages]
+    env = {**os.environ, MARKER: token}
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+
+
+def signal_when(proc: subprocess.Popen, ready: Callable[[], bool], delay: float, signum: int, timeout: float = 180) -> str:
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, f"fesa run ended before the moment to signal it: {proc.stderr.read()[-3000:]}"
+        assert time.time() < deadline, "the moment to signal fesa run never came"
+        time.sleep(0.02)
+    time.sleep(delay)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    return err
+
+
+def log_of(exp: Path, stage: str) -> Callable[[], bool]:
+    """The stage's log is opened just before its command is started (the server, the fork)."""
+    return lambda: any((exp / "logs").glob(f"*{stage}.log"))
+
+
+def assert_stopped_cleanly(proc: subprocess.Popen, err: str, signum: int, exp: Path, config: Path, token: str) -> None:
+    assert proc.returncode == 128 + signum, (proc.returncode, err[-3000:])
+    assert "Traceback" not in err, err[-3000:]
+    stops = [line for line in err.splitlines() if line.startswith("fesa run: ")]
+    assert len(stops) == 1 and stops[0].startswith(f"fesa run: stopped by {signal.Signals(signum).name}"), err[-3000:]
+    deadline = time.time() + 10
+    while marked(token) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not marked(token), f"left running: {marked(token)}"
+    assert not list(exp.rglob("*.lock")), list(exp.rglob("*.lock"))
+    for stage in plan_of(config, exp).stages:
+        stamp = stage.recorded() or {}
+        assert stamp.get("state") != "complete" or stage.status() == "complete", f"{stage.key} stamped complete, output not"
+
+
+def plan_of(config: Path, exp: Path) -> Plan:
+    return Plan(load_experiment(config, []), exp, parse_grid([]))
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory, demo_folds):
+    path = tmp_path_factory.mktemp("signals") / "experiment.yaml"
+    path.write_text(yaml.safe_dump({"corpus": str(demo_folds.parent / "corpus"), **TINY_RUN}))
+    return path
+
+
+MOMENTS = [
+    # signal, the stage whose log says the moment has come ("" = fesa run's start), seconds after it
+    (signal.SIGTERM, "", 1.0),  # importing torch, nothing planned yet
+    (signal.SIGTERM, "prepare", 0.0),  # the server is being started for the first forked stage
+    (signal.SIGINT, "prepare", 0.0),
+    (signal.SIGINT, "prepare", 0.8),  # the server importing, or the fork being made
+    (signal.SIGTERM, "reference", 0.0),  # the server is up: the second stage is being forked
+    (signal.SIGINT, "reference", 0.5),  # the stage is running
+]
+
+
+@pytest.mark.parametrize("signum, stage, delay", MOMENTS, ids=[f"{s.name}-{st or 'start'}-{d}s" for s, st, d in MOMENTS])
+def test_a_signal_at_any_moment_stops_everything_and_the_rerun_completes(config, tmp_path, signum, stage, delay):
+    exp, token = tmp_path / "exp", uuid.uuid4().hex
+    proc = start(config, exp, CHEAP, token)
+    err = signal_when(proc, log_of(exp, stage) if stage else lambda: True, delay, signum)
+    assert_stopped_cleanly(proc, err, signum, exp, config, token)
+    if stage and delay == 0.0:  # its command had not even begun: it must not have been stamped complete
+        key = "all/prepare" if stage == "prepare" else f"fold1/{stage}"
+        assert next(s for s in plan_of(config, exp).stages if s.key == key).status() != "complete"
+    res = run_fesa("run", config, "--exp-dir", exp, "--stages", CHEAP)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "complete" in (exp / "fold1" / "evaluate" / "reference" / ".fesa-stage.json").read_text()
+
+
+@pytest.mark.slow
+def test_sigint_during_training_stops_the_trainer_in_one_line(config, tmp_path):
+    exp, token = tmp_path / "exp", uuid.uuid4().hex
+    stages = "prepare:tapt"
+    proc = start(config, exp, stages, token)
+    err = signal_when(proc, lambda: any((exp / "fold1" / "tapt").glob("**/hydra_train.log")), 1.0, signal.SIGINT)
+    assert_stopped_cleanly(proc, err, signal.SIGINT, exp, config, token)
+    assert "KeyboardInterrupt" not in err
+    res = run_fesa("run", config, "--exp-dir", exp, "--stages", stages)
+    assert res.returncode == 0, res.stderr[-3000:]
