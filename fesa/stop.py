@@ -98,7 +98,7 @@ def _on_signal(signum: int, frame: object) -> None:
     if not again:
         _state.signum = signum
     if _state.child is None:
-        logger.warning("got %s: stopping", signal.Signals(signum).name)
+        logger.info("got %s: stopping before the next stage", signal.Signals(signum).name)  # the cli's line says it too
         return
     how = signal.SIGKILL if again else signal.SIGTERM
     logger.warning("got %s: stopping the stage's command (pid %d) with %s and waiting for it", signal.Signals(signum).name, _state.child, how.name)

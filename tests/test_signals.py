@@ -3,6 +3,7 @@ stage or a trainer runs. fesa run ends with one line and 130 / 143; nothing it s
 stage is stamped complete that did not complete, and the same command then completes."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from fesa_fairseq.pipeline.plan import Plan
 from tiny_hubert import TINY_RUN, run_fesa
 
 MARKER = "FESA_SIGNALS_TEST"
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \| ")
 CHEAP = "prepare,reference"  # two forked stages (fesa commands), no training
 
 
@@ -44,14 +46,15 @@ def start(config: Path, exp: Path, stages: str, token: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
 
 
-def signal_when(proc: subprocess.Popen, ready: Callable[[], bool], delay: float, signum: int, timeout: float = 180) -> str:
+def signal_when(proc: subprocess.Popen, ready: Callable[[], bool], delay: float, signum: int, group: bool = False, timeout: float = 180) -> str:
+    """`group`: to fesa run's process group, as Ctrl-C in a terminal does (the server and its tracker are in it)."""
     deadline = time.time() + timeout
     while not ready():
         assert proc.poll() is None, f"fesa run ended before the moment to signal it: {proc.stderr.read()[-3000:]}"
         assert time.time() < deadline, "the moment to signal fesa run never came"
         time.sleep(0.02)
     time.sleep(delay)
-    proc.send_signal(signum)
+    os.killpg(proc.pid, signum) if group else proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     return err
 
@@ -66,6 +69,7 @@ def assert_stopped_cleanly(proc: subprocess.Popen, err: str, signum: int, exp: P
     assert "Traceback" not in err, err[-3000:]
     stops = [line for line in err.splitlines() if line.startswith("fesa run: ")]
     assert len(stops) == 1 and stops[0].startswith(f"fesa run: stopped by {signal.Signals(signum).name}"), err[-3000:]
+    assert [line for line in err.splitlines() if not LOG_LINE.match(line)] == stops, err[-3000:]  # nor a tracker's warning
     deadline = time.time() + 10
     while marked(token) and time.time() < deadline:
         time.sleep(0.1)
@@ -88,21 +92,25 @@ def config(tmp_path_factory, demo_folds):
 
 
 MOMENTS = [
-    # signal, the stage whose log says the moment has come ("" = fesa run's start), seconds after it
-    (signal.SIGTERM, "", 1.0),  # importing torch, nothing planned yet
-    (signal.SIGTERM, "prepare", 0.0),  # the server is being started for the first forked stage
-    (signal.SIGINT, "prepare", 0.0),
-    (signal.SIGINT, "prepare", 0.8),  # the server importing, or the fork being made
-    (signal.SIGTERM, "reference", 0.0),  # the server is up: the second stage is being forked
-    (signal.SIGINT, "reference", 0.5),  # the stage is running
+    # signal, the stage whose log says the moment has come ("" = fesa run's start), seconds after it, to the group
+    (signal.SIGTERM, "", 1.0, False),  # importing torch, nothing planned yet
+    (signal.SIGTERM, "prepare", 0.0, False),  # the server is being started for the first forked stage
+    (signal.SIGINT, "prepare", 0.0, False),
+    (signal.SIGINT, "prepare", 0.0, True),  # Ctrl-C: the server, importing torch, gets it too
+    (signal.SIGINT, "prepare", 0.8, False),  # the server importing, or the fork being made
+    (signal.SIGTERM, "reference", 0.0, False),  # the server is up: the second stage is being forked
+    (signal.SIGTERM, "reference", 0.0, True),  # ... and the server dies of it at once
+    (signal.SIGINT, "reference", 0.5, False),  # the stage is running
 ]
 
 
-@pytest.mark.parametrize("signum, stage, delay", MOMENTS, ids=[f"{s.name}-{st or 'start'}-{d}s" for s, st, d in MOMENTS])
-def test_a_signal_at_any_moment_stops_everything_and_the_rerun_completes(config, tmp_path, signum, stage, delay):
+@pytest.mark.parametrize(
+    "signum, stage, delay, group", MOMENTS, ids=[f"{s.name}-{st or 'start'}-{d}s{'-group' if g else ''}" for s, st, d, g in MOMENTS]
+)
+def test_a_signal_at_any_moment_stops_everything_and_the_rerun_completes(config, tmp_path, signum, stage, delay, group):
     exp, token = tmp_path / "exp", uuid.uuid4().hex
     proc = start(config, exp, CHEAP, token)
-    err = signal_when(proc, log_of(exp, stage) if stage else lambda: True, delay, signum)
+    err = signal_when(proc, log_of(exp, stage) if stage else lambda: True, delay, signum, group)
     assert_stopped_cleanly(proc, err, signum, exp, config, token)
     if stage and delay == 0.0:  # its command had not even begun: it must not have been stamped complete
         key = "all/prepare" if stage == "prepare" else f"fold1/{stage}"

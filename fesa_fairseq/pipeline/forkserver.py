@@ -86,6 +86,12 @@ def _stage(argv: List[str], log_path: str, env: Dict[str, str], cwd: str, fesa_p
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    # A stage stopped by SIGTERM leaves its semaphores (tqdm's lock) to the tracker, which cleans them up and says
+    # so on its stderr: a tracker of the stage's own, started when needed, says it in the stage's log, not fesa's.
+    tracker = resource_tracker._resource_tracker
+    if tracker._fd is not None:
+        os.close(tracker._fd)
+        tracker._fd = None
     from fesa.cli import main
 
     sys.exit(main(argv))
