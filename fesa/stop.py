@@ -55,9 +55,17 @@ def stoppable() -> Iterator[None]:
     try:
         yield
     finally:
+        signum, _state.signum = _state.signum, None  # a stage_command outside a later block is not stopped by this one
         for s, handler in previous.items():
-            signal.signal(s, handler)
-    check()
+            signal.signal(s, handler if signum is None else _exiting)
+    if signum is not None:
+        raise Stopped(signum)
+
+
+def _exiting(signum: int, frame: object) -> None:
+    """Once stopped, fesa is on its way out: a second Ctrl-C would raise KeyboardInterrupt into an atexit callback
+    (a traceback after the one line). A Python handler rather than SIG_IGN, which commands started later (by an
+    in-process caller) would inherit; Python's last moments of exit, after the atexit callbacks, run no handler."""
 
 
 @contextmanager

@@ -15,7 +15,8 @@ from typing import Callable, List
 import pytest
 import yaml
 
-from fesa.stop import running
+from fesa.errors import Stopped
+from fesa.stop import SIGNALS, running, stage_command, stoppable
 from fesa_fairseq.pipeline.experiment import load_experiment, parse_grid
 from fesa_fairseq.pipeline.plan import Plan
 
@@ -130,3 +131,24 @@ def test_sigint_during_training_stops_the_trainer_in_one_line(config, tmp_path):
     assert "KeyboardInterrupt" not in err
     res = run_fesa("run", config, "--exp-dir", exp, "--stages", stages)
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_after_a_stop_a_second_signal_changes_nothing_and_the_stop_is_not_carried_over():
+    """Ctrl-C twice: the second comes while fesa exits, where Python's own handler, restored, raised KeyboardInterrupt
+    into an atexit callback (a traceback after the one line) and SIGTERM's default killed it (-15, not 143). And a
+    later stage command of the same process (run_child outside fesa run: tests, library callers) is not stopped."""
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    try:
+        with pytest.raises(Stopped) as stopped, stoppable():
+            os.kill(os.getpid(), signal.SIGINT)  # noted by fesa's handler, raised at the block's end
+            time.sleep(0.01)
+        assert stopped.value.exit_code == 130
+        assert all(signal.getsignal(s) not in (signal.SIG_DFL, signal.default_int_handler) for s in SIGNALS)
+        for s in SIGNALS:
+            os.kill(os.getpid(), s)
+        time.sleep(0.01)
+        with stage_command():
+            pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
