@@ -10,7 +10,7 @@ fesa, goes), only without the imports. ``fairseq-hydra-train`` stages stay subpr
 The server lives exactly as long as fesa: multiprocessing ends it when every holder of its "alive" pipe is gone, and
 a stage closes its copy at once; fesa run, when stopped, ends it itself (``stop_server``). It and its resource
 tracker start with SIGINT blocked, so that a Ctrl-C to fesa's process group reaches fesa only (which stops the
-stage), and a stage unblocks it.
+stage); a stage unblocks it, and has a resource tracker of its own (its log gets what that says).
 """
 
 import ctypes
@@ -22,8 +22,6 @@ import os
 import signal
 import sys
 from typing import Dict, List, Optional
-
-from fesa.stop import alive
 
 logger = logging.getLogger(__name__)
 
@@ -65,20 +63,20 @@ def is_fesa_command(command: List[str]) -> bool:
     return bool(command) and os.path.basename(command[0]) == "fesa"
 
 
-def _stage(argv: List[str], log_path: str, env: Dict[str, str], cwd: str, fesa_pid: int) -> None:
-    """In the forked child: the stage's signals and session, SIGTERM when the server ends (it ends with fesa: this
-    process closes its end of the server's alive pipe), the stage's environment, folder and log, then the command."""
+def _stage(argv: List[str], log_path: str, env: Dict[str, str], cwd: str, server_pid: int) -> None:
+    """In the forked child: the stage's signals, SIGTERM when the server ends (it ends with fesa, once this process
+    has closed its end of the server's alive pipe), its session, environment, folder and log, then the command."""
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    os.setsid()
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != server_pid:  # the server ended before the line above: nothing would stop this stage with fesa
+        os._exit(128 + signal.SIGTERM)
+    os.setsid()
     server = multiprocessing.forkserver._forkserver
     os.close(server._forkserver_alive_fd)
     server._forkserver_alive_fd = None
-    if not alive(fesa_pid):  # fesa is gone: the server ends now that nothing holds its pipe; do not begin meanwhile
-        os._exit(128 + signal.SIGTERM)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
@@ -101,8 +99,9 @@ class ForkedCommand:
     """Popen's pid and wait() for a fesa command run in a fork of the server."""
 
     def __init__(self, command: List[str], log_path: str, env: Dict[str, str]) -> None:
-        args = (list(command[1:]), log_path, env, os.getcwd(), os.getpid())
-        self.process = _server().Process(target=_stage, args=args, name=" ".join(command[:2]))
+        context = _server()
+        args = (list(command[1:]), log_path, env, os.getcwd(), multiprocessing.forkserver._forkserver._forkserver_pid)
+        self.process = context.Process(target=_stage, args=args, name=" ".join(command[:2]))
         self.process.start()
         self.pid = self.process.pid
 
