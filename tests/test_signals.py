@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Callable, List
 
 import pytest
 import yaml
+from cli_helpers import fesa_main
 
 from fesa.errors import Stopped
 from fesa.stop import SIGNALS, running, stage_command, stoppable
@@ -152,3 +154,34 @@ def test_after_a_stop_a_second_signal_changes_nothing_and_the_stop_is_not_carrie
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def test_a_second_signal_kills_a_command_that_ignores_sigterm(tmp_path):
+    """In this process: fesa run's handlers, a stage command deaf to SIGTERM, SIGTERM twice: SIGKILL at once, not
+    after KILL_AFTER seconds."""
+    from fesa_fairseq.pipeline.lock import run_child
+
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    timers = [threading.Timer(t, os.kill, (os.getpid(), signal.SIGTERM)) for t in (1.0, 1.5)]
+    begin = time.monotonic()
+    try:
+        with pytest.raises(Stopped) as stopped, stoppable(), open(tmp_path / "stage.log", "w") as log:
+            for timer in timers:
+                timer.start()
+            run_child(["sh", "-c", "trap '' TERM; sleep 60 & wait"], log, {**os.environ})
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    assert stopped.value.exit_code == 143 and time.monotonic() - begin < 10
+
+
+def test_ctrl_c_outside_fesa_run_is_one_line_and_130(capsys, monkeypatch):
+    import fesa.cli
+
+    def interrupted(quiet: bool) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fesa.cli, "_configure_logging", interrupted)
+    res = fesa_main(capsys, "status", "nowhere")
+    assert res.returncode == 130 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == "fesa status: interrupted (SIGINT)"
