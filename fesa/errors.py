@@ -24,6 +24,6 @@ class Stopped(Exception):
         self.signum = signum
         self.exit_code = 128 + signum
         super().__init__(
-            f"stopped by {signal.Signals(signum).name}: the stage that was running was stopped and is left to resume; "
-            "run the same command again to go on"
+            f"stopped by {signal.Signals(signum).name}: no stage is left running or locked, and none is marked complete "
+            "that did not complete; run the same command again to resume"
         )
