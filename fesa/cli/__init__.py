@@ -9,11 +9,14 @@ it runs.
 import argparse
 import logging
 import os
+import signal
 import sys
+from contextlib import nullcontext
 from typing import List, Optional, Sequence
 
 from fesa.cli import data, deploy, labels, pipeline, scoring
-from fesa.errors import FesaError
+from fesa.errors import FesaError, Stopped
+from fesa.stop import stoppable
 
 GROUPS = (data, labels, scoring, pipeline, deploy)
 
@@ -57,14 +60,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     if extra:
         args.overrides = list(args.overrides) + extra
     try:
-        _configure_logging(args.quiet)
-        _keep_apart(args)
-        args.func(args)
+        # fesa run stops its stage's command on SIGINT and SIGTERM from its first moment on (fesa.stop)
+        with stoppable() if args.command == "run" else nullcontext():
+            _configure_logging(args.quiet)
+            _keep_apart(args)
+            args.func(args)
     except FesaError as e:
         return _fail(args, e, str(e), e.exit_code)
     except OSError as e:  # permission denied, a file where a folder belongs, a full disk: the user's to fix
         where = f"{e.filename}: " if e.filename else ""
         return _fail(args, e, f"{where}{e.strerror or e}", 2)
+    except Stopped as e:
+        return _fail(args, e, str(e), e.exit_code, kind="")
+    except KeyboardInterrupt as e:
+        return _fail(args, e, "interrupted (SIGINT)", 128 + signal.SIGINT, kind="")
     return 0
 
 
@@ -95,11 +104,11 @@ def _configure_logging(quiet: bool) -> None:
     )
 
 
-def _fail(args: argparse.Namespace, error: Exception, message: str, code: int) -> int:
-    """One line (exit 2: bad input; 1: a stage failed); --debug adds the traceback."""
+def _fail(args: argparse.Namespace, error: BaseException, message: str, code: int, kind: str = "error: ") -> int:
+    """One line (exit 2: bad input; 1: a stage failed; 128 + the signal: stopped); --debug adds the traceback."""
     if args.debug:
         import traceback
 
         traceback.print_exception(error)
-    print(f"fesa {args.command}: error: {message}", file=sys.stderr)
+    print(f"fesa {args.command}: {kind}{message}", file=sys.stderr)
     return code

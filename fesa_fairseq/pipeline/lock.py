@@ -7,37 +7,27 @@ another host (a SLURM node: nothing here can tell whether it lives), is an error
 Stage commands run in a session of their own and, where util-linux's ``setpriv`` exists (every Linux), get SIGTERM
 from the kernel when the fesa process that started them dies, however it dies (SIGKILL included; fesa's own stage
 commands are forks of a server that fesa's death ends, with the same signal: ``pipeline.forkserver``); SIGINT and
-SIGTERM sent to fesa are passed on to the stage's whole process group, which is waited for before fesa exits.
+SIGTERM sent to fesa run, whenever they come, are passed on to the stage's whole process group, which is waited for
+before fesa exits (``fesa.stop``).
 """
 
 import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
+from fesa.stop import alive, stage_command
 from fesa_fairseq.errors import FesaError
-from fesa_fairseq.pipeline.forkserver import ForkedCommand, is_fesa_command
+from fesa_fairseq.pipeline.forkserver import ForkedCommand, is_fesa_command, stop_server
 
 logger = logging.getLogger(__name__)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _holder(path: Path) -> Optional[Dict[str, object]]:
@@ -52,7 +42,7 @@ def _holder(path: Path) -> Optional[Dict[str, object]]:
 def lock_holder(path: Path) -> Optional[Dict[str, object]]:
     """Who holds the lock at `path`, if a live process does (one on another host is taken as live)."""
     holder = _holder(path)
-    if holder and holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
+    if holder and holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) and not alive(holder["pid"]):
         return None
     return holder
 
@@ -67,7 +57,7 @@ def exclusive(path: Path, what: str) -> Iterator[None]:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _holder(path)
-            if holder is not None and holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not _alive(holder["pid"]):
+            if holder is not None and holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and not alive(holder["pid"]):
                 logger.warning("taking over the lock %s of process %s, which is gone", path, holder["pid"])
                 path.unlink(missing_ok=True)
                 continue
@@ -99,36 +89,13 @@ def dies_with_parent(command: List[str]) -> List[str]:
 
 
 def run_child(command: List[str], log, env: Dict[str, str]) -> int:
-    """Run a stage's command, its output to `log`; SIGINT/SIGTERM to fesa stop the command's process group first."""
-    if is_fesa_command(command):  # a fork of a server with torch and fairseq imported (pipeline.forkserver)
-        proc = ForkedCommand(command, log.name, env)
-    else:
-        proc = subprocess.Popen(dies_with_parent(command), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-    stopping: List[int] = []
-
-    def stop(signum, frame) -> None:
-        """Only signals here (the main thread is inside proc.wait()); the command gets 60 s before SIGKILL."""
-        logger.warning("got signal %d: stopping %s (pid %d) and waiting for it", signum, command[0], proc.pid)
-        stopping.append(signum)
-        _signal_group(proc.pid, signal.SIGTERM)
-        timer = threading.Timer(60, _signal_group, (proc.pid, signal.SIGKILL))
-        timer.daemon = True
-        timer.start()
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        returncode = proc.wait()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if stopping:
-        raise KeyboardInterrupt if stopping[0] == signal.SIGINT else SystemExit(128 + stopping[0])
-    return returncode
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        pass  # already gone
+    """Run a stage's command, its output to `log`, unless fesa run is stopping; a stop (``fesa.stop``) ends the
+    command's whole process group, and the server it was forked from, and raises Stopped."""
+    forked = is_fesa_command(command)  # a fork of a server with torch and fairseq imported (pipeline.forkserver)
+    with stage_command(on_stop=stop_server if forked else None) as started:
+        if forked:
+            proc = ForkedCommand(command, log.name, env)
+        else:
+            proc = subprocess.Popen(dies_with_parent(command), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        started(proc.pid)
+        return proc.wait()

@@ -2,9 +2,9 @@
 
 A stage's command runs in its own process group with this interpreter's scripts first on PATH (fesa's own
 commands as forks of a server that has torch and fairseq imported: ``pipeline.forkserver``); Ctrl-C or SIGTERM
-stops the whole group (``lock.run_child``). Its stamp is written before the command starts and again when it
-succeeded, so that an interrupted stage resumes in place and a changed one is moved aside, never deleted
-(``plan.Stage.status``).
+stops the whole group and the run (``fesa.stop``, ``lock.run_child``). Its stamp is written before the command
+starts and again when it succeeded, so that an interrupted stage resumes in place and a changed one is moved
+aside, never deleted (``plan.Stage.status``).
 """
 
 import logging
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from fesa.stop import check as check_stop
 from fesa_fairseq.errors import FesaError, StageFailed
 from fesa_fairseq.pipeline.lock import exclusive, run_child
 from fesa_fairseq.pipeline.plan import STALE, Plan, Stage
@@ -92,6 +93,7 @@ def run_plan(plan: Plan, selected: Sequence[Stage]) -> Dict[str, str]:
     todo = [s for s in selected if s.status() != "complete"]
     logger.info("%d stages selected, %d already complete, %d to run", len(selected), len(selected) - len(todo), len(todo))
     for i, stage in enumerate(selected, start=1):
+        check_stop()  # SIGINT or SIGTERM came: no next stage (not even its lock, nor moving its old output aside)
         fold = f"fold{stage.fold}" if stage.fold else "all"
         if fold in failed or "all" in failed:
             continue
