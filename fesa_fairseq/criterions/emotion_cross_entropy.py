@@ -48,13 +48,14 @@ class EmotionCrossEntropyCriterion(FairseqCriterion):
 
     @staticmethod
     def reduce_metrics(logging_outputs: List[Dict[str, float]]) -> None:
+        # float(): after fairseq's distributed reduction (_fast_stat_sync_sum) every value is a 0-d tensor
         loss = sum(float(log.get("loss", 0)) for log in logging_outputs)
-        sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
+        sample_size = sum(float(log.get("sample_size", 0)) for log in logging_outputs)
         metrics.log_scalar("loss", loss / max(sample_size, 1), sample_size, round=3)
         labels = sorted({key[len(CORRECT) :] for log in logging_outputs for key in log if key.startswith(CORRECT)})
         for label in labels:
             for prefix in (CORRECT, TOTAL):
-                metrics.log_scalar_sum(f"_{prefix}{label}", sum(log.get(prefix + label, 0) for log in logging_outputs))
+                metrics.log_scalar_sum(f"_{prefix}{label}", sum(float(log.get(prefix + label, 0)) for log in logging_outputs))
         metrics.log_derived("ua", lambda meters: round(unweighted_accuracy(_counts(meters, labels)), 2))
         metrics.log_derived("wa", lambda meters: round(weighted_accuracy(_counts(meters, labels)), 2))
 
