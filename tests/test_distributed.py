@@ -125,3 +125,51 @@ def test_pretraining_cannot_run_distributed_on_the_cpu(demo_folds, stock_hubert,
     assert all("in all_gather_list" in rank.stdout and "torch.cuda.ByteTensor" in rank.stdout for rank in ranks), ranks[0].stdout[-3000:]
     assert "distributed init (rank 1): tcp://127.0.0.1:" in ranks[1].stdout  # both joined fairseq's process group first
     assert not (tmp_path / "tapt" / "checkpoints" / "checkpoint_last.pt").exists()
+
+
+def hydra_commands(script: str, group: str) -> List[str]:
+    return [line for line in script.splitlines() if f"/config/{group} " in line]
+
+
+@pytest.mark.parametrize(
+    "gpus, pretraining, finetuning",
+    [(1, None, None), (2, (2, 1400000), (1, 2304000)), (4, (1, 1400000), (1, 1152000)), (8, (1, 700000), (1, 576000))],
+)
+def test_slurm_gpus_keep_the_authors_batch_per_step(demo_folds, tmp_path, gpus, pretraining, finetuning):
+    """slurm.gpus N: TAPT and CPT keep 4 GPUs x 87.5 s a step, fine-tuning 288 s; one GPU leaves the commands as they were."""
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(f"manifests: {demo_folds}\nsource_checkpoint: bootstrap\ncpt_init: tapt\nfolds: [1]\n")
+    res = run_fesa("run", experiment, "--exp-dir", tmp_path / "exp", "--dry-run", f"slurm.gpus={gpus}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    for group, expected in (("tapt", pretraining), ("cpt", pretraining), ("finetune", finetuning)):
+        commands = hydra_commands(res.stdout, group)
+        assert commands, res.stdout[-2000:]
+        for command in commands:
+            if expected is None:
+                assert "distributed_world_size" not in command and "update_freq" not in command and "max_tokens" not in command
+                continue
+            freq, tokens = expected
+            assert f"distributed_training.distributed_world_size={gpus} " in command
+            assert f"'optimization.update_freq=[{freq}]' dataset.max_tokens={tokens} " in command
+            assert gpus * freq * tokens == (5600000 if group != "finetune" else 4608000)
+
+
+def test_batch_on_gpus_that_do_not_divide_the_reference(caplog):
+    from fesa_fairseq.pipeline.distributed import distributed_overrides
+    from fesa_fairseq.pipeline.experiment import stage_yaml
+
+    tapt = stage_yaml("tapt", "hubert_base")
+    with caplog.at_level("INFO", logger="fesa_fairseq.pipeline.distributed"):
+        keys = distributed_overrides(tapt, 3, [])
+    assert keys == ["distributed_training.distributed_world_size=3", "optimization.update_freq=[2]", "dataset.max_tokens=933334"]
+    assert "3 GPU x 2 x 58.3334 s = 350 s a step" in caplog.text  # 6 batches of at most 933,334 samples: 4 samples more
+    # the user's own keys win: theirs stay, ours are left out
+    assert distributed_overrides(tapt, 2, ["optimization.update_freq=[1]"]) == [
+        "distributed_training.distributed_world_size=2",
+        "dataset.max_tokens=1400000",
+    ]
+    assert distributed_overrides(tapt, 4, ["distributed_training.distributed_world_size=2"]) == [
+        "optimization.update_freq=[1]",
+        "dataset.max_tokens=1400000",
+    ]
+    assert distributed_overrides(tapt, 1, []) == [] and distributed_overrides(tapt, 0, []) == []

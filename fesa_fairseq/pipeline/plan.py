@@ -44,6 +44,7 @@ from fesa_fairseq.corpora.table import corpus_fingerprint_files
 from fesa_fairseq.data.files import STAGE_STAMP, atomic_write_text
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.labels.alignment import ALIGNMENT_FILE
+from fesa_fairseq.pipeline.distributed import distributed_overrides
 from fesa_fairseq.pipeline.experiment import Cell, CorpusSpec, ExperimentConfig, check_hydra_path, corpus_spec, stage_yaml
 
 logger = logging.getLogger(__name__)
@@ -240,9 +241,12 @@ def fesa_stage(*, name: str, fold: Optional[int], out: Path, args: Sequence[obje
     return Stage(name=name, fold=fold, variant=variant, out_dir=out, command=fesa(*args), done=done, deps=list(deps), data=list(data))
 
 
-def training_stage(*, name: str, fold: int, group: str, config: str, out: Path, overrides: Sequence[str], variant: str = "", deps=()) -> Stage:
-    """A fairseq-hydra-train run of the plugin yaml ``group/config`` (a GPU job on SLURM); done at its best checkpoint."""
-    command = hydra_train(group, config, out, overrides)
+def training_stage(
+    *, name: str, fold: int, group: str, config: str, out: Path, overrides: Sequence[str], variant: str = "", deps=(), gpus: int = 1
+) -> Stage:
+    """A fairseq-hydra-train run of the plugin yaml ``group/config`` (a GPU job on SLURM); done at its best checkpoint.
+    On ``gpus`` > 1, fairseq's distributed training with the yaml's batch per step (pipeline/distributed.py)."""
+    command = hydra_train(group, config, out, [*distributed_overrides(stage_yaml(group, config), gpus, overrides), *overrides])
     return Stage(name=name, fold=fold, variant=variant, out_dir=out, command=command, done=out / BEST, deps=list(deps), training=True)
 
 
@@ -257,6 +261,7 @@ class Plan:
 
     def __init__(self, cfg: ExperimentConfig, exp_dir: Path, cells: Sequence[Cell]) -> None:
         self.cfg, self.exp = cfg, exp_dir.resolve()
+        self.gpus = 0 if cfg.device == "cpu" else cfg.slurm.gpus  # GPUs of a training job: fairseq's world size
         check_hydra_path(str(self.exp), "--exp-dir")
         self.stages: List[Stage] = []
         self.tapt_labels: Dict[int, Stage] = {}
@@ -320,7 +325,9 @@ class Plan:
         init = ["model.init_checkpoint=null", "model.label_rate=100"] if cfg.bootstrap else [hydra_path("model.init_checkpoint", source)]
         overrides = [hydra_path("task.data", data), hydra_path("task.label_dir", labels.out_dir), *init, *cfg.overrides.tapt]
         self.tapt[k] = self._add(
-            training_stage(name="tapt", fold=k, group="tapt", config=cfg.configs.tapt, out=fold_dir / "tapt", overrides=overrides, deps=[labels])
+            training_stage(
+                name="tapt", fold=k, group="tapt", config=cfg.configs.tapt, out=fold_dir / "tapt", overrides=overrides, deps=[labels], gpus=self.gpus
+            )
         )
         return self.tapt[k]
 
@@ -335,7 +342,17 @@ class Plan:
         ]
         config, variant = self.cfg.configs.finetune, seed_suffix(seed)[1:]
         return self._add(
-            training_stage(name="tapt-finetune", fold=k, variant=variant, group="finetune", config=config, out=out, overrides=overrides, deps=deps)
+            training_stage(
+                name="tapt-finetune",
+                fold=k,
+                variant=variant,
+                group="finetune",
+                config=config,
+                out=out,
+                overrides=overrides,
+                deps=deps,
+                gpus=self.gpus,
+            )
         )
 
     def _cell(self, k: int, data: Path, cell: Cell, baseline: Stage, init_from: Optional[str], tapt_deps: List[Stage], seed: Optional[int]) -> None:
@@ -351,7 +368,9 @@ class Plan:
         deps = [labels] + (tapt_deps if cfg.cpt_init == "tapt" else [])
         out = fold_dir / "cpt" / name
         cpt = self._add(
-            training_stage(name="cpt", fold=k, variant=name, group="cpt", config=cfg.configs.cpt, out=out, overrides=overrides, deps=deps)
+            training_stage(
+                name="cpt", fold=k, variant=name, group="cpt", config=cfg.configs.cpt, out=out, overrides=overrides, deps=deps, gpus=self.gpus
+            )
         )
         if seed == (cfg.seeds or [None])[0]:  # the first seed's CPT model stands for the others
             self._alignments(k, data, cell, labels_name, cpt)
@@ -362,7 +381,15 @@ class Plan:
         out = fold_dir / "finetune" / variant
         method = self._add(
             training_stage(
-                name="finetune", fold=k, variant=variant, group="finetune", config=cfg.configs.finetune, out=out, overrides=overrides, deps=[cpt]
+                name="finetune",
+                fold=k,
+                variant=variant,
+                group="finetune",
+                config=cfg.configs.finetune,
+                out=out,
+                overrides=overrides,
+                deps=[cpt],
+                gpus=self.gpus,
             )
         )
         self._evaluate(k, variant, method, data)
