@@ -2,8 +2,8 @@
 
 Each job runs ``fesa run EXP/experiment.yaml --only <stage>``, which runs the stage's command (shown in the
 script) and stamps it, exactly as a local run does; folds run in parallel, stages of a fold in order.
-Training jobs get the configured GPUs; fairseq's own distributed training uses them (set
-``distributed_training.distributed_world_size`` in the experiment's overrides to match).
+Training jobs get the configured GPUs; fairseq's own distributed training uses them: the plan sets the world size
+and the batch per step to the yaml's (pipeline/distributed.py).
 
 A job whose input job failed or was cancelled is cancelled too (``--kill-on-invalid-dep=yes``), never left
 pending. Submitting again skips the stages that are complete or whose job (EXP/slurm/jobs.json) is still pending
