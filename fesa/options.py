@@ -26,6 +26,18 @@ PRECISION_HELP = (
 LABEL_DUMP_PRECISION = "auto"
 SCORING_PRECISION = "fp32"
 
+# Seconds of audio per encoder pass when scoring (fesa predict, fesa evaluate; padding counted), per device type.
+# CPU: 0, one window or utterance at a time: batches were no faster on 2 cores (benchmarks/predict.py
+# --batch-seconds, README: GPU). CUDA: one at a time leaves the GPU waiting on launches; 160 s (8 windows of 20 s)
+# fills it while HuBERT base's first convolution (512 channels at 3.2 kHz) stays near 1 GB in fp32.
+SCORING_BATCH_SECONDS = {"cpu": 0.0, "cuda": 160.0}
+BATCH_SECONDS_HELP = (
+    "seconds of audio scored in one encoder pass: several windows or utterances, sorted by length, each scored as it "
+    "would be alone; 0: one at a time (default per device: "
+    + ", ".join(f"{device} {seconds:g}" for device, seconds in SCORING_BATCH_SECONDS.items())
+    + ")"
+)
+
 NEUTRAL = "neu"  # the label of time no reference segment covers (EDER, attention focus)
 MAX_CHUNK = 1_600_000  # samples (100 s at 16 kHz) fed to the model at once when dumping features
 
