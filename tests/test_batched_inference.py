@@ -121,3 +121,23 @@ def test_evaluate_batched_equals_one_at_a_time(checkpoint, demo_folds):
     np.testing.assert_allclose(one["prob"], many["prob"], atol=1e-4)
     assert one["prediction"].tolist() == many["prediction"].tolist()
     _same(one["frames"], many["frames"])
+
+
+def test_pseudo_label_features_batched_equal_one_at_a_time(stock_hubert, demo_folds, tmp_path):
+    """fesa pseudo-labels' feature dump in length-sorted batches: the same features (1e-4) and the same .km files."""
+    from fesa_fairseq.labels.pseudo_labels import PseudoLabelJob, make_pseudo_labels
+    from fesa_fairseq.labels.readers import HubertFeatureReader
+
+    fold = demo_folds / "fold1"
+    reader = HubertFeatureReader(str(stock_hubert), 1, torch.device("cpu"))
+    outs = {}
+    for samples in (0, 2 * 16000):
+        out = tmp_path / f"b{samples}"
+        job = PseudoLabelJob(str(fold), ["train", "valid"], str(out), clusters=8, feature_dir=str(out / "feats"), batch_samples=samples)
+        make_pseudo_labels(reader, job)
+        outs[samples] = out
+    one, many = outs.values()
+    for split in ("train", "valid"):
+        assert (one / f"{split}.km").read_text() == (many / f"{split}.km").read_text()
+        assert (one / "feats" / f"{split}_0_1.len").read_text() == (many / "feats" / f"{split}_0_1.len").read_text()
+        np.testing.assert_allclose(np.load(one / "feats" / f"{split}_0_1.npy"), np.load(many / "feats" / f"{split}_0_1.npy"), atol=1e-4)
