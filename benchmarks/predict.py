@@ -5,6 +5,11 @@ A classifier is fine-tuned for one update (fairseq-hydra-train, finetune/tiny.ya
 (EmotionRecognizer.predict, windows of 20 s every 15 s), which reports its own peak resident memory.
 
     .venv/bin/python benchmarks/predict.py [--size tiny|base] [--short 60] [--long 1800]
+
+--batch-seconds 0,20,60 instead compares batch sizes in one process (same model, same inputs, each size timed
+--repeats times in turn, the best kept): a --long recording (its windows) and --utterances IEMOCAP-like
+utterances (fesa evaluate's case: whole utterances, sorted by length), on --device with --precision; every
+batched result is checked against one-at-a-time (largest probability difference).
 """
 
 import argparse
@@ -19,7 +24,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
-from common import SR, hubert_base_checkpoint  # noqa: E402
+from common import SR, hubert_base_checkpoint, iemocap_like_seconds  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 HYDRA_TRAIN = str(Path(sys.executable).parent / "fairseq-hydra-train")
@@ -32,6 +37,31 @@ pred = rec.predict(sys.argv[2])
 seconds = time.perf_counter() - start
 print(json.dumps({"audio": pred.duration, "seconds": seconds, "frames": len(pred.frame_posteriors),
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+BATCHED = """
+import json, sys, time
+import numpy as np
+from fesa_fairseq.data.audio import AudioSource
+from fesa_fairseq.inference.recognizer import EmotionRecognizer
+ckpt, device, precision = sys.argv[1:4]
+wavs, sizes, repeats = json.loads(sys.argv[4]), json.loads(sys.argv[5]), int(sys.argv[6])
+recs = {s: EmotionRecognizer.from_checkpoint(ckpt, device=device, precision=precision, batch_seconds=s) for s in sizes}
+out = {}
+for case, (window, paths) in wavs.items():
+    best, probs = {}, {}
+    for _ in range(repeats):
+        for s, rec in recs.items():
+            rec.window = window
+            start = time.perf_counter()
+            preds = list(rec.predict_many(rec.source(p) for p in paths))
+            if device.startswith("cuda"):
+                import torch; torch.cuda.synchronize()
+            best[s] = min(best.get(s, 1e9), time.perf_counter() - start)
+            probs[s] = np.stack([p.probabilities for p in preds])
+    audio = sum(p.duration for p in preds)
+    out[case] = {str(s): {"seconds": best[s], "audio": audio, "max_diff": float(np.abs(probs[s] - probs[sizes[0]]).max())} for s in sizes}
+print(json.dumps(out))
 """
 
 
@@ -79,15 +109,42 @@ def classifier(work: Path, size: str) -> Path:
     return work / "ft" / "checkpoints" / "checkpoint_last.pt"
 
 
+def compare_batches(ckpt: Path, work: Path, args: argparse.Namespace) -> None:
+    sizes = [float(x) for x in args.batch_seconds.split(",")]
+    utts = [str(noise(work / f"utt{i}.wav", float(sec), i)) for i, sec in enumerate(iemocap_like_seconds(args.utterances, seed=1))]
+    cases = {"long": [20.0, [str(noise(work / "long.wav", args.long, 99))]], "utterances": [None, utts]}
+    cmd = [sys.executable, "-c", BATCHED, str(ckpt), args.device, args.precision, json.dumps(cases), json.dumps(sizes), str(args.repeats)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(res.stderr[-3000:])
+    runs = json.loads(res.stdout.strip().splitlines()[-1])
+    print(f"fesa predict / evaluate scoring, {args.size} classifier, {args.device}, {args.precision}, best of {args.repeats}")
+    print(f"{'case':>11s} {'batch s':>8s} {'audio s':>8s} {'s taken':>8s} {'audio s / s':>12s} {'vs one at a time':>17s} {'max |dp|':>9s}")
+    for case, by_size in runs.items():
+        base = by_size[str(sizes[0])]["seconds"]
+        for size, r in by_size.items():
+            speed = r["audio"] / r["seconds"]
+            print(
+                f"{case:>11s} {float(size):8g} {r['audio']:8.0f} {r['seconds']:8.2f} {speed:12.1f} {base / r['seconds']:16.2f}x {r['max_diff']:9.1e}"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=("tiny", "base"), default="tiny")
     ap.add_argument("--short", type=float, default=60.0, help="seconds of the short recording (default 60)")
     ap.add_argument("--long", type=float, default=1800.0, help="seconds of the long recording (default 1800)")
+    ap.add_argument("--batch-seconds", help="compare these batch sizes (seconds of audio, comma-separated; the first is the reference, e.g. 0,20,60)")
+    ap.add_argument("--utterances", type=int, default=40, help="IEMOCAP-like utterances for --batch-seconds (default 40)")
+    ap.add_argument("--repeats", type=int, default=2, help="timings per batch size for --batch-seconds, best kept (default 2)")
+    ap.add_argument("--device", default="cpu", help="for --batch-seconds: cpu, cuda (default cpu)")
+    ap.add_argument("--precision", default="fp32", help="for --batch-seconds: fp32, bf16, fp16 (default fp32)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         ckpt = classifier(work, args.size)
+        if args.batch_seconds:
+            return compare_batches(ckpt, work, args)
         runs = {}
         for name, seconds in (("short", args.short), ("long", args.long)):
             wav = noise(work / f"{name}.wav", seconds, 99)

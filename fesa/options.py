@@ -26,6 +26,19 @@ PRECISION_HELP = (
 LABEL_DUMP_PRECISION = "auto"
 SCORING_PRECISION = "fp32"
 
+# Seconds of audio per encoder pass (fesa predict, fesa evaluate, fesa pseudo-labels' dump; padding counted), per
+# device type. CPU: 0, one at a time, today's path: HuBERT base's transformer was no faster in padded batches on 2
+# cores (README: Precision); the tiny model was 1.8-2.7x faster batched (benchmarks/predict.py --batch-seconds) but
+# base size is not yet measured with this code. CUDA: one at a time leaves the GPU waiting on launches; 160 s
+# (8 windows of 20 s) fills it while HuBERT base's first convolution (512 channels at 3.2 kHz) stays near 1 GB in fp32.
+SCORING_BATCH_SECONDS = {"cpu": 0.0, "cuda": 160.0}
+BATCH_SECONDS_HELP = (
+    "seconds of audio scored in one encoder pass: several windows or utterances, sorted by length, each scored as it "
+    "would be alone; 0: one at a time (default per device: "
+    + ", ".join(f"{device} {seconds:g}" for device, seconds in SCORING_BATCH_SECONDS.items())
+    + ")"
+)
+
 NEUTRAL = "neu"  # the label of time no reference segment covers (EDER, attention focus)
 MAX_CHUNK = 1_600_000  # samples (100 s at 16 kHz) fed to the model at once when dumping features
 

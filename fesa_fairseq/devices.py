@@ -6,7 +6,7 @@ from typing import ContextManager, Optional
 
 import torch
 
-from fesa.options import PRECISIONS, check_device_name
+from fesa.options import PRECISIONS, SCORING_BATCH_SECONDS, check_device_name
 from fesa_fairseq.errors import FesaError
 
 logger = logging.getLogger(__name__)
@@ -66,3 +66,12 @@ def precision_name(dtype: Optional[torch.dtype]) -> str:
 def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager:
     """torch's autocast for `dtype` on `device`; nothing for fp32."""
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def resolve_batch_seconds(seconds: Optional[float], device: torch.device) -> float:
+    """Seconds of audio per scoring pass: ``seconds`` as given (0: one at a time), or None: the device's default."""
+    if seconds is None:
+        return SCORING_BATCH_SECONDS.get(device.type, 0.0)
+    if not (isinstance(seconds, (int, float)) and 0 <= seconds < float("inf")):
+        raise FesaError(f"--batch-seconds {seconds}: give a number of seconds, 0 or more (0: one at a time)")
+    return float(seconds)

@@ -8,7 +8,7 @@ from dataclasses import fields
 from typing import Dict, List, Optional, Sequence, Type, Union, get_args, get_origin
 
 from fesa.errors import FesaError
-from fesa.options import DEVICE_HELP, NEUTRAL, PRECISION_HELP, PRECISIONS, check_device_name
+from fesa.options import BATCH_SECONDS_HELP, DEVICE_HELP, NEUTRAL, PRECISION_HELP, PRECISIONS, check_device_name
 
 Parser = argparse.ArgumentParser
 Subparsers = argparse._SubParsersAction
@@ -53,6 +53,10 @@ def add_seed(p: Parser, help: str, default: int = 0) -> None:
 
 def add_precision(p: Parser, default: str) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default=default, help=f"{PRECISION_HELP} (default {default}; README: Precision)")
+
+
+def add_batch_seconds(p: Parser) -> None:
+    p.add_argument("--batch-seconds", type=float, default=None, metavar="S", help=BATCH_SECONDS_HELP)
 
 
 def add_overwrite(p: Parser, help: str) -> None:

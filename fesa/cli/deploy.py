@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fesa.cli.common import Subparsers, add_device, add_options, add_out, add_precision, values
+from fesa.cli.common import Subparsers, add_batch_seconds, add_device, add_options, add_out, add_precision, values
 from fesa.errors import FesaError
 from fesa.options import SCORING_PRECISION, FrameOptions
 
@@ -51,6 +51,7 @@ def _predict(args: argparse.Namespace) -> None:
         args.checkpoint,
         device=args.device,
         precision=args.precision,
+        batch_seconds=args.batch_seconds,
         **frame_options,
     )
     s = predict_files(
@@ -82,6 +83,7 @@ def _add_predict(sub: Subparsers) -> None:
     p.add_argument("--plot", type=int, default=0, metavar="N", help="timeline pictures of the first N inputs (first 60 s of each)")
     p.add_argument("--reference", help="true segments (fesa convert-segments output), drawn on the timelines")
     add_precision(p, SCORING_PRECISION)
+    add_batch_seconds(p)
     add_options(p, FrameOptions, FRAME_FIELDS)
     add_device(p)
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable input instead of skipping it")

@@ -3,7 +3,19 @@
 import argparse
 from pathlib import Path
 
-from fesa.cli.common import Subparsers, add_device, add_neutral, add_options, add_out, add_overwrite, add_precision, add_seed, ints, values
+from fesa.cli.common import (
+    Subparsers,
+    add_batch_seconds,
+    add_device,
+    add_neutral,
+    add_options,
+    add_out,
+    add_overwrite,
+    add_precision,
+    add_seed,
+    ints,
+    values,
+)
 from fesa.errors import FesaError
 from fesa.options import CONTROL_LABEL_KINDS, GRID_SKLEARN_N_INIT, LABEL_DUMP_PRECISION, MAX_CHUNK, KMeansOptions
 
@@ -44,10 +56,11 @@ def _add_control_labels(sub: Subparsers) -> None:
 
 
 def _pseudo_labels(args: argparse.Namespace) -> None:
-    from fesa_fairseq.devices import precision_name, resolve_device, resolve_precision
+    from fesa_fairseq.devices import precision_name, resolve_batch_seconds, resolve_device, resolve_precision
     from fesa_fairseq.labels.pseudo_labels import PseudoLabelJob, make_pseudo_labels
     from fesa_fairseq.labels.readers import HubertFeatureReader, MfccFeatureReader
 
+    batch_samples = 0
     if args.features == "mfcc":
         reader = MfccFeatureReader()
         describe = {"features": "mfcc"}
@@ -57,6 +70,7 @@ def _pseudo_labels(args: argparse.Namespace) -> None:
         device = resolve_device(args.device)
         precision = resolve_precision(args.precision, device)
         reader = HubertFeatureReader(args.checkpoint, args.layer, device, args.max_chunk, data_dir=args.manifest_dir, precision=precision)
+        batch_samples = int(resolve_batch_seconds(args.batch_seconds, device) * reader.sample_rate)
         describe = {
             "features": "hubert",
             "checkpoint": str(Path(args.checkpoint).resolve()),
@@ -77,6 +91,7 @@ def _pseudo_labels(args: argparse.Namespace) -> None:
         seed=args.seed,
         kmeans=KMeansOptions(**values(args, PSEUDO_LABEL_KMEANS, prefix="kmeans")),
         describe=describe,
+        batch_samples=batch_samples,
     )
     summary = make_pseudo_labels(reader, job)
     if summary is None:
@@ -112,6 +127,7 @@ def _add_pseudo_labels(sub: Subparsers) -> None:
         "--max-chunk", type=int, default=MAX_CHUNK, help=f"longest piece of audio fed to the model at once, in samples (default {MAX_CHUNK:,})"
     )
     add_precision(p, LABEL_DUMP_PRECISION)
+    add_batch_seconds(p)
     add_seed(p, "seed of k-means and of its --percent sample")
     add_options(p, KMeansOptions, PSEUDO_LABEL_KMEANS, prefix="kmeans")
     p.set_defaults(func=_pseudo_labels)

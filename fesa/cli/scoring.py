@@ -4,7 +4,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from fesa.cli.common import Subparsers, add_device, add_neutral, add_out, add_precision, add_seed, output_path, print_scores
+from fesa.cli.common import Subparsers, add_batch_seconds, add_device, add_neutral, add_out, add_precision, add_seed, output_path, print_scores
 from fesa.options import SCORING_PRECISION
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         neutral=args.neutral,
         precision=args.precision,
         about=cross,
+        batch_seconds=args.batch_seconds,
     )
     print_scores(m, args)
     if cross:
@@ -60,6 +61,7 @@ def _add_evaluate(sub: Subparsers) -> None:
     add_out(p, "folder for predictions.tsv, metrics.json and confusion.png")
     add_device(p)
     add_precision(p, SCORING_PRECISION)
+    add_batch_seconds(p)
     p.add_argument("--timelines", type=int, default=0, help="also draw N pictures: spectrogram + attention weight of every frame")
     p.add_argument(
         "--reference",

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -117,16 +117,13 @@ def predict_files(
     segments: Dict[str, dict] = {}
     failed: List[Tuple[str, str]] = []
     audio_seconds, started, said = 0.0, time.perf_counter(), set()
-    for i, item in enumerate(tqdm(inputs, desc="predicting", unit="file", disable=not progress)):
-        try:
-            source = recognizer.source(item.path)
-            _say_conversion(source, said)
-            pred = recognizer.predict_source(source)
-        except FesaError as e:
+    results = recognizer.predict_many(_sources(recognizer, inputs, said))
+    for i, (item, pred) in enumerate(tqdm(zip(inputs, results), desc="predicting", unit="file", total=len(inputs), disable=not progress)):
+        if isinstance(pred, FesaError):
             if strict:
-                raise
-            logger.error("skipped %s: %s", item.path, e)
-            failed.append((str(item.path), str(e)))
+                raise pred
+            logger.error("skipped %s: %s", item.path, pred)
+            failed.append((str(item.path), str(pred)))
             continue
         audio_seconds += pred.duration
         rows.append("\t".join([item.utt_id, escape(str(item.path)), f"{pred.duration:.3f}", pred.label, *(f"{p:.4f}" for p in pred.probabilities)]))
@@ -135,13 +132,25 @@ def predict_files(
             _write_frames(out / "frames" / f"{item.utt_id}.npz", pred)
         if i < plot:
             truth = (reference or {}).get(item.utt_id, {}).get("emotion", [])
-            _plot(out / "timelines" / f"{item.utt_id}.png", item, source, pred, truth)
+            _plot(out / "timelines" / f"{item.utt_id}.png", item, recognizer.source(item.path), pred, truth)
     if not segments:  # nothing scored: an earlier run's results stay as they were
         raise FesaError(f"none of the {len(inputs)} inputs could be read (the first: {failed[0][0]}: {failed[0][1]}); nothing written")
     atomic_write_lines(out / "utterances.tsv", rows)
     atomic_write_json(out / "segments.json", segments, indent=1)
     seconds = time.perf_counter() - started
     return {"files": len(segments), "skipped": failed, "audio_seconds": audio_seconds, "seconds": seconds}
+
+
+def _sources(recognizer: EmotionRecognizer, inputs: Sequence[Input], said: set) -> Iterator[Union[AudioSource, FesaError]]:
+    """Each input's audio as the model reads it, opened when the scorer asks for it, or why it cannot be."""
+    for item in inputs:
+        try:
+            source = recognizer.source(item.path)
+        except FesaError as e:
+            yield e
+            continue
+        _say_conversion(source, said)
+        yield source
 
 
 def _say_conversion(source: AudioSource, said: set) -> None:

@@ -15,7 +15,7 @@ is the model's own pooling over every frame of the file: attention weights renor
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -25,9 +25,10 @@ from fesa_fairseq.checkpoints import HUBERT_GEOMETRY, FrameGeometry, load_model,
 from fesa_fairseq.data.audio import AudioSource
 from fesa_fairseq.data.segments import Segment
 from fesa_fairseq.data.waveform import prepare_waveform
-from fesa_fairseq.devices import autocast, resolve_device, resolve_precision
+from fesa_fairseq.devices import autocast, resolve_batch_seconds, resolve_device, resolve_precision
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.inference.segments import frames_to_segments
+from fesa_fairseq.models.batching import length_batches
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +98,13 @@ class EmotionRecognizer:
         min_segment: float = FrameOptions.min_segment,
         precision: Optional[torch.dtype] = None,
         sample_rate: int = HUBERT_GEOMETRY.sample_rate,
+        batch_seconds: Optional[float] = None,
     ) -> None:
         self.geometry = FrameGeometry.of(model.encoder.w2v_model, sample_rate)
         FrameOptions(window, hop, median, min_segment).check(self.geometry.receptive_field / sample_rate)
         self.model, self.labels, self.device, self.normalize = model, list(labels), device, normalize
         self.precision = precision
+        self.batch_samples = int(resolve_batch_seconds(batch_seconds, device) * sample_rate)  # 0: one at a time
         self.window, self.hop, self.median, self.min_segment = window, hop, median, min_segment
 
     @classmethod
@@ -135,26 +138,68 @@ class EmotionRecognizer:
             return self.predict_source(AudioSource(array=audio, sample_rate=sample_rate, rate=self.sample_rate))
         return self.predict_source(self.source(audio))
 
-    @torch.no_grad()
     def predict_source(self, source: AudioSource) -> Prediction:
+        result = next(self.predict_many([source]))
+        if isinstance(result, FesaError):
+            raise result
+        return result
+
+    def predict_many(self, sources: Iterable[Union[AudioSource, FesaError]]) -> Iterator[Union[Prediction, FesaError]]:
+        """One result per source, in order: its Prediction, or the FesaError that stopped it (an error given in
+        place of a source is passed on). The windows of the sources within a stretch of ``LOOKAHEAD`` batches are
+        scored together, in batches of ``batch_samples`` sorted by length; one at a time when that is 0."""
+        chunk: List[Union[AudioSource, FesaError]] = []
+        for source in sources:
+            chunk.append(source)
+            if sum(s.samples for s in chunk if isinstance(s, AudioSource)) >= self.batch_samples * LOOKAHEAD:
+                yield from self._predict_chunk(chunk)
+                chunk = []
+        if chunk:
+            yield from self._predict_chunk(chunk)
+
+    @torch.no_grad()
+    def _predict_chunk(self, chunk: Sequence[Union[AudioSource, FesaError]]) -> List[Union[Prediction, FesaError]]:
+        states = [s if isinstance(s, FesaError) else self._start(s) for s in chunk]
+        jobs = [(k, w) for k, state in enumerate(states) if isinstance(state, _Recording) for w in range(len(state.windows.starts))]
+        for batch in length_batches([states[k].length(w) for k, w in jobs], self.batch_samples):
+            self._score([jobs[i] for i in batch], states)
+        return [state.finish(self) if isinstance(state, _Recording) else state for state in states]
+
+    def _start(self, source: AudioSource) -> Union["_Recording", FesaError]:
         g = self.geometry
         if source.samples < g.receptive_field:
             where = source.path if source.path is not None else "the waveform"
-            raise FesaError(
+            return FesaError(
                 f"{where} is {source.samples} samples at {g.sample_rate} Hz, shorter than the encoder's receptive field "
                 f"({g.receptive_field} samples, {1000 * g.receptive_field / g.sample_rate:g} ms)"
             )
-        windows = plan_windows(source.samples, self.window, self.hop, g)
-        logits, log_weights = [], []
-        pooled = _RunningPool()
-        for start, (a, b) in zip(windows.starts, windows.keep):
-            out = self._window(source.read(start, min(windows.length, source.samples - start)))
-            first = start // g.hop
-            logits.append(out["frame_logits"][a - first : b - first])
-            log_weights.append(out["log_weights"][a - first : b - first])
-            pooled.add(out["frames"][a - first : b - first], log_weights[-1])
-        probabilities = torch.softmax(self.model.head(pooled.mean()).float(), dim=-1).cpu().numpy()
-        return self._prediction(source.samples / g.sample_rate, probabilities, torch.cat(logits), torch.cat(log_weights))
+        return _Recording(source, plan_windows(source.samples, self.window, self.hop, g))
+
+    def _score(self, jobs: Sequence[Tuple[int, int]], states: List[Union["_Recording", FesaError]]) -> None:
+        """One encoder pass over the windows ``jobs`` (recording, window); a recording whose audio cannot be read
+        becomes its error."""
+        waves, kept = [], []
+        for k, w in jobs:
+            if isinstance(states[k], FesaError):
+                continue
+            try:
+                waves.append(states[k].read(w))
+            except FesaError as e:
+                states[k] = e
+                continue
+            kept.append((k, w))
+        if not kept:
+            return
+        out = self._windows([prepare_waveform(torch.from_numpy(wav).to(self.device), self.normalize) for wav in waves])
+        frames = (~out["padding_mask"]).sum(-1).tolist()
+        for i, (k, w) in enumerate(kept):
+            if isinstance(states[k], _Recording):
+                states[k].add(w, {name: out[name][i, : frames[i]] for name in ("frames", "frame_logits", "log_weights")}, self.geometry.hop)
+
+    def _windows(self, waves: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        with autocast(self.device, self.precision):
+            out = self.model.frame_outputs_batched(waves)
+        return {k: v if k == "padding_mask" else v.float() for k, v in out.items()}
 
     def _prediction(self, duration: float, probabilities: np.ndarray, frame_logits: torch.Tensor, log_w: torch.Tensor) -> Prediction:
         posteriors = torch.softmax(frame_logits.float(), dim=-1).cpu().numpy()
@@ -170,11 +215,38 @@ class EmotionRecognizer:
             frame_rate=rate,
         )
 
-    def _window(self, wav: np.ndarray) -> Dict[str, torch.Tensor]:
-        x = prepare_waveform(torch.from_numpy(wav).to(self.device), self.normalize)
-        with autocast(self.device, self.precision):
-            out = self.model.frame_outputs(x[None])
-        return {k: v[0].float() for k, v in out.items() if k != "padding_mask"}
+
+LOOKAHEAD = 8  # batches' worth of audio whose windows are sorted by length together (the outputs wait that long)
+
+
+class _Recording:
+    """A recording being scored window by window, in any order: each window's kept frames, and the pooled mean."""
+
+    def __init__(self, source: AudioSource, windows: Windows) -> None:
+        self.source, self.windows = source, windows
+        self.logits: Dict[int, torch.Tensor] = {}
+        self.log_weights: Dict[int, torch.Tensor] = {}
+        self.pooled = _RunningPool()
+
+    def length(self, w: int) -> int:
+        return min(self.windows.length, self.source.samples - self.windows.starts[w])
+
+    def read(self, w: int) -> np.ndarray:
+        return self.source.read(self.windows.starts[w], self.length(w))
+
+    def add(self, w: int, out: Dict[str, torch.Tensor], hop: int) -> None:
+        first = self.windows.starts[w] // hop
+        a, b = (i - first for i in self.windows.keep[w])
+        self.logits[w], self.log_weights[w] = out["frame_logits"][a:b], out["log_weights"][a:b]
+        self.pooled.add(out["frames"][a:b], self.log_weights[w])
+
+    def finish(self, recognizer: EmotionRecognizer) -> Prediction:
+        order = range(len(self.windows.starts))
+        probabilities = torch.softmax(recognizer.model.head(self.pooled.mean()).float(), dim=-1).cpu().numpy()
+        duration = self.source.samples / recognizer.geometry.sample_rate
+        return recognizer._prediction(
+            duration, probabilities, torch.cat([self.logits[w] for w in order]), torch.cat([self.log_weights[w] for w in order])
+        )
 
 
 class _RunningPool:

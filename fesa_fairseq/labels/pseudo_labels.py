@@ -26,6 +26,7 @@ from fesa_fairseq.data.files import atomic_write_json, atomic_write_lines, read_
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.labels.kmeans_backends import fit_kmeans_model, model_of_centroids
 from fesa_fairseq.labels.kmeans_io import load_kmeans
+from fesa_fairseq.labels.readers import BatchedFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class PseudoLabelJob:
     seed: int = 0
     kmeans: KMeansOptions = field(default_factory=KMeansOptions)
     describe: Dict[str, object] = field(default_factory=dict)  # the reader's settings, recorded in labels.json
+    batch_samples: int = 0  # padded samples per feature pass (HubertFeatureReader only); 0: one utterance at a time
 
 
 def _shard_paths(feat_dir: Path, split: str, rank: int, nshard: int):
@@ -72,7 +74,8 @@ def dump_features(reader, job: PseudoLabelJob, feat_dir: Path, ranks: Sequence[i
                 logger.info("features of %s shard %d/%d already complete in %s", split, rank, job.nshard, feat_dir)
                 continue
             logger.info("dumping features of %s shard %d/%d (%d utterances)", split, rank, job.nshard, num)
-            feature_utils.dump_feature(reader, generator, num, split, job.nshard, rank, str(feat_dir))
+            batched = BatchedFeatures(reader, list(generator()), job.batch_samples) if job.batch_samples > 0 else reader
+            feature_utils.dump_feature(batched, generator, num, split, job.nshard, rank, str(feat_dir))
 
 
 def _train_frames(feat_dir: Path, job: PseudoLabelJob) -> int:

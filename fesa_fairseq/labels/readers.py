@@ -7,7 +7,7 @@ instead of warning.
 """
 
 import logging
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from fesa_fairseq.data.audio import read_audio
 from fesa_fairseq.data.waveform import prepare_waveform
 from fesa_fairseq.devices import autocast, precision_name
 from fesa_fairseq.errors import FesaError
+from fesa_fairseq.models.batching import extract_features_batched, length_batches
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,21 @@ class HubertFeatureReader:
         return torch.cat(chunks, 1).squeeze(0).float().cpu()
 
     @torch.inference_mode()
+    def get_feats_batched(self, items: Sequence[Tuple[str, int]]) -> List[torch.Tensor]:
+        """``get_feats`` of several (path, samples) in one padded pass (``models.batching``: the group-normalised
+        front end never sees padding), equal to each alone; items longer than ``max_chunk`` go alone, chunked."""
+        whole = [i for i, (_, n) in enumerate(items) if n <= self.max_chunk]
+        out: List[Optional[torch.Tensor]] = [None] * len(items)
+        if whole:
+            waves = [self._source(*items[i]).view(-1) for i in whole]
+            with autocast(self.device, self.precision):
+                feats, padding = extract_features_batched(self.hubert, waves, output_layer=self.layer)
+            counts = (~padding).sum(-1).tolist()
+            for j, i in enumerate(whole):
+                out[i] = feats[j, : counts[j]].float().cpu()
+        return [f if f is not None else self.get_feats(*items[i]) for i, f in enumerate(out)]
+
+    @torch.inference_mode()
     def get_layer_feats(self, path: str, layers: List[int], ref_len: int = None) -> Dict[int, torch.Tensor]:
         """Several layers from one forward pass (hooks), each equal to extract_features(output_layer=layer)."""
         for layer in layers:
@@ -99,6 +115,41 @@ class HubertFeatureReader:
                 hook.remove()
         # Layers see time x batch x channels, padded to an even length (required_seq_len_multiple).
         return {layer: captured[layer][: final.size(1), 0].float().cpu() for layer in layers}
+
+
+class BatchedFeatures:
+    """A reader for fairseq's ``dump_feature`` whose ``get_feats`` answers, in order, from batches of the next
+    utterances of ``items`` (the shard's (path, samples), as that loop will ask for them): up to ``budget`` padded
+    samples per pass, ``LOOKAHEAD`` passes' worth sorted by length at a time."""
+
+    LOOKAHEAD = 8
+
+    def __init__(self, reader: HubertFeatureReader, items: Sequence[Tuple[str, int]], budget: int) -> None:
+        self.reader, self.items, self.budget = reader, list(items), budget
+        self.next = 0
+        self.ready: Iterator[torch.Tensor] = iter(())
+
+    def __getattr__(self, name: str):
+        return getattr(self.reader, name)
+
+    def get_feats(self, path: str, ref_len: int = None) -> torch.Tensor:
+        feat = next(self.ready, None)
+        if feat is None:
+            self.ready = iter(self._next_chunk())
+            feat = next(self.ready)
+        return feat
+
+    def _next_chunk(self) -> List[torch.Tensor]:
+        end, total = self.next, 0
+        while end < len(self.items) and (end == self.next or total < self.budget * self.LOOKAHEAD):
+            total += self.items[end][1]
+            end += 1
+        chunk, self.next = self.items[self.next : end], end
+        feats: List[Optional[torch.Tensor]] = [None] * len(chunk)
+        for batch in length_batches([n for _, n in chunk], self.budget):
+            for i, f in zip(batch, self.reader.get_feats_batched([chunk[i] for i in batch])):
+                feats[i] = f
+        return feats
 
 
 class MfccFeatureReader:

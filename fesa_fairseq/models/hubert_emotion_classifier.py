@@ -7,7 +7,7 @@ the fine-tuning dropouts, masks and layerdrop, scales the feature extractor's gr
 
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from fairseq.models import BaseFairseqModel, register_model
@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from fesa_fairseq.checkpoints import require_pretrained_hubert
+from fesa_fairseq.models.batching import extract_features_batched
 from fesa_fairseq.pooling import POOLING_CHOICES, build_pooling
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,18 @@ class HubertEmotionClassifier(BaseFairseqModel):
         approximation: the utterance logits are the head applied to the pooled frames.
         """
         out = self.encoder(source, padding_mask, tbc=False)
-        frames, frame_padding = out["encoder_out"], out["padding_mask"]
+        return self._frame_outputs(out["encoder_out"], out["padding_mask"])
+
+    def frame_outputs_batched(self, waves: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """``frame_outputs`` of several 1-D waveforms in one padded batch, each frame as the waveform alone gives it
+        (``models.batching``: the group-normalised front end never sees padding). Eval mode."""
+        x, frame_padding = extract_features_batched(self.encoder.w2v_model, waves)
+        x = self.encoder.final_dropout(x)
+        if self.encoder.proj is not None:
+            x = self.encoder.proj(x)
+        return self._frame_outputs(x, frame_padding)
+
+    def _frame_outputs(self, frames: torch.Tensor, frame_padding: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
         return {
             "frames": frames,
             "frame_logits": self.head(frames),

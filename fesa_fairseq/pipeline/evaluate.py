@@ -25,8 +25,11 @@ from fesa_fairseq.scoring import confusion_matrix, counts_of, macro_f1, unweight
 logger = logging.getLogger(__name__)
 
 
-def load_scorer(checkpoint: str, fold_dir: str, device: torch.device, precision: Optional[torch.dtype]) -> Tuple[EmotionRecognizer, object]:
-    """The one scorer (fesa predict's) around the classifier, whose task reads the fold; its classes must be the fold's."""
+def load_scorer(
+    checkpoint: str, fold_dir: str, device: torch.device, precision: Optional[torch.dtype], batch_seconds: Optional[float] = None
+) -> Tuple[EmotionRecognizer, object]:
+    """The one scorer (fesa predict's) around the classifier, whose task reads the fold; its classes must be the fold's.
+    ``batch_seconds``: audio per encoder pass (None: the device's default, fesa.options.SCORING_BATCH_SECONDS)."""
     require_classifier(checkpoint, needs_labels=False)
     model, _, task = load_model(checkpoint, arg_overrides={"data": str(fold_dir)})
     listed, _ = read_label_dictionary(task.dict_path)
@@ -35,15 +38,21 @@ def load_scorer(checkpoint: str, fold_dir: str, device: torch.device, precision:
             f"{checkpoint} was trained on classes {list(task.labels)} but {task.dict_path} lists {listed}; "
             "use a fold with the same dict.emo.txt classes in the same order"
         )
-    return EmotionRecognizer.from_task(model, task, device, precision, window=None), task
+    return EmotionRecognizer.from_task(model, task, device, precision, window=None, batch_seconds=batch_seconds), task
 
 
 def score_split(recognizer: EmotionRecognizer, task, split: str, progress: bool = True) -> Dict[str, object]:
-    """Every utterance of the split whole, alone, once (as fesa predict scores it): its probabilities and its
-    frame-level prediction. The task's dataset checks the manifest, the labels and every wav's header first."""
+    """Every utterance of the split whole, once, as if alone (as fesa predict scores it; batched by length where the
+    recognizer batches): its probabilities and its frame-level prediction. The task's dataset checks the manifest,
+    the labels and every wav's header first."""
     task.load_dataset(split)
     dataset = task.dataset(split)
-    predictions = [recognizer.predict(path) for path in tqdm(dataset.paths, desc=f"scoring {split}", unit="utt", disable=not progress)]
+    results = recognizer.predict_many(recognizer.source(path) for path in dataset.paths)
+    predictions = []
+    for result in tqdm(results, desc=f"scoring {split}", unit="utt", total=len(dataset.paths), disable=not progress):
+        if isinstance(result, FesaError):
+            raise result
+        predictions.append(result)
     prob = np.stack([p.probabilities for p in predictions])
     return {"prob": prob, "prediction": prob.argmax(-1), "target": dataset.targets, "paths": dataset.paths, "frames": predictions}
 
@@ -60,6 +69,7 @@ def evaluate(
     neutral: str = NEUTRAL,
     precision: str = "fp32",
     about: Optional[Dict[str, object]] = None,
+    batch_seconds: Optional[float] = None,
 ) -> Dict[str, object]:
     """Write predictions.tsv, metrics.json and confusion.png (and timelines) under out_dir; return the metrics.
 
@@ -69,7 +79,7 @@ def evaluate(
     """
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
-    recognizer, _ = scorer = load_scorer(checkpoint, fold_dir, dev, dtype)
+    recognizer, _ = scorer = load_scorer(checkpoint, fold_dir, dev, dtype, batch_seconds)
     if reference and neutral not in recognizer.labels:
         raise FesaError(
             f"--neutral {neutral} is not one of {checkpoint}'s classes ({', '.join(recognizer.labels)}): name the class of unemotional time"
