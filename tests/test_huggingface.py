@@ -352,6 +352,7 @@ def test_a_damaged_safetensors_file_is_named(tmp_path):
 
 def test_without_the_hf_extra_both_commands_say_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # what an environment without the [hf] extra gives
-    for args in (("import-hf", tmp_path, "--out", tmp_path / "o.pt"), ("export", tmp_path / "c.pt", "--hf", tmp_path / "hf")):
+    (tmp_path / "snap").mkdir()
+    for args in (("import-hf", tmp_path / "snap", "--out", tmp_path / "o.pt"), ("export", tmp_path / "c.pt", "--hf", tmp_path / "hf")):
         res = run_fesa(*args)
         assert res.returncode == 2 and "needs the [hf] extra (transformers is missing)" in res.stderr, res.stderr
