@@ -256,7 +256,7 @@ class Plan:
     """Every stage of an experiment (and, for a grid, of every cell), sharing what cells have in common."""
 
     def __init__(self, cfg: ExperimentConfig, exp_dir: Path, cells: Sequence[Cell]) -> None:
-        self.cfg, self.exp = cfg, exp_dir.resolve()
+        self.cfg, self.exp, self.cells = cfg, exp_dir.resolve(), list(cells)
         check_hydra_path(str(self.exp), "--exp-dir")
         self.stages: List[Stage] = []
         self.tapt_labels: Dict[int, Stage] = {}
