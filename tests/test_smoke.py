@@ -186,3 +186,16 @@ def test_demo_smoke_runs_every_stage_then_a_failing_stage_names_itself(demo_fold
     res = run_fesa(*args, "overrides.finetune=[model.no_such_key=1]")
     assert res.returncode == 1 and "fold1/finetune/L2-K50-attention failed" in res.stderr and "last lines of" in res.stderr
     assert json.loads((exp / SMOKE_DIR / SMOKE_FILE).read_text())["smoke"]["failed"]
+
+
+def test_smoke_on_slurm_submits_the_smoke_plan_as_its_own_jobs(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    exp = tmp_path / "exp"
+    overrides = [f"corpus={corpus}", f"source_checkpoint={SOURCE}"]
+    req = RunRequest(DEMO, overrides=overrides, exp_dir=exp, grid=["pooling=attention,mean"], dry_run=True, slurm=True, smoke=SmokeOptions())
+    outcome = run_experiment(req)
+    assert outcome.exp == (exp / SMOKE_DIR).resolve() and len(outcome.sbatch) == 10  # one fold, the first grid cell
+    scripts = "".join(p.read_text() for p in (exp / SMOKE_DIR / "slurm").glob("*.sbatch"))
+    assert f"--exp-dir {exp.resolve() / SMOKE_DIR}" in scripts and "--grid pooling=attention" in scripts and "pooling=mean" not in scripts
+    assert "optimization.max_update=10" in (exp / SMOKE_DIR / "experiment.yaml").read_text()  # what each job's plan is built from
