@@ -125,6 +125,8 @@ def test_smoke_json_fields_and_whole_experiment_projection(tmp_path):
     seeded = [s for s in real.stages if s.fold == 1 and s.training and s.name != "tapt"]  # seed 2's runs: projected from seed 1's
     assert len(seeded) == 2 * len([s for s in smoke.stages if s.training and s.name != "tapt"])
     text = format_summary(summary)
+    again = summarize(smoke, real, {}, opts, {})  # a second smoke run skips what the first completed: its figures stay
+    assert again["stages"] == summary["stages"]
     assert "| fold1/tapt | 10 s | 0.500 | 0.50 GB RSS |" in text and "GPU-hours" in text
 
 

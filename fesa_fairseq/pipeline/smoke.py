@@ -352,8 +352,21 @@ def experiment_projection(real_plan: Plan, figures: Sequence[StageFigures]) -> d
     }
 
 
+def _earlier(exp: Path) -> Dict[str, dict]:
+    """What an earlier smoke run measured of its stages: a stage it completed is skipped now, its figures kept."""
+    try:
+        stages = json.loads((exp / SMOKE_FILE).read_text())["stages"]
+        return {f["key"]: {"wall_s": f["wall_s"], "peak_rss_gb": f["peak_rss_gb"]} for f in stages}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        logger.warning("%s: not read (%s); the stages it measured are timed from their stamps", exp / SMOKE_FILE, e)
+        return {}
+
+
 def summarize(smoke_plan: Plan, real_plan: Plan, records: Dict[str, dict], opts: SmokeOptions, failed: Dict[str, str]) -> dict:
     real = {s.key: s for s in real_plan.stages}
+    records = {**_earlier(smoke_plan.exp), **records}
     figures = [
         measure_stage(s, real.get(s.key), records.get(s.key, {}), opts) for s in smoke_plan.stages if s.key in records or s.status() == "complete"
     ]
