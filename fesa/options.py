@@ -127,3 +127,19 @@ class KMeansOptions:
         max_iter = d["max_iter"] if self.max_iter is None else self.max_iter
         n_init = d["n_init"] if self.n_init is None else self.n_init
         return KMeansOptions(self.backend, self.init, max_iter, self.batch_size, self.tol, n_init, self.reassignment_ratio, self.max_no_improvement)
+
+
+@dataclass
+class SmokeOptions:
+    """fesa run --smoke: the budget at which every stage of the user's own experiment runs, to be measured."""
+
+    updates: int = field(default=10, metadata=_help("updates per training stage (one validation and one save, at the last)"))
+    kmeans_percent: float = field(default=0.1, metadata=_help("share of training utterances k-means is fitted on (the experiment's, if smaller)"))
+    warmup_updates: int = field(default=2, metadata=_help("first updates left out of the steady-state seconds per update (start-up, allocation)"))
+
+    def check(self) -> "SmokeOptions":
+        if self.updates < self.warmup_updates + 2:
+            raise FesaError(f"--smoke-updates {self.updates}: give {self.warmup_updates + 2} or more, so that steady updates are timed")
+        if not 0 < self.kmeans_percent <= 1:
+            raise FesaError(f"--smoke-kmeans-percent {self.kmeans_percent}: give a share in (0, 1]")
+        return self

@@ -4,8 +4,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from fesa.cli.common import Subparsers, ints, output_path
+from fesa.cli.common import Subparsers, add_options, ints, output_path, values
 from fesa.errors import FesaError, StageFailed
+from fesa.options import SmokeOptions
+
+SMOKE_FIELDS = ("updates", "kmeans_percent")
 
 
 def add_parsers(sub: Subparsers) -> None:
@@ -28,10 +31,13 @@ def _run(args: argparse.Namespace) -> None:
         dry_run=args.dry_run,
         slurm=args.slurm,
         only=args.only,
+        smoke=SmokeOptions(**values(args, SMOKE_FIELDS, prefix="smoke")) if args.smoke else None,
     )
     outcome = run_experiment(request)
     if outcome.script is not None:
         print(outcome.script)
+    elif outcome.smoke is not None:
+        _print_smoke(outcome)
     elif args.slurm:
         print("\n".join(outcome.sbatch))
         print(f"{'wrote' if args.dry_run else 'submitted'} {len(outcome.sbatch)} job scripts under {outcome.exp / 'slurm'}")
@@ -42,6 +48,17 @@ def _run(args: argparse.Namespace) -> None:
     elif outcome.report is not None:
         print(outcome.report["markdown"])
         print(f"report: {outcome.report['dir']}/report.md, report.json, confusion_*.png; logs: {outcome.exp / 'logs'}")
+
+
+def _print_smoke(outcome) -> None:
+    from fesa_fairseq.pipeline.smoke import SMOKE_FILE, format_summary
+
+    print(format_summary(outcome.smoke))
+    print(f"smoke: {outcome.exp / SMOKE_FILE}; logs: {outcome.exp / 'logs'}")
+    for fold, message in outcome.failed.items():
+        print(f"{fold}: FAILED: {message}", file=sys.stderr)
+    if outcome.failed:
+        raise StageFailed("the smoke run failed at the stage named above: the real run would fail there too")
 
 
 def _add_run(sub: Subparsers) -> None:
@@ -64,6 +81,14 @@ def _add_run(sub: Subparsers) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="print the commands as a shell script (with --slurm: write the job scripts only)")
     p.add_argument("--slurm", action="store_true", help="write one sbatch script per stage and fold and submit them with dependencies")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="every stage for real at a tiny budget, under EXP/smoke, on the first fold (or --folds), first grid cell and seed: "
+        "prints and writes EXP/smoke/smoke.json, per stage, its time, seconds per update, peak memory and the full stage's "
+        "projected time, then the whole experiment's",
+    )
+    add_options(p, SmokeOptions, SMOKE_FIELDS, prefix="smoke")
     p.add_argument("--only", help="run exactly this stage (e.g. fold1/cpt/L9-K50); what SLURM jobs call")
     p.set_defaults(func=_run)
 

@@ -260,7 +260,7 @@ class Plan:
     """Every stage of an experiment (and, for a grid, of every cell), sharing what cells have in common."""
 
     def __init__(self, cfg: ExperimentConfig, exp_dir: Path, cells: Sequence[Cell]) -> None:
-        self.cfg, self.exp = cfg, exp_dir.resolve()
+        self.cfg, self.exp, self.cells = cfg, exp_dir.resolve(), list(cells)
         self.gpus = 0 if cfg.device == "cpu" else cfg.slurm.gpus  # GPUs of a training job: fairseq's world size
         check_hydra_path(str(self.exp), "--exp-dir")
         self.stages: List[Stage] = []

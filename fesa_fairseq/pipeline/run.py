@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from fesa.options import SmokeOptions
 from fesa_fairseq.data.files import atomic_write_text
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.pipeline.experiment import check_values, experiment_yaml, load_experiment, parse_grid
 from fesa_fairseq.pipeline.lock import exclusive
 from fesa_fairseq.pipeline.plan import Plan, Stage, shell_script
 from fesa_fairseq.pipeline.runner import fesa_executable, run_plan
+from fesa_fairseq.pipeline.smoke import SMOKE_DIR, Meter, smoke_experiment, summarize
 
 RUN_LOCK = ".fesa-run.lock"  # EXP/.fesa-run.lock: one fesa run at a time on an experiment folder
 
@@ -30,6 +32,7 @@ class RunRequest:
     dry_run: bool = False
     slurm: bool = False
     only: Optional[str] = None  # one stage key: what a SLURM job runs
+    smoke: Optional[SmokeOptions] = None  # --smoke: the experiment at this budget, under EXP/smoke, measured and projected
 
 
 @dataclass
@@ -39,6 +42,7 @@ class RunOutcome:
     sbatch: List[str] = field(default_factory=list)  # --slurm: the sbatch command lines
     failed: Dict[str, str] = field(default_factory=dict)  # fold key -> why
     report: Optional[dict] = None  # fesa report's result, after a run that evaluated
+    smoke: Optional[dict] = None  # --smoke: what smoke.json holds (the figures of each stage, the projections)
 
 
 def run_experiment(req: RunRequest) -> RunOutcome:
@@ -48,6 +52,10 @@ def run_experiment(req: RunRequest) -> RunOutcome:
     exp = Path(req.exp_dir or Path("exp") / Path(req.config).stem).resolve()
     cells = parse_grid(req.grid)
     check_values(cfg, cells, Path(req.config))
+    real = None
+    if req.smoke is not None:  # the real plan is what gets projected; the smoke's is its first fold, cell and seed
+        real = Plan(cfg, exp, cells)
+        cfg, exp, cells = smoke_experiment(cfg, req.smoke.check(), first_fold=req.folds is None), exp / SMOKE_DIR, cells[:1]
     plan = Plan(cfg, exp, cells)
     selected = select(plan, req)
     if req.dry_run and not req.slurm:
@@ -56,7 +64,7 @@ def run_experiment(req: RunRequest) -> RunOutcome:
     if req.only:  # a SLURM job: the stage's own lock is enough, jobs of other stages run beside it
         return _run_locked(req, plan, selected)
     with exclusive(exp / RUN_LOCK, f"experiment folder {exp}"):
-        return _run_locked(req, plan, selected)
+        return _run_locked(req, plan, selected, real)
 
 
 def select(plan: Plan, req: RunRequest) -> List[Stage]:
@@ -68,16 +76,19 @@ def select(plan: Plan, req: RunRequest) -> List[Stage]:
     return selected
 
 
-def _run_locked(req: RunRequest, plan: Plan, selected: Sequence[Stage]) -> RunOutcome:
+def _run_locked(req: RunRequest, plan: Plan, selected: Sequence[Stage], real: Optional[Plan] = None) -> RunOutcome:
     from fesa_fairseq.pipeline.report import make_report  # matplotlib: only once there is something to report
 
     exp, saved = plan.exp, plan.exp / "experiment.yaml"
     if not req.only:
         atomic_write_text(saved, experiment_yaml(plan.cfg))
+    if req.smoke and (not req.slurm or all(s.status() == "complete" for s in selected)):
+        return _smoke(req, plan, selected, real)
     if req.slurm:
         from fesa_fairseq.pipeline.slurm import write_and_submit
 
-        grid = [a for item in req.grid for a in ("--grid", item)]
+        items = [f"{k}={v}" for k, v in plan.cells[0].items()] if req.smoke else req.grid
+        grid = [a for item in items for a in ("--grid", item)]
 
         def job(stage: Stage) -> List[str]:
             return [*fesa_executable(), "run", str(saved), "--exp-dir", str(exp), "--only", stage.key, *grid]
@@ -87,3 +98,11 @@ def _run_locked(req: RunRequest, plan: Plan, selected: Sequence[Stage]) -> RunOu
     if not outcome.failed and not req.only and any(s.name == "evaluate" for s in selected):
         outcome.report = make_report(exp)
     return outcome
+
+
+def _smoke(req: RunRequest, plan: Plan, selected: Sequence[Stage], real: Plan) -> RunOutcome:
+    """Run the smoke plan here, measuring each stage, or (after fesa run --smoke --slurm) read what its jobs left:
+    their stamps and logs, without the resident memory only a local run samples."""
+    meter = Meter()
+    failed = {} if req.slurm else run_plan(plan, selected, meter)
+    return RunOutcome(plan.exp, failed=failed, smoke=summarize(plan, real, meter.records, req.smoke, failed))

@@ -12,8 +12,9 @@ import os
 import shlex
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence
 
 from fesa.stop import check as check_stop
 from fesa_fairseq.errors import FesaError, StageFailed
@@ -84,8 +85,9 @@ def _run_stage(stage: Stage, exp: Path) -> None:
     logger.info("%s: done in %.1f s", stage.key, time.perf_counter() - start)
 
 
-def run_plan(plan: Plan, selected: Sequence[Stage]) -> Dict[str, str]:
-    """Run the selected stages in order; a failure stops its fold (or everything, for a shared stage).
+def run_plan(plan: Plan, selected: Sequence[Stage], observe: Optional[Callable[[Stage], ContextManager]] = None) -> Dict[str, str]:
+    """Run the selected stages in order; a failure stops its fold (or everything, for a shared stage). ``observe``
+    wraps each stage that runs (fesa run --smoke measures them).
 
     Returns the failure message per fold key ("all" for shared stages).
     """
@@ -107,7 +109,8 @@ def run_plan(plan: Plan, selected: Sequence[Stage]) -> Dict[str, str]:
             continue
         logger.info("[%d/%d] %s", i, len(selected), stage.key)
         try:
-            run_stage(stage, plan.exp)
+            with observe(stage) if observe else nullcontext():
+                run_stage(stage, plan.exp)
         except FesaError as e:
             failed[fold] = str(e)
             logger.error("%s", e)
