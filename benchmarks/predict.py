@@ -4,7 +4,7 @@ A classifier is fine-tuned for one update (fairseq-hydra-train, finetune/tiny.ya
 (--size tiny) or a random HuBERT base (--size base), then each recording is predicted in a fresh process
 (EmotionRecognizer.predict, windows of 20 s every 15 s), which reports its own peak resident memory.
 
-    .venv/bin/python benchmarks/predict.py [--size tiny|base] [--short 60] [--long 1800]
+    .venv/bin/python benchmarks/predict.py [--size tiny|base] [--short 60] [--long 1800] [--small]
 """
 
 import argparse
@@ -19,9 +19,10 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
-from common import SR, hubert_base_checkpoint  # noqa: E402
+from common import SR, hubert_base_checkpoint, parse_args  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+SMALL = dict(size="tiny", short=5.0, long=20.0)  # --small
 HYDRA_TRAIN = str(Path(sys.executable).parent / "fairseq-hydra-train")
 CHILD = """
 import json, resource, sys, time
@@ -84,7 +85,7 @@ def main() -> None:
     ap.add_argument("--size", choices=("tiny", "base"), default="tiny")
     ap.add_argument("--short", type=float, default=60.0, help="seconds of the short recording (default 60)")
     ap.add_argument("--long", type=float, default=1800.0, help="seconds of the long recording (default 1800)")
-    args = ap.parse_args()
+    args = parse_args(ap, SMALL)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         ckpt = classifier(work, args.size)
