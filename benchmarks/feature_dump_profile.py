@@ -30,7 +30,7 @@ from fesa_fairseq.labels.readers import HubertFeatureReader  # noqa: E402
 from common import parse_args, random_hubert  # noqa: E402
 
 CPU = torch.device("cpu")
-SMALL = dict(model="tiny", layer=2, seconds=8.0, utterances_per_speaker=6)  # --small
+SMALL = dict(model="tiny", layer=2, seconds=8.0, utterances_per_speaker=3)  # --small
 
 
 def module_times(reader: HubertFeatureReader, paths, layer: int) -> Dict[str, float]:

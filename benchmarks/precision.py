@@ -42,7 +42,7 @@ from fesa_fairseq.labels.readers import HubertFeatureReader  # noqa: E402
 from common import parse_args, random_hubert  # noqa: E402
 
 CPU = torch.device("cpu")
-SMALL = dict(model="tiny", layer=2, seconds=8.0, clusters=8, utterances_per_speaker=6)  # --small
+SMALL = dict(model="tiny", layer=2, seconds=8.0, clusters=8, utterances_per_speaker=3)  # --small
 
 
 def demo_fold(work: Path, utterances_per_speaker: int) -> Path:

@@ -4,7 +4,7 @@ A classifier is fine-tuned for one update (fairseq-hydra-train, finetune/tiny.ya
 (--size tiny) or a random HuBERT base (--size base), then each recording is predicted in a fresh process
 (EmotionRecognizer.predict, windows of 20 s every 15 s), which reports its own peak resident memory.
 
-    .venv/bin/python benchmarks/predict.py [--size tiny|base] [--short 60] [--long 1800] [--small]
+    .venv/bin/python benchmarks/predict.py [--size tiny|base] [--short 60] [--long 1800] [--device cpu|cuda] [--small]
 """
 
 import argparse
@@ -26,13 +26,15 @@ SMALL = dict(size="tiny", short=5.0, long=20.0)  # --small
 HYDRA_TRAIN = str(Path(sys.executable).parent / "fairseq-hydra-train")
 CHILD = """
 import json, resource, sys, time
+import torch
 from fesa_fairseq.inference.recognizer import EmotionRecognizer
-rec = EmotionRecognizer.from_checkpoint(sys.argv[1], device="cpu")
+rec = EmotionRecognizer.from_checkpoint(sys.argv[1], device=sys.argv[3])
 start = time.perf_counter()
 pred = rec.predict(sys.argv[2])
 seconds = time.perf_counter() - start
 print(json.dumps({"audio": pred.duration, "seconds": seconds, "frames": len(pred.frame_posteriors),
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0}))
 """
 
 
@@ -85,6 +87,7 @@ def main() -> None:
     ap.add_argument("--size", choices=("tiny", "base"), default="tiny")
     ap.add_argument("--short", type=float, default=60.0, help="seconds of the short recording (default 60)")
     ap.add_argument("--long", type=float, default=1800.0, help="seconds of the long recording (default 1800)")
+    ap.add_argument("--device", default="cpu", help="where fesa predict runs: cpu, cuda, auto (the classifier is trained on the CPU)")
     args = parse_args(ap, SMALL)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -92,14 +95,15 @@ def main() -> None:
         runs = {}
         for name, seconds in (("short", args.short), ("long", args.long)):
             wav = noise(work / f"{name}.wav", seconds, 99)
-            res = subprocess.run([sys.executable, "-c", CHILD, str(ckpt), str(wav)], capture_output=True, text=True)
+            res = subprocess.run([sys.executable, "-c", CHILD, str(ckpt), str(wav), args.device], capture_output=True, text=True)
             if res.returncode != 0:
                 raise SystemExit(res.stderr[-3000:])
             runs[name] = json.loads(res.stdout.strip().splitlines()[-1])
-    print(f"fesa predict, {args.size} classifier, CPU, windows of 20 s every 15 s")
-    print(f"{'recording':>10s} {'audio s':>9s} {'frames':>8s} {'s taken':>8s} {'audio s / s':>12s} {'peak MB':>8s}")
+    print(f"fesa predict, {args.size} classifier, device {args.device}, windows of 20 s every 15 s")
+    print(f"{'recording':>10s} {'audio s':>9s} {'frames':>8s} {'s taken':>8s} {'audio s / s':>12s} {'peak MB':>8s} {'GPU peak MB':>12s}")
     for name, r in runs.items():
-        print(f"{name:>10s} {r['audio']:9.0f} {r['frames']:8d} {r['seconds']:8.1f} {r['audio'] / r['seconds']:12.1f} {r['peak_mb']:8.0f}")
+        row = f"{r['audio']:9.0f} {r['frames']:8d} {r['seconds']:8.1f} {r['audio'] / r['seconds']:12.1f} {r['peak_mb']:8.0f} {r['gpu_peak_mb']:12.0f}"
+        print(f"{name:>10s} {row}")
     print(f"peak memory, long / short: {runs['long']['peak_mb'] / runs['short']['peak_mb']:.2f}")
 
 
