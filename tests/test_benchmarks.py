@@ -45,7 +45,12 @@ FIGURES: Dict[str, List[str]] = {
         r"^\| fesa --precision bf16 \| {N} \| {N}x \|$",
         r"label agreement {N}, mean cosine {N}",
     ],
-    "predict.py": [r"^\s+short" + ROW * 6 + "$", r"^\s+long" + ROW * 6 + "$", r"peak memory, long / short: {N}"],
+    "predict.py": [
+        r"^\s+short" + ROW * 6 + "$",
+        r"^\s+long" + ROW * 6 + "$",
+        r"peak memory, long / short: {N}",
+        r"fesa evaluate, \d+ utterances, {N} s of audio: {N} s, {N} audio s / s",
+    ],
     "prepare_emobox.py": [r"first run \(all converted\): {N} s, peak {N} MB", r"rerun \(all reused\): {N} s, peak {N} MB"],
     "pseudo_labels.py": [
         r"dump \(train only\): {N} s, {N} s of audio per second",
