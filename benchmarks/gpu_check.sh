@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The checks a GPU machine runs, in at most 8 minutes:  benchmarks/gpu_check.sh OUT
+# The checks a GPU machine runs, in at most 8 minutes (the steps' timeouts add up to 470 s):  benchmarks/gpu_check.sh OUT
 #   01-cuda-tests.log    tests/test_cuda.py
 #   02-smoke.log/.json   fesa run examples/iemocap/experiment.yaml --smoke --folds 1 on a generated corpus in
 #                        IEMOCAP's layout (fesa make-demo-corpus) with a random HuBERT base
 #   03-train-steps.log   benchmarks/train_steps.py: HuBERT-base training steps, stock fairseq against fesa
-#   04-predict.log       benchmarks/predict.py --device cuda: predict throughput and memory, HuBERT-base classifier
+#   04-predict.log       benchmarks/predict.py --device cuda: predict and evaluate throughput, memory (HuBERT-base classifier)
 #   summary.txt          the machine, then each step's exit status, seconds and last lines, as each step ends
 # Each step writes its log as it goes and has its own timeout, so a run cut short still shows where it was.
 # Needs no install and no network: python3 from PATH (or $PYTHON) with this checkout on PYTHONPATH.
@@ -55,7 +55,7 @@ step() {
   } >>"$SUMMARY"
 }
 
-step 01-cuda-tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py
+step 01-cuda-tests 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py
 
 SETUP='
 import sys
@@ -70,11 +70,11 @@ cfg["source_checkpoint"] = str(random_hubert(work / "hubert_base.pt", "base"))
 cfg["tapt_labels"].pop("kmeans_model", None)  # no released k-means here: learned on the fold
 (work / "experiment.yaml").write_text(yaml.safe_dump(cfg))
 '
-step 02-smoke 40 "$PY" -m fesa.cli make-demo-corpus "$WORK/corpus"
-step 02-smoke 40 "$PY" -c "$SETUP" "$WORK"
-step 02-smoke 150 "$PY" -m fesa.cli run "$WORK/experiment.yaml" --smoke --folds 1 --exp-dir "$WORK/exp"
+step 02-smoke 20 "$PY" -m fesa.cli make-demo-corpus "$WORK/corpus"
+step 02-smoke 30 "$PY" -c "$SETUP" "$WORK"
+step 02-smoke 130 "$PY" -m fesa.cli run "$WORK/experiment.yaml" --smoke --folds 1 --exp-dir "$WORK/exp"
 if [ -f "$WORK/exp/smoke/smoke.json" ]; then cp "$WORK/exp/smoke/smoke.json" "$OUT/02-smoke.json"; fi
 
-step 03-train-steps 130 "$PY" benchmarks/train_steps.py --updates 20 --utterances 200
-step 04-predict 90 "$PY" benchmarks/predict.py --device cuda --size base --short 60 --long 600
+step 03-train-steps 120 "$PY" benchmarks/train_steps.py --updates 20 --utterances 200
+step 04-predict 80 "$PY" benchmarks/predict.py --device cuda --size base --short 60 --long 300 --evaluate 100
 echo "gpu_check: done; $SUMMARY"
