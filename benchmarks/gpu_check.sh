@@ -75,6 +75,6 @@ step 02-smoke 30 "$PY" -c "$SETUP" "$WORK"
 step 02-smoke 130 "$PY" -m fesa.cli run "$WORK/experiment.yaml" --smoke --folds 1 --exp-dir "$WORK/exp"
 if [ -f "$WORK/exp/smoke/smoke.json" ]; then cp "$WORK/exp/smoke/smoke.json" "$OUT/02-smoke.json"; fi
 
-step 03-train-steps 120 "$PY" benchmarks/train_steps.py --updates 20 --utterances 200
-step 04-predict 80 "$PY" benchmarks/predict.py --device cuda --size base --short 60 --long 300 --evaluate 100
+step 03-train-steps 110 "$PY" benchmarks/train_steps.py --updates 20 --utterances 200
+step 04-predict 90 "$PY" benchmarks/predict.py --device cuda --size base --short 60 --long 300 --evaluate 50
 echo "gpu_check: done; $SUMMARY"
