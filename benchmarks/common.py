@@ -1,6 +1,8 @@
 """Shared yardsticks (docs/design.md): IEMOCAP-like lengths and a HuBERT-base checkpoint built here."""
 
 import argparse
+import shutil
+import sys
 from pathlib import Path
 from typing import Any, Dict
 
@@ -12,6 +14,9 @@ from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
 from omegaconf import OmegaConf
 
 SR = 16000
+# this interpreter's own fairseq-hydra-train (a virtual environment's), else the one on PATH (fesa run's)
+_BESIDE = Path(sys.executable).parent / "fairseq-hydra-train"
+HYDRA_TRAIN = str(_BESIDE) if _BESIDE.exists() else (shutil.which("fairseq-hydra-train") or "fairseq-hydra-train")
 
 # docs/fairseq-notes.md's tiny HuBERT (2 layers of 64 dims): what a script's --small mode builds instead of HuBERT base.
 TINY = dict(

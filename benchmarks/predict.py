@@ -20,12 +20,11 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
-from common import SR, hubert_base_checkpoint, iemocap_like_seconds, parse_args  # noqa: E402
+from common import HYDRA_TRAIN, SR, hubert_base_checkpoint, iemocap_like_seconds, parse_args  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = dict(size="tiny", short=5.0, long=20.0, evaluate=6)  # --small
 EMOTIONS = ("neu", "hap", "ang", "sad")
-HYDRA_TRAIN = str(Path(sys.executable).parent / "fairseq-hydra-train")
 CHILD = """
 import json, resource, sys, time
 import torch

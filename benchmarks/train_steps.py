@@ -30,10 +30,9 @@ from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
-from common import SR, TINY, iemocap_like_seconds, parse_args, random_hubert  # noqa: E402
+from common import HYDRA_TRAIN, SR, TINY, iemocap_like_seconds, parse_args, random_hubert  # noqa: E402
 
 PLUGIN = Path(__file__).resolve().parent.parent / "fesa_fairseq"
-HYDRA_TRAIN = str(Path(sys.executable).parent / "fairseq-hydra-train")
 EMOTIONS = ("neu", "hap", "ang", "sad")
 STOCK = "stock hubert_pretraining + hubert"
 SMALL = dict(updates=3, utterances=12, log_interval=1, model="tiny")  # --small
