@@ -7,7 +7,7 @@
 2. The padding ratio (real / padded samples) of the task's length-sorted batches over 5,531 IEMOCAP-like
    utterances, against batches of a plain shuffle, for training (6 s crops) and for scoring (whole utterances).
 
-    .venv/bin/python benchmarks/classifier_overhead.py [--batch 6] [--repeats 3] [--device auto]
+    .venv/bin/python benchmarks/classifier_overhead.py [--batch 6] [--repeats 3] [--device auto] [--model tiny] [--small]
 """
 
 import argparse
@@ -31,11 +31,13 @@ from fesa_fairseq.data.emotion_audio_dataset import length_sorted_order  # noqa:
 from fesa_fairseq.models.hubert_emotion_classifier import HubertEmotionClassifierConfig  # noqa: E402
 from fesa_fairseq.tasks.speech_emotion_classification import SpeechEmotionClassificationConfig, SpeechEmotionClassificationTask  # noqa: E402
 
-from common import SR, hubert_base_checkpoint, iemocap_like_seconds  # noqa: E402
+from common import SR, iemocap_like_seconds, parse_args, random_hubert  # noqa: E402
+
+SMALL = dict(model="tiny", batch=2, repeats=1, utterances=500)  # --small
 
 
-def build_models(work: Path, device: torch.device):
-    ckpt = hubert_base_checkpoint(work / "hubert_base.pt")
+def build_models(work: Path, device: torch.device, model: str):
+    ckpt = random_hubert(work / "hubert.pt", model)
     (work / "dict.emo.txt").write_text("neu 1\nhap 1\nang 1\nsad 1\n")
     task = SpeechEmotionClassificationTask(OmegaConf.structured(SpeechEmotionClassificationConfig(data=str(work), train_subset="train", seed=1)))
     cfg = OmegaConf.structured(
@@ -89,15 +91,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=6, help="utterances per batch (IEMOCAP-like lengths)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
+    parser.add_argument("--model", choices=["base", "tiny"], default="base", help="a random HuBERT base, or the tiny HuBERT")
+    parser.add_argument("--utterances", type=int, default=5531, help="IEMOCAP-like utterances the padding ratio is measured over")
+    args = parse_args(parser, SMALL)
     logging.basicConfig(level=logging.WARNING, force=True)  # importing fairseq leaves the root logger at DEBUG
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
 
     with tempfile.TemporaryDirectory() as tmp:
-        classifier, plain = build_models(Path(tmp), device)
+        classifier, plain = build_models(Path(tmp), device, args.model)
     n_params = sum(p.numel() for p in plain.parameters())
     source, padding, target, lengths = make_batch(args.batch, seed=1, device=device)
-    print(f"device {device}, torch threads {torch.get_num_threads()}, HuBERT base {n_params / 1e6:.1f} M parameters")
+    print(f"device {device}, torch threads {torch.get_num_threads()}, HuBERT {args.model} {n_params / 1e6:.1f} M parameters")
     print(f"batch: {args.batch} utterances, {lengths.sum() / SR:.1f} s of audio, longest {lengths.max() / SR:.1f} s")
     step_classifier(classifier, source, padding, target)  # warm-up
     step_plain(plain, source, padding, target)
@@ -113,12 +117,16 @@ def main() -> None:
     print(f"classifier overhead ratio: {med['classifier'] / med['plain']:.3f}")
     print(f"real-time factor of a training step: {med['classifier'] / (lengths.sum() / SR):.3f}")
 
-    seconds = iemocap_like_seconds(5531, seed=0)
+    padding_ratios(args.utterances)
+
+
+def padding_ratios(n: int) -> None:
+    seconds = iemocap_like_seconds(n, seed=0)
     whole = (seconds * SR).astype(np.int64)
     cropped = np.minimum(whole, 96000)
     targets = np.random.default_rng(0).integers(0, 4, len(whole))
     rng = np.random.default_rng(0)
-    print(f"padding ratio (real / padded samples) over 5,531 IEMOCAP-like utterances ({seconds.sum() / 3600:.1f} h):")
+    print(f"padding ratio (real / padded samples) over {n:,} IEMOCAP-like utterances ({seconds.sum() / 3600:.1f} h):")
     for name, sizes, max_tokens in (
         ("train, 6 s crops, 4,608,000 samples/batch", cropped, 4_608_000),
         ("scoring, whole utterances, 1,600,000 samples/batch", whole, 1_600_000),

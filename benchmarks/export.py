@@ -9,11 +9,12 @@ tapt-finetune, and the method, finetune/*), every test utterance is scored alone
 and UA is computed with the pipeline's own scoring. Speed: seconds of audio per second over the test split, one
 utterance at a time, the model already loaded (each path timed in the same process, one after the other).
 
-    .venv/bin/python benchmarks/export.py [--exp demo_out/exp] [--folds 1,2,3,4,5]
+    .venv/bin/python benchmarks/export.py [--exp demo_out/exp] [--folds 1,2,3,4,5] [--small: fold 1, 4 utterances]
 """
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,12 +25,16 @@ import onnxruntime
 import torch
 from fairseq import checkpoint_utils
 
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
 from fesa_fairseq.data.audio import read_audio
 from fesa_fairseq.data.labels import read_labelled_split
 from fesa_fairseq.devices import cpu_has_bf16
 from fesa_fairseq.inference.onnx_export import export_onnx
 from fesa_fairseq.scoring import confusion_matrix, counts_of, unweighted_accuracy
 
+from common import parse_args  # noqa: E402
+
+SMALL = dict(folds="1", utterances=4)  # --small
 PATHS = ("torch fp32", "torch bf16", "onnx fp32", "onnx int8")
 
 
@@ -60,7 +65,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp", default="demo_out/exp")
     parser.add_argument("--folds", default="1,2,3,4,5")
-    args = parser.parse_args()
+    parser.add_argument("--utterances", type=int, default=None, help="score only each fold's first N test utterances")
+    args = parse_args(parser, SMALL)
     if not cpu_has_bf16():
         raise SystemExit("this CPU has no bf16 instructions: the bf16 column would be emulated")
     exp = Path(args.exp)
@@ -69,7 +75,8 @@ def main() -> None:
         for k in args.folds.split(","):
             fold = exp / "manifests" / f"fold{k}"
             test = read_labelled_split(fold, "test")
-            wavs = [read_audio(p, 16000, n) for p, n in zip(test.paths, test.sizes)]
+            wavs = [read_audio(p, 16000, n) for p, n in zip(test.paths, test.sizes)][: args.utterances]
+            targets = list(test.targets)[: args.utterances]
             models = {"baseline": exp / f"fold{k}" / "tapt-finetune"} | {
                 f"method {d.name}": d for d in sorted((exp / f"fold{k}" / "finetune").iterdir())
             }
@@ -85,7 +92,7 @@ def main() -> None:
                     "onnx fp32": onnx_runner(str(onnx)),
                     "onnx int8": onnx_runner(str(onnx.with_name(f"{onnx.stem}.int8.onnx"))),
                 }
-                row = {p: score(r, wavs, list(test.targets), len(test.labels)) for p, r in runners.items()}
+                row = {p: score(r, wavs, targets, len(test.labels)) for p, r in runners.items()}
                 results.setdefault(name, {p: [] for p in PATHS})
                 for p in PATHS:
                     results[name][p].append(row[p])

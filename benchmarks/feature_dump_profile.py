@@ -8,7 +8,7 @@ default where the CPU has bf16) unless --precision fp32:
   batching   the transformer layers (the part a padded batch can take; the group-normalised CNN cannot) on the
              same CNN outputs, one utterance at a time vs length-sorted padded batches with a padding mask
 
-    .venv/bin/python benchmarks/feature_dump_profile.py [--seconds 300] [--layer 9] [--precision bf16|fp32]
+    .venv/bin/python benchmarks/feature_dump_profile.py [--seconds 300] [--layer 9] [--precision bf16|fp32] [--model tiny] [--small]
 """
 
 import argparse
@@ -22,16 +22,15 @@ from typing import Dict, List
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py
-from precision import utterances  # noqa: E402
+from precision import demo_fold, utterances  # noqa: E402
 
-from fesa_fairseq.corpora.demo import make_demo_corpus  # noqa: E402
-from fesa_fairseq.corpora.iemocap import prepare_iemocap  # noqa: E402
 from fesa_fairseq.devices import autocast  # noqa: E402
 from fesa_fairseq.labels.readers import HubertFeatureReader  # noqa: E402
 
-from common import hubert_base_checkpoint  # noqa: E402
+from common import parse_args, random_hubert  # noqa: E402
 
 CPU = torch.device("cpu")
+SMALL = dict(model="tiny", layer=2, seconds=8.0, utterances_per_speaker=3)  # --small
 
 
 def module_times(reader: HubertFeatureReader, paths, layer: int) -> Dict[str, float]:
@@ -67,10 +66,11 @@ def dump(reader: HubertFeatureReader, paths) -> float:
 @torch.inference_mode()
 def transformer_times(reader: HubertFeatureReader, paths, layer: int, batch_sizes: List[int]) -> Dict[int, float]:
     hubert, feats = reader.hubert, []
+    project = hubert.post_extract_proj or torch.nn.Identity()  # absent where the CNN's width is the encoder's
     with autocast(CPU, reader.precision):
         for path, n in paths:
             f = hubert.feature_extractor(reader._source(path, n)).transpose(1, 2)
-            feats.append(hubert.post_extract_proj(hubert.layer_norm(f.float()))[0])
+            feats.append(project(hubert.layer_norm(f.float()))[0])
         out = {}
         for size in batch_sizes:
             order = sorted(range(len(feats)), key=lambda i: len(feats[i]))
@@ -89,17 +89,17 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=300, help="audio to dump, from the demo's fold 1 training split")
     ap.add_argument("--layer", type=int, default=9)
     ap.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
-    args = ap.parse_args()
+    ap.add_argument("--model", choices=["base", "tiny"], default="base", help="a random HuBERT base, or the tiny HuBERT")
+    ap.add_argument("--utterances-per-speaker", type=int, default=30, help="size of the demo corpus made here")
+    args = parse_args(ap, SMALL)
     precision = torch.bfloat16 if args.precision == "bf16" else None
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = hubert_base_checkpoint(Path(tmp) / "hubert_base.pt")
-        make_demo_corpus(Path(tmp) / "corpus", progress=False)
-        prepare_iemocap(Path(tmp) / "corpus", Path(tmp) / "manifests", progress=False, check_totals=False)
-        paths = utterances(Path(tmp) / "manifests" / "fold1", args.seconds)
+        ckpt = random_hubert(Path(tmp) / "hubert.pt", args.model)
+        paths = utterances(demo_fold(Path(tmp), args.utterances_per_speaker), args.seconds)
         audio = sum(n for _, n in paths) / 16000
         reader = HubertFeatureReader(str(ckpt), args.layer, CPU, precision=precision)
         threads = torch.get_num_threads()
-        print(f"HuBERT base, layer {args.layer}, {args.precision}, {len(paths)} utterances, {audio:.0f} s of audio, {threads} threads")
+        print(f"HuBERT {args.model}, layer {args.layer}, {args.precision}, {len(paths)} utterances, {audio:.0f} s of audio, {threads} threads")
         times = module_times(reader, paths, args.layer)
         total = times.pop("total")
         print(f"  one utterance at a time: {total:.2f} s ({audio / total:.1f} s of audio per second)")

@@ -1,6 +1,6 @@
 """How close the transformers bridge stays to fairseq, on a base-sized encoder and on a demo classifier.
 
-    python benchmarks/hf_bridge.py --work /tmp/hfb [--classifier CKPT --fold MANIFESTS/foldK]
+    python benchmarks/hf_bridge.py --work /tmp/hfb [--classifier CKPT --fold MANIFESTS/foldK] [--model tiny] [--small]
 
 In: a random transformers HubertModel of HuBERT base's shape (12 layers of 768, transformers' defaults) saved as a
 snapshot, then ``fesa import-hf``: wall time and the largest difference of every layer's output against
@@ -21,6 +21,21 @@ import torch
 
 import fesa_fairseq  # noqa: F401  (lets torch >= 2.6 load fairseq checkpoints, releases and imports alike)
 
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
+from common import parse_args  # noqa: E402
+
+SMALL = dict(model="tiny")  # --small
+# transformers' HubertConfig arguments of a 2-layer, 64-dim encoder (a narrower CNN, so that both sides project)
+TINY_HF = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=128,
+    conv_dim=(32,) * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+)
+
 
 def fesa(*args) -> str:
     res = subprocess.run([str(Path(sys.executable).parent / "fesa"), *map(str, args)], capture_output=True, text=True)
@@ -29,16 +44,18 @@ def fesa(*args) -> str:
     return res.stdout
 
 
-def imported(work: Path) -> None:
+def imported(work: Path, size: str) -> None:
     from fairseq import checkpoint_utils
     from transformers import HubertConfig, HubertModel
 
     torch.manual_seed(0)
-    model = HubertModel(HubertConfig()).eval()
+    model = HubertModel(HubertConfig(**(TINY_HF if size == "tiny" else {}))).eval()
     model.save_pretrained(str(work / "snapshot"))
     start = time.perf_counter()
     print(fesa("import-hf", work / "snapshot", "--out", work / "base.pt", "--overwrite").strip())
-    print(f"import-hf, HuBERT base shape ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters): {time.perf_counter() - start:.1f} s")
+    print(
+        f"import-hf, HuBERT {size} shape ({sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters): {time.perf_counter() - start:.1f} s"
+    )
     (ours,), _, _ = checkpoint_utils.load_model_ensemble_and_task([str(work / "base.pt")])
     x = 0.1 * torch.randn(1, 59_200, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -75,9 +92,10 @@ def main() -> None:
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--classifier", type=Path, help="a fine-tuned classifier with mean pooling")
     p.add_argument("--fold", type=Path, help="its fold folder (test.tsv, test.emo)")
-    args = p.parse_args()
+    p.add_argument("--model", choices=["base", "tiny"], default="base", help="the random transformers model imported: HuBERT base's shape, or tiny")
+    args = parse_args(p, SMALL)
     args.work.mkdir(parents=True, exist_ok=True)
-    imported(args.work)
+    imported(args.work, args.model)
     if args.classifier:
         exported(args.work, args.classifier, args.fold)
 

@@ -2,13 +2,13 @@
 settings: k-means++, batch 10,000, n_init 20, max_iter 100), on the same features, in one run.
 
 1. The demo corpus's training frames at HuBERT-base width: layer 9 of a randomly initialised HuBERT base, dumped by
-   `fesa pseudo-labels --feature-dir` (its features are what fesa's label stages cluster), K = 50.
+   `fesa pseudo-labels --feature-dir` (its features are what fesa's label stages cluster), K = 50 (--clusters).
 2. A synthetic 1,000,000 x 768 set (500 Gaussian clusters), K = 500: faiss on all of it; sklearn on a --percent
    share of it (the whole would take hours), as `fesa pseudo-labels --percent` would.
 
 Inertia (sum of squared distances to the nearest centroid) is computed the same way for both, on all frames.
 
-    .venv/bin/python benchmarks/kmeans.py [--fold demo_out/exp/manifests/fold1] [--synthetic 1000000] [--sklearn-percent 0.02]
+    .venv/bin/python benchmarks/kmeans.py [--fold demo_out/exp/manifests/fold1] [--synthetic 1000000] [--sklearn-percent 0.02] [--small]
 """
 
 import argparse
@@ -24,7 +24,9 @@ from fairseq.examples.hubert.simple_kmeans.learn_kmeans import load_feature
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
 from fesa_fairseq.labels.kmeans_backends import fit_kmeans_model, inertia  # noqa: E402
 
-from common import hubert_base_checkpoint  # noqa: E402
+from common import parse_args, random_hubert  # noqa: E402
+
+SMALL = dict(model="tiny", layer=2, clusters=8, synthetic=2000, synthetic_clusters=10, sklearn_percent=0.5)  # --small
 
 
 def timed(feats: np.ndarray, k: int, backend: str):
@@ -45,8 +47,8 @@ def compare(name: str, everything: np.ndarray, k: int, sklearn_feats: np.ndarray
     print(f"  faiss is {sk_s / faiss_s:.1f}x faster; its inertia is {100 * (fi / si - 1):+.2f}% of sklearn's")
 
 
-def demo_features(fold: Path, work: Path) -> np.ndarray:
-    ckpt = hubert_base_checkpoint(work / "hubert_base.pt")
+def demo_features(fold: Path, work: Path, model: str, layer: int, clusters: int) -> np.ndarray:
+    ckpt = random_hubert(work / "hubert.pt", model)
     cmd = [
         sys.executable,
         "-m",
@@ -60,9 +62,9 @@ def demo_features(fold: Path, work: Path) -> np.ndarray:
         "--checkpoint",
         str(ckpt),
         "--layer",
-        "9",
+        str(layer),
         "--clusters",
-        "50",
+        str(clusters),
         "--out",
         str(work / "labels"),
         "--feature-dir",
@@ -91,19 +93,23 @@ def main() -> None:
     ap.add_argument("--fold", default="demo_out/exp/manifests/fold1", help="a demo fold folder (make demo writes it)")
     ap.add_argument("--synthetic", type=int, default=1_000_000, help="frames of the synthetic set (0: skip it)")
     ap.add_argument("--sklearn-percent", type=float, default=0.02, help="share of the synthetic set sklearn is fitted on")
-    args = ap.parse_args()
+    ap.add_argument("--synthetic-clusters", type=int, default=500, help="Gaussian clusters of the synthetic set, and its K")
+    ap.add_argument("--model", choices=["base", "tiny"], default="base", help="the random HuBERT the demo features come from")
+    ap.add_argument("--layer", type=int, default=9)
+    ap.add_argument("--clusters", type=int, default=50, help="K for the demo corpus's frames")
+    args = parse_args(ap, SMALL)
     print("k-means on this machine's CPU; seed 0; one run each")
     if Path(args.fold, "train.tsv").is_file():
         with tempfile.TemporaryDirectory() as tmp:
-            feats = demo_features(Path(args.fold), Path(tmp))
-        compare("demo corpus training frames, HuBERT base layer 9 (random weights)", feats, 50, feats)
+            feats = demo_features(Path(args.fold), Path(tmp), args.model, args.layer, args.clusters)
+        compare(f"demo corpus training frames, HuBERT {args.model} layer {args.layer} (random weights)", feats, args.clusters, feats)
     else:
         print(f"(no {args.fold}/train.tsv: run make demo first, or give --fold)")
     if args.synthetic:
-        feats = synthetic(args.synthetic)
+        feats = synthetic(args.synthetic, centres=args.synthetic_clusters)
         rng = np.random.default_rng(1)
         sample = feats[rng.choice(len(feats), int(len(feats) * args.sklearn_percent), replace=False)]
-        compare("synthetic clusters", feats, 500, sample)
+        compare("synthetic clusters", feats, args.synthetic_clusters, sample)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ centroids; the share of frames whose label is the same. Cosine: mean per-frame c
   --model base    a randomly initialised HuBERT base (12 x 768; speed does not depend on the weights)
   --checkpoint X  any HuBERT-family checkpoint, e.g. a trained one (demo_out/exp/fold1/tapt-finetune/...)
 
-    .venv/bin/python benchmarks/precision.py [--model base] [--layer 9] [--seconds 240] [--clusters 50]
+    .venv/bin/python benchmarks/precision.py [--model base|tiny] [--layer 9] [--seconds 240] [--clusters 50] [--small]
 """
 
 import argparse
@@ -39,9 +39,17 @@ from fesa_fairseq.devices import cpu_has_bf16  # noqa: E402
 from fesa_fairseq.labels.kmeans_backends import assign, fit_kmeans_model  # noqa: E402
 from fesa_fairseq.labels.readers import HubertFeatureReader  # noqa: E402
 
-from common import hubert_base_checkpoint  # noqa: E402
+from common import parse_args, random_hubert  # noqa: E402
 
 CPU = torch.device("cpu")
+SMALL = dict(model="tiny", layer=2, seconds=8.0, clusters=8, utterances_per_speaker=3)  # --small
+
+
+def demo_fold(work: Path, utterances_per_speaker: int) -> Path:
+    """Fold 1 of a demo corpus made here."""
+    make_demo_corpus(work / "corpus", utterances_per_speaker=utterances_per_speaker, progress=False)
+    prepare_iemocap(work / "corpus", work / "manifests", progress=False, check_totals=False)
+    return work / "manifests" / "fold1"
 
 
 def utterances(fold: Path, seconds: float) -> List[Tuple[str, int]]:
@@ -76,22 +84,22 @@ def stock_reader(checkpoint: str, layer: int) -> StockReader:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=["base"], default="base")
+    parser.add_argument("--model", choices=["base", "tiny"], default="base", help="a random HuBERT base, or the tiny HuBERT")
     parser.add_argument("--checkpoint", help="use this checkpoint instead of a random HuBERT base")
     parser.add_argument("--layer", type=int, default=9)
     parser.add_argument("--seconds", type=float, default=240.0, help="seconds of training audio to dump (default 240)")
     parser.add_argument("--clusters", type=int, default=50)
-    args = parser.parse_args()
+    parser.add_argument("--utterances-per-speaker", type=int, default=30, help="size of the demo corpus made here")
+    args = parse_args(parser, SMALL)
     if not cpu_has_bf16():
         raise SystemExit("this CPU has no bf16 instructions: --precision auto keeps fp32 here, nothing to compare")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        checkpoint = args.checkpoint or str(hubert_base_checkpoint(tmp / "hubert.pt"))
-        make_demo_corpus(tmp / "corpus", progress=False)
-        prepare_iemocap(tmp / "corpus", tmp / "manifests", progress=False, check_totals=False)
-        items = utterances(tmp / "manifests" / "fold1", args.seconds)
+        checkpoint = args.checkpoint or str(random_hubert(tmp / "hubert.pt", args.model))
+        items = utterances(demo_fold(tmp, args.utterances_per_speaker), args.seconds)
         audio = sum(n for _, n in items) / 16000
-        print(f"{checkpoint if args.checkpoint else 'random HuBERT base'}, layer {args.layer}, {len(items)} utterances, {audio:.0f} s of audio")
+        source = args.checkpoint or f"random HuBERT {args.model}"
+        print(f"{source}, layer {args.layer}, {len(items)} utterances, {audio:.0f} s of audio")
         print(f"CPU: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}")
         stock = stock_reader(checkpoint, args.layer)
         speed_stock, f_stock = timed(stock.get_feats, items)

@@ -1,10 +1,10 @@
-"""fesa predict on a short and a long recording with the same model: throughput and peak memory.
+"""fesa predict on a short and a long recording with the same model: throughput and peak memory; fesa evaluate's throughput.
 
 A classifier is fine-tuned for one update (fairseq-hydra-train, finetune/tiny.yaml) from the demo's source model
 (--size tiny) or a random HuBERT base (--size base), then each recording is predicted in a fresh process
 (EmotionRecognizer.predict, windows of 20 s every 15 s), which reports its own peak resident memory.
 
-    .venv/bin/python benchmarks/predict.py [--size tiny|base] [--short 60] [--long 1800]
+    .venv/bin/python benchmarks/predict.py [--size tiny|base] [--short 60] [--long 1800] [--evaluate 200] [--device cpu|cuda] [--small]
 
 --batch-seconds 0,20,60 instead compares batch sizes in one process (same model, same inputs, each size timed
 --repeats times in turn, the best kept): a --long recording (its windows) and --utterances IEMOCAP-like
@@ -18,25 +18,29 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
-from common import SR, hubert_base_checkpoint, iemocap_like_seconds  # noqa: E402
+from common import HYDRA_TRAIN, SR, hubert_base_checkpoint, iemocap_like_seconds, parse_args  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-HYDRA_TRAIN = str(Path(sys.executable).parent / "fairseq-hydra-train")
+SMALL = dict(size="tiny", short=5.0, long=20.0, evaluate=6)  # --small
+EMOTIONS = ("neu", "hap", "ang", "sad")
 CHILD = """
 import json, resource, sys, time
+import torch
 from fesa_fairseq.inference.recognizer import EmotionRecognizer
-rec = EmotionRecognizer.from_checkpoint(sys.argv[1], device="cpu")
+rec = EmotionRecognizer.from_checkpoint(sys.argv[1], device=sys.argv[3])
 start = time.perf_counter()
 pred = rec.predict(sys.argv[2])
 seconds = time.perf_counter() - start
 print(json.dumps({"audio": pred.duration, "seconds": seconds, "frames": len(pred.frame_posteriors),
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0}))
 """
 
 BATCHED = """
@@ -78,17 +82,16 @@ def noise(path: Path, seconds: float, seed: int) -> Path:
 def classifier(work: Path, size: str) -> Path:
     data = work / "fold"
     data.mkdir()
-    emotions = ("neu", "hap", "ang", "sad")
     rows, labels = [str(work / "wav")], []
     (work / "wav").mkdir()
     for i in range(8):
         noise(work / "wav" / f"u{i}.wav", 1.5, i)
         rows.append(f"u{i}.wav\t{int(1.5 * SR)}")
-        labels.append(emotions[i % 4])
+        labels.append(EMOTIONS[i % 4])
     for split in ("train", "valid"):
         (data / f"{split}.tsv").write_text("\n".join(rows) + "\n")
         (data / f"{split}.emo").write_text("\n".join(labels) + "\n")
-    (data / "dict.emo.txt").write_text("".join(f"{e} 2\n" for e in emotions))
+    (data / "dict.emo.txt").write_text("".join(f"{e} 2\n" for e in EMOTIONS))
     source = REPO / "examples" / "demo" / "source_model.pt" if size == "tiny" else hubert_base_checkpoint(work / "base.pt")
     cmd = [
         HYDRA_TRAIN,
@@ -129,6 +132,25 @@ def compare_batches(ckpt: Path, work: Path, args: argparse.Namespace) -> None:
             )
 
 
+def evaluate(work: Path, ckpt: Path, n: int, device: str) -> dict:
+    """The whole `fesa evaluate` command, start-up included, on a test split of n IEMOCAP-like noise utterances."""
+    fold, wavs = work / "fold", work / "test"
+    wavs.mkdir()
+    rows, labels = [str(wavs)], []
+    for i, seconds in enumerate(iemocap_like_seconds(n, seed=2)):
+        noise(wavs / f"t{i}.wav", seconds, 1000 + i)
+        rows.append(f"t{i}.wav\t{int(seconds * SR)}")
+        labels.append(EMOTIONS[i % 4])
+    (fold / "test.tsv").write_text("\n".join(rows) + "\n")
+    (fold / "test.emo").write_text("\n".join(labels) + "\n")
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "fesa.cli", "-q", "evaluate", str(ckpt), str(fold), "--out", str(work / "eval"), "--device", device]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(res.stderr[-3000:])
+    return {"utterances": n, "audio": sum(int(r.split("\t")[1]) for r in rows[1:]) / SR, "seconds": time.perf_counter() - start}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=("tiny", "base"), default="tiny")
@@ -137,9 +159,10 @@ def main() -> None:
     ap.add_argument("--batch-seconds", help="compare these batch sizes (seconds of audio, comma-separated; the first is the reference, e.g. 0,20,60)")
     ap.add_argument("--utterances", type=int, default=40, help="IEMOCAP-like utterances for --batch-seconds (default 40)")
     ap.add_argument("--repeats", type=int, default=2, help="timings per batch size for --batch-seconds, best kept (default 2)")
-    ap.add_argument("--device", default="cpu", help="for --batch-seconds: cpu, cuda (default cpu)")
     ap.add_argument("--precision", default="fp32", help="for --batch-seconds: fp32, bf16, fp16 (default fp32)")
-    args = ap.parse_args()
+    ap.add_argument("--evaluate", type=int, default=200, help="utterances of the test split fesa evaluate scores (0: skip)")
+    ap.add_argument("--device", default="cpu", help="where fesa predict runs: cpu, cuda, auto (the classifier is trained on the CPU)")
+    args = parse_args(ap, SMALL)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         ckpt = classifier(work, args.size)
@@ -148,15 +171,23 @@ def main() -> None:
         runs = {}
         for name, seconds in (("short", args.short), ("long", args.long)):
             wav = noise(work / f"{name}.wav", seconds, 99)
-            res = subprocess.run([sys.executable, "-c", CHILD, str(ckpt), str(wav)], capture_output=True, text=True)
+            res = subprocess.run([sys.executable, "-c", CHILD, str(ckpt), str(wav), args.device], capture_output=True, text=True)
             if res.returncode != 0:
                 raise SystemExit(res.stderr[-3000:])
             runs[name] = json.loads(res.stdout.strip().splitlines()[-1])
-    print(f"fesa predict, {args.size} classifier, CPU, windows of 20 s every 15 s")
-    print(f"{'recording':>10s} {'audio s':>9s} {'frames':>8s} {'s taken':>8s} {'audio s / s':>12s} {'peak MB':>8s}")
+        scored = evaluate(work, ckpt, args.evaluate, args.device) if args.evaluate else None
+    print(f"fesa predict, {args.size} classifier, device {args.device}, windows of 20 s every 15 s")
+    print(f"{'recording':>10s} {'audio s':>9s} {'frames':>8s} {'s taken':>8s} {'audio s / s':>12s} {'peak MB':>8s} {'GPU peak MB':>12s}")
     for name, r in runs.items():
-        print(f"{name:>10s} {r['audio']:9.0f} {r['frames']:8d} {r['seconds']:8.1f} {r['audio'] / r['seconds']:12.1f} {r['peak_mb']:8.0f}")
+        row = f"{r['audio']:9.0f} {r['frames']:8d} {r['seconds']:8.1f} {r['audio'] / r['seconds']:12.1f} {r['peak_mb']:8.0f} {r['gpu_peak_mb']:12.0f}"
+        print(f"{name:>10s} {row}")
     print(f"peak memory, long / short: {runs['long']['peak_mb'] / runs['short']['peak_mb']:.2f}")
+    if scored:
+        speed = scored["audio"] / scored["seconds"]
+        print(
+            f"fesa evaluate, {scored['utterances']} utterances, {scored['audio']:.0f} s of audio: "
+            f"{scored['seconds']:.1f} s, {speed:.1f} audio s / s (incl. start-up)"
+        )
 
 
 if __name__ == "__main__":

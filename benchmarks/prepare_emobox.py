@@ -5,7 +5,7 @@ The corpus: N utterances of 1-5 s at 48 kHz stereo (wav, flac and ogg in turn), 
 folds without a valid list. Each run is a fresh `fesa prepare-emobox` process; its peak resident memory is the
 kernel's (RUSAGE_CHILDREN).
 
-    .venv/bin/python benchmarks/prepare_emobox.py [--utterances 5000]
+    .venv/bin/python benchmarks/prepare_emobox.py [--utterances 5000] [--small]
 """
 
 import argparse
@@ -20,6 +20,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
+from common import parse_args  # noqa: E402
+
+SMALL = dict(utterances=25)  # --small: 5 a fold
 RAW = {"neutral": "neu", "happy": "hap", "excited": "hap", "angry": "ang", "sad": "sad"}
 FORMATS = ("wav", "flac", "ogg")
 
@@ -55,7 +59,7 @@ def run(corpus: Path, out: Path, *extra: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--utterances", type=int, default=5000)
-    args = parser.parse_args()
+    args = parse_args(parser, SMALL)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         corpus = make_corpus(Path(tmp), args.utterances)

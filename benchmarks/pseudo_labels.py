@@ -6,7 +6,7 @@ Each figure comes from its own `fesa` process, whose peak resident memory is rea
   full    the whole command (dump of every split, k-means on train, labels); --percent keeps the frames
           k-means sees equal across corpus sizes (1 / scale), so its memory stays flat too
 
-    .venv/bin/python benchmarks/pseudo_labels.py [--layer 9] [--clusters 50] [--scales 1,4] [--model base|tiny]
+    .venv/bin/python benchmarks/pseudo_labels.py [--layer 9] [--clusters 50] [--scales 1,4] [--model base|tiny] [--small]
     .venv/bin/python benchmarks/pseudo_labels.py --before-after    (sklearn + fp32, as before, vs the defaults)
 """
 
@@ -20,19 +20,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
-from common import hubert_base_checkpoint  # noqa: E402
+from common import parse_args, random_hubert  # noqa: E402
 
 FESA = [sys.executable, "-m", "fesa.cli", "-q"]
-TINY = dict(
-    encoder_layers=2,
-    encoder_embed_dim=64,
-    encoder_ffn_embed_dim=128,
-    encoder_attention_heads=2,
-    conv_feature_layers="[(64,10,5)] + [(64,3,2)] * 4 + [(64,2,2)] * 2",
-    final_dim=32,
-    conv_pos=16,
-    conv_pos_groups=4,
-)
+SMALL = dict(model="tiny", clusters=8, scales="1", utterances_per_speaker=3)  # --small
 
 
 def run(cmd):
@@ -62,53 +53,58 @@ def main() -> None:
         action="store_true",
         help="only the whole command at scale 1, twice: as it was (--kmeans-backend sklearn --precision fp32) and with today's defaults",
     )
-    args = parser.parse_args()
+    parser.add_argument("--utterances-per-speaker", type=int, default=30, help="the demo corpus's size at scale 1")
+    args = parse_args(parser, SMALL)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ckpt = hubert_base_checkpoint(tmp / "hubert.pt", **(TINY if args.model == "tiny" else {}))
+        ckpt = random_hubert(tmp / "hubert.pt", args.model)
         layer = min(args.layer, 2) if args.model == "tiny" else args.layer
         print(f"model {args.model}, layer {layer}, K={args.clusters}, {os.cpu_count()} CPUs")
         if args.before_after:
-            return before_after(tmp, ckpt, layer, args.clusters)
+            return before_after(tmp, ckpt, layer, args.clusters, args.utterances_per_speaker)
         for scale in (int(s) for s in args.scales.split(",")):
-            corpus, manifests = tmp / f"corpus{scale}", tmp / f"m{scale}"
-            subprocess.run([str(c) for c in [*FESA, "make-demo-corpus", corpus, "--utterances-per-speaker", 30 * scale]], check=True)
-            subprocess.run([str(c) for c in [*FESA, "prepare-iemocap", corpus, manifests]], check=True, stdout=subprocess.DEVNULL)
-            fold = manifests / "fold1"
-            common = ["pseudo-labels", "--manifest-dir", fold, "--checkpoint", ckpt, "--layer", layer, "--device", "cpu"]
-            dump_s, dump_mb = run(
-                [
-                    *FESA,
-                    *common,
-                    "--splits",
-                    "train",
-                    "--clusters",
-                    args.clusters,
-                    "--out",
-                    tmp / "o",
-                    "--feature-dir",
-                    tmp / f"f{scale}",
-                    "--rank",
-                    "0",
-                ]
-            )
-            out = tmp / f"labels{scale}"
-            full_s, full_mb = run([*FESA, *common, "--clusters", args.clusters, "--out", out, "--percent", 1 / scale])
-            info = json.loads((out / "labels.json").read_text())
-            train = audio_seconds(fold, "train")
-            every = sum(audio_seconds(fold, s) for s in ("train", "valid", "test"))
-            print(f"x{scale}: train split {train / 60:.1f} min of audio, all splits {every / 60:.1f} min, {info['frames']['train']} training frames")
-            print(f"  dump (train only): {dump_s:.1f} s, {train / dump_s:.1f} s of audio per second (incl. start-up), peak {dump_mb:.0f} MiB")
-            print(
-                f"  whole command: {full_s:.1f} s (features {info['feature_seconds']:.1f} s, "
-                f"{every / info['feature_seconds']:.1f} s of audio per second), "
-                f"k-means + labels {info['total_seconds'] - info['feature_seconds']:.1f} s, peak {full_mb:.0f} MiB"
-            )
+            at_scale(tmp, ckpt, layer, args.clusters, scale, args.utterances_per_speaker * scale)
 
 
-def before_after(tmp: Path, ckpt: Path, layer: int, clusters: int) -> None:
+def at_scale(tmp: Path, ckpt: Path, layer: int, clusters: int, scale: int, utterances_per_speaker: int) -> None:
+    corpus, manifests = tmp / f"corpus{scale}", tmp / f"m{scale}"
+    subprocess.run([str(c) for c in [*FESA, "make-demo-corpus", corpus, "--utterances-per-speaker", utterances_per_speaker]], check=True)
+    subprocess.run([str(c) for c in [*FESA, "prepare-iemocap", corpus, manifests]], check=True, stdout=subprocess.DEVNULL)
+    fold = manifests / "fold1"
+    common = ["pseudo-labels", "--manifest-dir", fold, "--checkpoint", ckpt, "--layer", layer, "--device", "cpu"]
+    dump_s, dump_mb = run(
+        [
+            *FESA,
+            *common,
+            "--splits",
+            "train",
+            "--clusters",
+            clusters,
+            "--out",
+            tmp / "o",
+            "--feature-dir",
+            tmp / f"f{scale}",
+            "--rank",
+            "0",
+        ]
+    )
+    out = tmp / f"labels{scale}"
+    full_s, full_mb = run([*FESA, *common, "--clusters", clusters, "--out", out, "--percent", 1 / scale])
+    info = json.loads((out / "labels.json").read_text())
+    train = audio_seconds(fold, "train")
+    every = sum(audio_seconds(fold, s) for s in ("train", "valid", "test"))
+    print(f"x{scale}: train split {train / 60:.1f} min of audio, all splits {every / 60:.1f} min, {info['frames']['train']} training frames")
+    print(f"  dump (train only): {dump_s:.1f} s, {train / dump_s:.1f} s of audio per second (incl. start-up), peak {dump_mb:.0f} MiB")
+    print(
+        f"  whole command: {full_s:.1f} s (features {info['feature_seconds']:.1f} s, "
+        f"{every / info['feature_seconds']:.1f} s of audio per second), "
+        f"k-means + labels {info['total_seconds'] - info['feature_seconds']:.1f} s, peak {full_mb:.0f} MiB"
+    )
+
+
+def before_after(tmp: Path, ckpt: Path, layer: int, clusters: int, utterances_per_speaker: int) -> None:
     corpus, manifests = tmp / "corpus", tmp / "m"
-    subprocess.run([str(c) for c in [*FESA, "make-demo-corpus", corpus]], check=True)
+    subprocess.run([str(c) for c in [*FESA, "make-demo-corpus", corpus, "--utterances-per-speaker", utterances_per_speaker]], check=True)
     subprocess.run([str(c) for c in [*FESA, "prepare-iemocap", corpus, manifests]], check=True, stdout=subprocess.DEVNULL)
     common = ["pseudo-labels", "--manifest-dir", manifests / "fold1", "--checkpoint", ckpt, "--layer", layer, "--device", "cpu"]
     common += ["--clusters", clusters]

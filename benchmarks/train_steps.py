@@ -8,10 +8,11 @@
 Audio is noise of IEMOCAP-like lengths and labels are random: the figures are step times, not accuracy.
 Each run skips validation and saving; the first logged interval (start-up, cudnn autotuning) is left out.
 
-    .venv/bin/python benchmarks/train_steps.py [--updates 40] [--utterances 800] [--max-tokens N] [--cpu]
+    .venv/bin/python benchmarks/train_steps.py [--updates 40] [--utterances 800] [--max-tokens N] [--cpu] [--model tiny] [--small]
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -24,13 +25,17 @@ from typing import Dict, List
 import numpy as np
 import soundfile as sf
 import torch
+from fairseq.models.hubert.hubert import HubertConfig
+from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
-from common import SR, hubert_base_checkpoint, iemocap_like_seconds  # noqa: E402
+from common import HYDRA_TRAIN, SR, TINY, iemocap_like_seconds, parse_args, random_hubert  # noqa: E402
 
 PLUGIN = Path(__file__).resolve().parent.parent / "fesa_fairseq"
-HYDRA_TRAIN = str(Path(sys.executable).parent / "fairseq-hydra-train")
 EMOTIONS = ("neu", "hap", "ang", "sad")
+STOCK = "stock hubert_pretraining + hubert"
+SMALL = dict(updates=3, utterances=12, log_interval=1, model="tiny")  # --small
 
 
 def frames(num_samples: int) -> int:
@@ -59,12 +64,15 @@ def write_data(work: Path, n: int, k: int = 50) -> Path:
 
 
 def stock_yaml(work: Path) -> Path:
-    """tapt/hubert_base.yaml as stock fairseq takes it: its task and model, no warm start."""
-    text = (PLUGIN / "config" / "tapt" / "hubert_base.yaml").read_text()
-    text = text.replace("_name: emotion_hubert_pretraining", "_name: hubert_pretraining").replace("_name: emotion_hubert", "_name: hubert")
+    """tapt/hubert_base.yaml as stock fairseq takes it: its task and model, only the keys their stock configs have."""
+    cfg = OmegaConf.load(PLUGIN / "config" / "tapt" / "hubert_base.yaml")
+    for group, stock in (("task", HubertPretrainingConfig), ("model", HubertConfig)):
+        known = {f.name for f in dataclasses.fields(stock)}
+        cfg[group] = {k: v for k, v in OmegaConf.to_container(cfg[group]).items() if k in known}
+    cfg.task._name, cfg.model._name = "hubert_pretraining", "hubert"
     out = work / "stock" / "hubert_base.yaml"
     out.parent.mkdir()
-    out.write_text("\n".join(line for line in text.splitlines() if "init_checkpoint" not in line) + "\n")
+    out.write_text("# @package _group_\n" + OmegaConf.to_yaml(cfg))
     return out.parent
 
 
@@ -102,39 +110,46 @@ def train(name: str, config_dir: Path, config: str, work: Path, overrides: List[
     return out
 
 
+def run_all(work: Path, args: argparse.Namespace, cpu: bool) -> Dict[str, Dict[str, float]]:
+    common = [f"optimization.max_update={args.updates}", "optimization.update_freq=[1]", "lr_scheduler.warmup_updates=5"]
+    common += [f"common.log_interval={args.log_interval}"]
+    common += ["common.cpu=true", "common.fp16=false", "dataset.num_workers=0"] if cpu else []
+    common += [f"dataset.max_tokens={args.max_tokens}", f"task.max_sample_size={args.max_tokens}"] if args.max_tokens else []
+    data = write_data(work, args.utterances)
+    ckpt = random_hubert(work / "hubert.pt", args.model)
+    shape = [f"++model.{k}='{v}'" if isinstance(v, str) else f"++model.{k}={v}" for k, v in TINY.items()] if args.model == "tiny" else []
+    pretrain = [f"task.data={data}", f"task.label_dir={data}", *common, *shape]
+    return {
+        STOCK: train("stock", stock_yaml(work), "hubert_base", work, pretrain, cpu),
+        "fesa emotion_hubert (TAPT/CPT)": train(
+            "fesa", PLUGIN / "config" / "tapt", "hubert_base", work, [*pretrain, f"model.init_checkpoint={ckpt}"], cpu
+        ),
+        "fesa classifier fine-tuning": train(
+            "finetune",
+            PLUGIN / "config" / "finetune",
+            "hubert_base_attention",
+            work,
+            [f"task.data={data}", f"model.w2v_path={ckpt}", "optimization.max_epoch=0", *common],
+            cpu,
+        ),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--updates", type=int, default=40)
     ap.add_argument("--utterances", type=int, default=800)
     ap.add_argument("--max-tokens", type=int, default=None, help="batch size in samples (default: each yaml's)")
+    ap.add_argument("--log-interval", type=int, default=5, help="updates per logged interval (the figures are medians over intervals)")
+    ap.add_argument("--model", choices=("base", "tiny"), default="base", help="HuBERT base, or the tiny HuBERT (same yamls otherwise)")
     ap.add_argument("--cpu", action="store_true", help="train on the CPU even where CUDA is present")
-    args = ap.parse_args()
+    args = parse_args(ap, SMALL)
     cpu = args.cpu or not torch.cuda.is_available()
     device = "cpu" if cpu else torch.cuda.get_device_name()
-    common = [f"optimization.max_update={args.updates}", "optimization.update_freq=[1]", "lr_scheduler.warmup_updates=5"]
-    common += ["common.cpu=true", "common.fp16=false", "dataset.num_workers=0"] if cpu else []
-    common += [f"dataset.max_tokens={args.max_tokens}", f"task.max_sample_size={args.max_tokens}"] if args.max_tokens else []
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        data = write_data(work, args.utterances)
-        ckpt = hubert_base_checkpoint(work / "hubert_base.pt")
-        pretrain = [f"task.data={data}", f"task.label_dir={data}", *common]
-        runs = {
-            "stock hubert_pretraining + hubert": train("stock", stock_yaml(work), "hubert_base", work, pretrain, cpu),
-            "fesa emotion_hubert (TAPT/CPT)": train(
-                "fesa", PLUGIN / "config" / "tapt", "hubert_base", work, [*pretrain, f"model.init_checkpoint={ckpt}"], cpu
-            ),
-            "fesa classifier fine-tuning": train(
-                "finetune",
-                PLUGIN / "config" / "finetune",
-                "hubert_base_attention",
-                work,
-                [f"task.data={data}", f"model.w2v_path={ckpt}", "optimization.max_epoch=0", *common],
-                cpu,
-            ),
-        }
-    stock = runs["stock hubert_pretraining + hubert"]["s_per_update"]
-    print(f"device: {device}; {args.updates} updates per run, median of logged intervals after the first")
+        runs = run_all(Path(tmp), args, cpu)
+    stock = runs[STOCK]["s_per_update"]
+    print(f"device: {device}; {args.model} model; {args.updates} updates per run, median of logged intervals after the first")
     print(f"{'run':38s} {'s/update':>9s} {'utts/update':>12s} {'vs stock':>9s} {'GPU GB free':>12s}")
     for name, r in runs.items():
         ratio = f"{r['s_per_update'] / stock:.2f}x" if "hubert_pretraining" in name or "TAPT" in name else "-"
