@@ -92,7 +92,7 @@ def checkpoint(tmp_path) -> Path:
         (["--hf", "{run}"], "holds this command's own input"),
         (["--hf", "{ckpt}/hf"], "lies inside this command's input"),
         (["--hf", "{ckpt}", "--overwrite"], "this command's own input"),
-        (["--onnx", "{ckpt}", "--overwrite"], "ending in .onnx"),
+        (["--onnx", "{ckpt}", "--overwrite"], "is this command's own input"),
         (["--onnx", "{run}/x.onnx", "--hf", "{run}", "--overwrite"], "holds this command's own input"),
     ],
 )
