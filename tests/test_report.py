@@ -248,6 +248,15 @@ def test_a_comparison_says_how_many_runs_it_rests_on_and_what_it_covers(tmp_path
     )
     assert rows["| L9-K50-attention vs acoustic reference | UA"].endswith("| ahead; these two trained models, on these test utterances |")
     assert "`seeds: [1, 2, 3]` in the experiment yaml" in report["markdown"]
+    ua = {
+        run: [json.loads((tmp_path / f"fold{k}/evaluate/{run}/metrics.json").read_text())["ua"] for k in (1, 2, 3)]
+        for run in ("baseline-s1", "baseline-s2")
+    }
+    aa = {(r["a"], r["b"]): r for r in report["run_pairs"]}  # A/A: a model's first run against each other run, one run a side
+    assert set(aa) == {(f"{m}-s1", f"{m}-s{k}") for m in ("baseline", "L9-K50-attention") for k in (2, 3)}
+    assert aa[("baseline-s1", "baseline-s2")]["difference"] == pytest.approx(np.mean(ua["baseline-s1"]) - np.mean(ua["baseline-s2"]), abs=1e-3)
+    assert all(r["covers"] == "test utterances" and r["runs"] == {"a": 1, "b": 1} for r in aa.values())
+    assert "| baseline-s1 vs baseline-s2 |" in report["markdown"] and all("p_holm" not in r for r in aa.values())  # not in the family
 
 
 def test_the_report_is_one_family_under_holm(tmp_path):

@@ -104,6 +104,47 @@ def paired_statistics(exp_dir: Path, summaries: Dict[str, dict], resamples: int 
     return results
 
 
+def run_pairs(summaries: Dict[str, dict]) -> List[Tuple[str, str]]:
+    """A/A: the result folders of each replicated model's first run against each of its other runs (the same
+    procedure trained again), named as fesa run names them."""
+    out = []
+    for name, s in summaries.items():
+        runs = [f"{name}{seed_suffix(seed)}" for seed in s.get("seeds", [])]
+        out += [(runs[0], other) for other in runs[1:]]
+    return out
+
+
+def run_statistics(exp_dir: Path, summaries: Dict[str, dict], resamples: int = RESAMPLES) -> List[dict]:
+    """Each pair of run_pairs compared as two fixed trained models (one run a side), UA: how far two runs of one
+    procedure land apart on these test utterances. A calibration, not a claim: it is kept out of the Holm family."""
+    results = []
+    for a, b in run_pairs(summaries):
+        model = next(name for name in summaries if a.startswith(name))
+        outcomes = fold_outcomes(exp_dir, a, b, summaries[model]["folds"], "ua", {a: [], b: []})
+        if outcomes:
+            results.append({"a": a, "b": b, **compare(outcomes, "ua", resamples=resamples).as_dict()})
+    return results
+
+
+def run_table(results: Sequence[dict]) -> List[str]:
+    if not results:
+        return []
+    lines = [
+        "",
+        "Two training runs of the same procedure (A/A), each as one trained model on the same test utterances, by the one-run "
+        "comparison above (not in the Holm family): what a one-run verdict between two procedures could be made of.",
+        "",
+        "| runs | difference | interval | folds ahead | p | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        interval = f"[{r['low']:+.1f}, {r['high']:+.1f}]"
+        lines.append(
+            f"| {r['a']} vs {r['b']} | {r['difference']:+.1f} | {interval} | {r['folds_ahead']}/{r['folds']} | {r['p_value']:.3g} | {r['verdict']} |"
+        )
+    return lines
+
+
 def alignment_pairs(names: Sequence[str]) -> List[Tuple[str, str]]:
     """(the method's CPT model, another at its layer and K): its controls' CPT models, the TAPT model, the source."""
     out = []

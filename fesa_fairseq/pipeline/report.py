@@ -13,7 +13,15 @@ import yaml
 from fesa_fairseq.data.files import atomic_write_json, atomic_write_text
 from fesa_fairseq.errors import FesaError
 from fesa_fairseq.pipeline.curves import fold_curves
-from fesa_fairseq.pipeline.paired import SHORT_NAMES, alignment_paired_table, alignment_statistics, paired_statistics, paired_table
+from fesa_fairseq.pipeline.paired import (
+    SHORT_NAMES,
+    alignment_paired_table,
+    alignment_statistics,
+    paired_statistics,
+    paired_table,
+    run_statistics,
+    run_table,
+)
 from fesa_fairseq.pipeline.plan import REFERENCE, STALE
 from fesa_fairseq.plots import plot_confusion, plot_curves
 from fesa_fairseq.scoring import counts_of, macro_f1, unweighted_accuracy, weighted_accuracy
@@ -256,9 +264,11 @@ def make_report(exp_dir: Path) -> Dict[str, object]:
     paired, aligned = compared(exp_dir, summaries, alignment)
     text += "\n" + "\n".join(alignment_table(alignment) + alignment_paired_table(aligned, len(paired) + len(aligned))) if alignment else ""
     text += "\n" + "\n".join(paired_table(paired, SHORT_NAMES, len(paired) + len(aligned))) if paired else ""
+    runs = run_statistics(exp_dir, summaries)
+    text += "\n" + "\n".join(run_table(runs)) if runs else ""
     atomic_write_text(out / "report.md", text + "\n")
-    atomic_write_json(out / "report.json", {**summaries, "paired": paired, "alignment": alignment, "alignment_paired": aligned})
-    return {"markdown": text, "summaries": summaries, "paired": paired, "alignment_paired": aligned, "dir": out}
+    atomic_write_json(out / "report.json", {**summaries, "paired": paired, "alignment": alignment, "alignment_paired": aligned, "run_pairs": runs})
+    return {"markdown": text, "summaries": summaries, "paired": paired, "alignment_paired": aligned, "run_pairs": runs, "dir": out}
 
 
 def compared(exp_dir: Path, summaries: Dict[str, dict], alignment: Dict[str, Dict[int, dict]]) -> Tuple[List[dict], List[dict]]:
