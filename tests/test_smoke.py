@@ -176,7 +176,8 @@ def test_demo_smoke_runs_every_stage_then_a_failing_stage_names_itself(demo_fold
     keys = [f["key"] for f in summary["stages"]]
     assert keys[:4] == ["all/prepare", "fold1/reference", "fold1/tapt-labels", "fold1/tapt"] and len(keys) == 10
     for f in summary["stages"]:
-        assert f["wall_s"] > 0 and f["projected_s"] >= f["wall_s"] * 0.99 and f["peak_rss_gb"] > 0
+        assert f["wall_s"] > 0 and f["projected_s"] >= f["wall_s"] * 0.99
+        assert f["peak_rss_gb"] > 0 if f["training"] else f["peak_rss_gb"] is None or f["peak_rss_gb"] > 0  # sampled: a short stage may slip
         if f["training"]:
             assert f["training"]["updates"] == SmokeOptions().updates and f["training"]["s_per_update"] > 0
     assert summary["experiment"]["stages"] == 46 and "projected on this machine" in res.stdout

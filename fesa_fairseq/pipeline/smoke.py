@@ -40,6 +40,7 @@ LABEL_STAGES = ("tapt-labels", "emotion-labels")
 _TIME = re.compile(r"^\[?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:,\d{3})?)")
 _GPU_TOTAL = re.compile(r"total memory = ([\d.]+) GB")
 _SAMPLE_SECONDS = 0.25
+_FIRST_SAMPLE_SECONDS = 0.05
 
 
 def smoke_overrides(updates: int) -> List[str]:
@@ -114,7 +115,9 @@ class ResidentPeak:
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
-        while not self._stop.wait(_SAMPLE_SECONDS):
+        wait = _FIRST_SAMPLE_SECONDS  # a short stage (a few seconds on a busy machine) gets sampled too
+        while not self._stop.wait(wait):
+            wait = _SAMPLE_SECONDS
             table = _process_table()
             self.peak = max(self.peak, sum(table[p][1] for p in _descendants(table, os.getpid()) if p not in self.before and p in table))
 
