@@ -244,3 +244,14 @@ def test_an_edited_table_is_prepared_again(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "prepare: complete, skipped" not in res.stderr and "moved it to" in res.stderr
     assert set(json.loads((tmp_path / "exp" / "manifests" / "prepare.json").read_text())["classes"]) == {"angry", "sad"}
+
+
+def test_an_experiment_folder_inside_the_corpus_is_refused_when_planned(tmp_path, capsys):
+    (tmp_path / "corpus.csv").write_text("path,emotion,session\na.wav,ang,1\nb.wav,sad,2\n")
+    (tmp_path / "cfg").mkdir()
+    path = _experiment(tmp_path / "cfg", {"format": "table", "path": str(tmp_path / "corpus.csv")})
+    res = fesa_main(capsys, "run", path, "--exp-dir", tmp_path / "exp", "--dry-run")
+    one_line_error(
+        res, f"would lie inside {tmp_path}, its audio root (corpus.audio_root; a table's own folder when not given): give --exp-dir outside it"
+    )
+    assert fesa_main(capsys, "run", path, "--exp-dir", tmp_path.parent / f"{tmp_path.name}-exp", "--dry-run").returncode == 0

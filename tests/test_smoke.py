@@ -6,9 +6,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from fesa.options import SmokeOptions
-from fesa_fairseq.pipeline.experiment import load_experiment
+from fesa_fairseq.pipeline.experiment import ExperimentConfig, load_experiment
 from fesa_fairseq.pipeline.plan import Plan
 from fesa_fairseq.pipeline.run import RunRequest, run_experiment
 from fesa_fairseq.pipeline.smoke import (
@@ -202,3 +203,12 @@ def test_smoke_on_slurm_submits_the_smoke_plan_as_its_own_jobs(tmp_path):
     scripts = "".join(p.read_text() for p in (exp / SMOKE_DIR / "slurm").glob("*.sbatch"))
     assert f"--exp-dir {exp.resolve() / SMOKE_DIR}" in scripts and "--grid pooling=attention" in scripts and "pooling=mean" not in scripts
     assert "optimization.max_update=10" in (exp / SMOKE_DIR / "experiment.yaml").read_text()  # what each job's plan is built from
+
+
+def test_a_local_smoke_run_trains_on_the_gpus_this_machine_has():
+    cfg = ExperimentConfig(source_checkpoint="bootstrap", folds=[1, 2])
+    cfg.slurm.gpus = 4
+    have = max(torch.cuda.device_count(), 1)
+    assert smoke_experiment(cfg, SmokeOptions(), True).slurm.gpus == min(4, have)  # fairseq refuses a world size above the devices
+    assert smoke_experiment(cfg, SmokeOptions(), True, local=False).slurm.gpus == 4  # SLURM jobs get what they ask for
+    assert cfg.slurm.gpus == 4 and smoke_experiment(cfg, SmokeOptions(), True).folds == [1]

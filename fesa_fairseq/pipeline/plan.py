@@ -180,6 +180,15 @@ def _config(stage: str, name: str) -> List[str]:
     return ["--config-dir", str(path.parent), "--config-name", path.stem]
 
 
+def _check_outside(manifests: Path, spec: CorpusSpec) -> None:
+    """The prepare stage may not write inside its corpus (data/files.check_apart): said when the plan is made, not
+    when the stage runs, naming the folder the user may not have given (a table's audio root is its folder)."""
+    root = spec.audio_root or (str(Path(spec.path).parent) if spec.format == "table" else spec.path)
+    if Path(root).resolve() in Path(manifests).resolve().parents:
+        what = "its audio root (corpus.audio_root; a table's own folder when not given)" if spec.format != "iemocap" else "the corpus"
+        raise FesaError(f"the experiment folder's manifests {manifests} would lie inside {root}, {what}: give --exp-dir outside it")
+
+
 def _corpus_description(spec: CorpusSpec) -> List[Path]:
     """The files that describe a table or EmoBox corpus to prepare: editing one changes what prepare writes. An
     IEMOCAP release is fixed once published, and hashing its label files would make existing experiments run again."""
@@ -287,6 +296,7 @@ class Plan:
     def _prepare(self) -> Stage:
         spec = corpus_spec(self.cfg.corpus)
         data = _corpus_description(spec)
+        _check_outside(self.manifests, spec)
         if spec.format == "emobox":
             args = ("prepare-emobox", spec.path, self.manifests, "--audio-root", spec.audio_root, "--valid-fraction", self.cfg.valid_fraction)
             args += ("--overwrite",) + (("--drop-unmapped",) if spec.drop_unmapped else ())

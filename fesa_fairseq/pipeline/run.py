@@ -55,7 +55,7 @@ def run_experiment(req: RunRequest) -> RunOutcome:
     real = None
     if req.smoke is not None:  # the real plan is what gets projected; the smoke's is its first fold, cell and seed
         real = Plan(cfg, exp, cells)
-        cfg, exp, cells = smoke_experiment(cfg, req.smoke.check(), first_fold=req.folds is None), exp / SMOKE_DIR, cells[:1]
+        cfg, exp, cells = smoke_experiment(cfg, req.smoke.check(), req.folds is None, not req.slurm), exp / SMOKE_DIR, cells[:1]
     plan = Plan(cfg, exp, cells)
     selected = select(plan, req)
     if req.dry_run and not req.slurm:

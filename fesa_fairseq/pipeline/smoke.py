@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+import torch
 import yaml
 from omegaconf import OmegaConf
 
@@ -60,10 +61,13 @@ def smoke_overrides(updates: int) -> List[str]:
     ]
 
 
-def smoke_experiment(cfg: ExperimentConfig, opts: SmokeOptions, first_fold: bool) -> ExperimentConfig:
+def smoke_experiment(cfg: ExperimentConfig, opts: SmokeOptions, first_fold: bool, local: bool = True) -> ExperimentConfig:
     """The experiment at the smoke budget: its first fold (unless folds were chosen), its first seed, training stages
-    cut to ``opts.updates``, k-means fitted on a sample of the training utterances."""
+    cut to ``opts.updates``, k-means fitted on a sample of the training utterances; run here (``local``), on no
+    more GPUs than this machine has."""
     smoke = copy.deepcopy(cfg)
+    if local:
+        smoke.slurm.gpus = local_gpus(cfg.slurm.gpus)
     if first_fold:
         smoke.folds = smoke.folds[:1]
     smoke.seeds = smoke.seeds[:1] if smoke.seeds else smoke.seeds
@@ -73,6 +77,18 @@ def smoke_experiment(cfg: ExperimentConfig, opts: SmokeOptions, first_fold: bool
     for labels in (smoke.tapt_labels, smoke.emotion_labels):
         labels.percent = opts.kmeans_percent if labels.percent < 0 else min(labels.percent, opts.kmeans_percent)
     return smoke
+
+
+def local_gpus(wanted: int) -> int:
+    """slurm.gpus for a smoke run here: a world size above this machine's GPUs is refused by fairseq, though the
+    SLURM jobs the smoke run stands for would have them."""
+    have = max(torch.cuda.device_count(), 1)
+    if wanted > have:
+        logger.warning(
+            "slurm.gpus is %d and this machine has %d: the smoke run trains on %d (same batch per step, more update_freq)", wanted, have, have
+        )
+        return have
+    return wanted
 
 
 # ---- measuring a stage -------------------------------------------------------------------------------------
