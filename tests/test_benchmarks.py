@@ -1,6 +1,5 @@
 """Every script in benchmarks/ runs in its --small mode and prints its figures, so that none rots unseen."""
 
-import ast
 import math
 import os
 import re
@@ -102,16 +101,6 @@ def test_every_benchmark_has_a_small_mode_and_known_figures():
     for name in scripts():
         text = (BENCHMARKS / name).read_text()
         assert "SMALL = " in text and "parse_args(" in text, f"{name}: no --small settings (SMALL, common.parse_args)"
-
-
-def test_no_benchmark_function_is_longer_than_50_lines():
-    long = [
-        f"{path.name}:{node.lineno} {node.name}"
-        for path in sorted(BENCHMARKS.glob("*.py"))
-        for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 50
-    ]
-    assert not long, long
 
 
 @pytest.mark.slow
