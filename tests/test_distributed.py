@@ -20,7 +20,7 @@ from typing import Dict, List, Sequence
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_hubert import FAIRSEQ_HYDRA_TRAIN, PLUGIN, run_fesa, write_random_km  # noqa: E402
+from tiny_hubert import hydra_train_command, run_fesa, write_random_km  # noqa: E402
 
 WORLD = 2
 
@@ -34,14 +34,10 @@ def free_port() -> int:
 def train_distributed(stage: str, config: str, run_dir: Path, overrides: Sequence[str], world: int = WORLD) -> List[subprocess.CompletedProcess]:
     """``world`` ranks of fairseq-hydra-train on the CPU, one run folder; returns each rank's exit and output."""
     init = f"tcp://127.0.0.1:{free_port()}"
-    base = [
-        FAIRSEQ_HYDRA_TRAIN,
-        "--config-dir",
-        str(PLUGIN / "config" / stage),
-        "--config-name",
+    base = hydra_train_command(
+        stage,
         config,
-        f"common.user_dir={PLUGIN}",
-        f"hydra.run.dir={run_dir}",
+        run_dir,
         "common.cpu=true",
         "common.log_interval=1",
         f"distributed_training.distributed_world_size={world}",
@@ -49,7 +45,7 @@ def train_distributed(stage: str, config: str, run_dir: Path, overrides: Sequenc
         f"distributed_training.distributed_init_method={init}",
         "distributed_training.distributed_no_spawn=true",
         *overrides,
-    ]
+    )
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     commands = [[*base, f"distributed_training.distributed_rank={r}"] for r in range(world)]
     ranks = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for cmd in commands]

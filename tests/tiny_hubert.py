@@ -159,9 +159,9 @@ def run_fesa(*args, cwd=None, env=None, fresh: bool = False) -> subprocess.Compl
 PLUGIN = Path(__file__).resolve().parent.parent / "fesa_fairseq"
 
 
-def hydra_train(stage: str, config: str, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+def hydra_train_command(stage: str, config: str, run_dir: Path, *overrides: str) -> List[str]:
     """fairseq-hydra-train with one of the plugin's yaml files, as a user types it."""
-    cmd = [
+    return [
         FAIRSEQ_HYDRA_TRAIN,
         "--config-dir",
         str(PLUGIN / "config" / stage),
@@ -171,7 +171,10 @@ def hydra_train(stage: str, config: str, run_dir: Path, *overrides: str) -> subp
         f"hydra.run.dir={run_dir}",
         *overrides,
     ]
-    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def hydra_train(stage: str, config: str, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(hydra_train_command(stage, config, run_dir, *overrides), capture_output=True, text=True)
 
 
 def finetune(fold: Path, w2v_path: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
