@@ -26,10 +26,10 @@ import torch
 from fairseq import checkpoint_utils
 
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
+from fesa.devices import cpu_has_bf16
+from fesa.inference.onnx_export import export_onnx
 from fesa_fairseq.data.audio import read_audio
 from fesa_fairseq.data.labels import read_labelled_split
-from fesa_fairseq.devices import cpu_has_bf16
-from fesa_fairseq.inference.onnx_export import export_onnx
 from fesa_fairseq.scoring import confusion_matrix, counts_of, unweighted_accuracy
 
 from common import parse_args  # noqa: E402

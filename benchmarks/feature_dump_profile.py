@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py
 from precision import demo_fold, utterances  # noqa: E402
 
-from fesa_fairseq.devices import autocast  # noqa: E402
-from fesa_fairseq.labels.readers import HubertFeatureReader  # noqa: E402
+from fesa.devices import autocast  # noqa: E402
+from fesa.labels.readers import HubertFeatureReader  # noqa: E402
 
 from common import parse_args, random_hubert  # noqa: E402
 

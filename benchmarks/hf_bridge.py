@@ -68,7 +68,7 @@ def imported(work: Path, size: str) -> None:
 def exported(work: Path, classifier: Path, fold: Path) -> None:
     from transformers import AutoModelForAudioClassification, pipeline
 
-    from fesa_fairseq.inference.recognizer import EmotionRecognizer
+    from fesa.inference.recognizer import EmotionRecognizer
 
     print(fesa("export", classifier, "--hf", work / "hf", "--overwrite").strip())
     classify = pipeline("audio-classification", model=str(work / "hf"))

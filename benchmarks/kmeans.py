@@ -22,7 +22,7 @@ import numpy as np
 from fairseq.examples.hubert.simple_kmeans.learn_kmeans import load_feature
 
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
-from fesa_fairseq.labels.kmeans_backends import fit_kmeans_model, inertia  # noqa: E402
+from fesa.labels.kmeans_backends import fit_kmeans_model, inertia  # noqa: E402
 
 from common import parse_args, random_hubert  # noqa: E402
 

@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py
 sys.path.insert(0, str(Path(fairseq.__file__).parent / "examples/hubert/simple_kmeans"))  # fairseq's own reader, as its script runs
 from dump_hubert_feature import HubertFeatureReader as StockReader  # noqa: E402
 
-from fesa_fairseq.corpora.demo import make_demo_corpus  # noqa: E402
-from fesa_fairseq.corpora.iemocap import prepare_iemocap  # noqa: E402
-from fesa_fairseq.data.files import read_manifest  # noqa: E402
-from fesa_fairseq.devices import cpu_has_bf16  # noqa: E402
-from fesa_fairseq.labels.kmeans_backends import assign, fit_kmeans_model  # noqa: E402
-from fesa_fairseq.labels.readers import HubertFeatureReader  # noqa: E402
+from fesa.corpora.demo import make_demo_corpus  # noqa: E402
+from fesa.corpora.iemocap import prepare_iemocap  # noqa: E402
+from fesa.devices import cpu_has_bf16  # noqa: E402
+from fesa.labels.kmeans_backends import assign, fit_kmeans_model  # noqa: E402
+from fesa.labels.readers import HubertFeatureReader  # noqa: E402
+from fesa_fairseq.data.files import read_manifest
 
 from common import parse_args, random_hubert  # noqa: E402
 

@@ -33,7 +33,7 @@ EMOTIONS = ("neu", "hap", "ang", "sad")
 CHILD = """
 import json, resource, sys, time
 import torch
-from fesa_fairseq.inference.recognizer import EmotionRecognizer
+from fesa.inference.recognizer import EmotionRecognizer
 rec = EmotionRecognizer.from_checkpoint(sys.argv[1], device=sys.argv[3])
 start = time.perf_counter()
 pred = rec.predict(sys.argv[2])
@@ -47,7 +47,7 @@ BATCHED = """
 import json, sys, time
 import numpy as np
 from fesa_fairseq.data.audio import AudioSource
-from fesa_fairseq.inference.recognizer import EmotionRecognizer
+from fesa.inference.recognizer import EmotionRecognizer
 ckpt, device, precision = sys.argv[1:4]
 wavs, sizes, repeats = json.loads(sys.argv[4]), json.loads(sys.argv[5]), int(sys.argv[6])
 recs = {s: EmotionRecognizer.from_checkpoint(ckpt, device=device, precision=precision, batch_seconds=s) for s in sizes}

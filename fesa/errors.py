@@ -1,6 +1,8 @@
 """The exceptions the `fesa` command turns into a one-line error instead of a traceback."""
 
 import signal
+import sys
+from typing import Tuple, Type
 
 
 class FesaError(Exception):
@@ -27,3 +29,10 @@ class Stopped(Exception):
             f"stopped by {signal.Signals(signum).name}: no stage is left running or locked, and none is marked complete "
             "that did not complete; run the same command again to resume"
         )
+
+
+def user_errors() -> Tuple[Type[Exception], ...]:
+    """What a command reports as one line: FesaError, and the plugin's InputError once the plugin is loaded (it can be
+    raised only then; importing it here would import torch and fairseq for ``fesa --help``)."""
+    plugin = sys.modules.get("fesa_fairseq.errors")
+    return (FesaError,) if plugin is None else (FesaError, plugin.InputError)

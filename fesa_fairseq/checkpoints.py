@@ -1,4 +1,4 @@
-"""What kind of model a fairseq checkpoint holds, read without loading its weights."""
+"""What kind of model a fairseq checkpoint holds, read without loading its weights, and the HuBERT weights in it."""
 
 import logging
 import pickle
@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from fesa_fairseq.errors import FesaError
+from fesa_fairseq.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +30,11 @@ UNREADABLE = (
     MemoryError,
 )
 
+
 # Registered model names whose checkpoints are pretrained HuBERTs (stock fairseq's and this plugin's).
 PRETRAINED_HUBERT_MODELS = ("hubert", "emotion_hubert")
+
+
 CLASSIFIER_MODEL = "hubert_emotion_classifier"
 
 
@@ -66,28 +69,28 @@ def _load_lazily(path: Path) -> Dict[str, Any]:
 def inspect_checkpoint(path: str) -> CheckpointInfo:
     p = Path(path)
     if not p.is_file():
-        raise FesaError(f"checkpoint {path} does not exist")
+        raise InputError(f"checkpoint {path} does not exist")
     try:
         with warnings.catch_warnings():  # a damaged file's "pickle protocol 138" warning says nothing the error does not
             warnings.simplefilter("ignore", UserWarning)
             state = _load_lazily(p)
     except UNREADABLE as e:
         detail = (str(e).splitlines() or [""])[0]
-        raise FesaError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or damaged ({type(e).__name__}: {detail})") from e
+        raise InputError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or damaged ({type(e).__name__}: {detail})") from e
     return describe_state(state, path)
 
 
 def describe_state(state: Dict[str, Any], path: str) -> CheckpointInfo:
     """The kind of a checkpoint already loaded with torch.load."""
     if not isinstance(state, dict) or "model" not in state:
-        raise FesaError(f"{path} is not a fairseq checkpoint (it has no 'model' entry)")
+        raise InputError(f"{path} is not a fairseq checkpoint (it has no 'model' entry)")
     cfg, args = state.get("cfg"), state.get("args")
     if cfg is not None:
         model, task = (cfg.get("model") or {}).get("_name"), (cfg.get("task") or {}).get("_name")
     elif args is not None:
         model, task = getattr(args, "arch", None), getattr(args, "task", None)
     else:
-        raise FesaError(f"{path} has neither 'cfg' nor 'args': not a fairseq training checkpoint")
+        raise InputError(f"{path} has neither 'cfg' nor 'args': not a fairseq training checkpoint")
     task_state = state.get("task_state") or {}
     head = _head_outputs(state["model"]) if model == CLASSIFIER_MODEL else None
     return CheckpointInfo(str(path), model, task, task_state, _encoder_layers(cfg, args, model, task_state), head)
@@ -122,7 +125,7 @@ def encoder_weights(state: Dict[str, Any], info: CheckpointInfo) -> Dict[str, An
 def require_hubert_family(info: CheckpointInfo) -> CheckpointInfo:
     """A pretrained HuBERT or a fine-tuned classifier (whose encoder is one); anything else is refused."""
     if not (info.is_pretrained_hubert or info.is_classifier):
-        raise FesaError(
+        raise InputError(
             f"{info.path} holds a {info.model!r} model (task {info.task!r}); a HuBERT is needed: hubert_pretraining, "
             "emotion_hubert_pretraining, an official release, or a fine-tuned hubert_emotion_classifier"
         )
@@ -132,74 +135,11 @@ def require_hubert_family(info: CheckpointInfo) -> CheckpointInfo:
 def require_pretrained_hubert(path: str, option: str) -> CheckpointInfo:
     info = inspect_checkpoint(path)
     if not info.is_pretrained_hubert:
-        raise FesaError(
+        raise InputError(
             f"{option}={path} holds a {info.model!r} model (task {info.task!r}); it must be a pretrained HuBERT: "
             f"a checkpoint of fairseq's hubert_pretraining or of emotion_hubert_pretraining, or an official release "
             f"such as hubert_base_ls960.pt"
         )
     if "dictionaries" not in info.task_state:
-        raise FesaError(f"{option}={path} has no label dictionaries in its task_state: not a HuBERT pretraining checkpoint")
+        raise InputError(f"{option}={path} has no label dictionaries in its task_state: not a HuBERT pretraining checkpoint")
     return info
-
-
-def require_classifier(path: str, needs_labels: bool = True) -> CheckpointInfo:
-    """A fine-tuned hubert_emotion_classifier whose output layer has one output per class it lists."""
-    info = inspect_checkpoint(path)
-    if not info.is_classifier:
-        raise FesaError(
-            f"{path} holds a {info.model!r} model, not a fine-tuned hubert_emotion_classifier: give the checkpoint_best.pt of a fine-tuning run"
-        )
-    labels = info.task_state.get("labels")
-    if labels is None and needs_labels:
-        raise FesaError(
-            f"{path} keeps no class list in its task state (it predates that): score it with fesa evaluate on its fold folder, or fine-tune again"
-        )
-    if labels is not None and info.head_outputs is not None and info.head_outputs != len(labels):
-        raise FesaError(
-            f"{path}: its output layer has {info.head_outputs} outputs but it lists {len(labels)} classes ({', '.join(map(str, labels))}); "
-            "the checkpoint is damaged or was edited: use the checkpoint_best.pt of its fine-tuning run"
-        )
-    return info
-
-
-def load_model(path: str, arg_overrides: Optional[Dict[str, Any]] = None):
-    """fairseq's own loader (model, cfg, task); a checkpoint whose weights do not fit its config is an error naming it."""
-    from fairseq import checkpoint_utils
-
-    try:
-        (model,), cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(path)], arg_overrides=arg_overrides)
-    except (RuntimeError, KeyError) as e:
-        detail = " ".join(str(e).split())[:300]
-        raise FesaError(f"cannot load {path}: its weights do not fit its own configuration ({type(e).__name__}: {detail})") from e
-    return model, cfg, task
-
-
-@dataclass(frozen=True)
-class FrameGeometry:
-    """Where a model's frames fall in its input, from its own convolutional front end (never a constant):
-    frame t covers samples [hop * t, hop * t + receptive_field)."""
-
-    sample_rate: int
-    hop: int  # samples between frames (the product of the strides)
-    receptive_field: int  # samples the first frame needs
-
-    @classmethod
-    def of(cls, hubert: Any, sample_rate: int) -> "FrameGeometry":
-        """Of a fairseq HubertModel (its feature_extractor's conv layers) reading audio at ``sample_rate``."""
-        field, hop = 1, 1
-        for layer in hubert.feature_extractor.conv_layers:
-            conv = layer[0]
-            field += (conv.kernel_size[0] - 1) * hop
-            hop *= conv.stride[0]
-        return cls(int(sample_rate), hop, field)
-
-    @property
-    def frame_rate(self) -> float:
-        return self.sample_rate / self.hop
-
-    def frames(self, samples: int) -> int:
-        """Frames the model makes of ``samples`` samples (0 below the receptive field)."""
-        return max(0, (samples - self.receptive_field) // self.hop + 1)
-
-
-HUBERT_GEOMETRY = FrameGeometry(16000, 320, 400)  # HuBERT base and large: 50 frames per second of 16 kHz audio

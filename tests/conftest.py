@@ -39,8 +39,8 @@ def stock_hubert(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_folds(tmp_path_factory):
     """A small demo corpus (6 turns per speaker) prepared into folds; returns the manifests folder."""
-    from fesa_fairseq.corpora.demo import make_demo_corpus
-    from fesa_fairseq.corpora.iemocap import prepare_iemocap
+    from fesa.corpora.demo import make_demo_corpus
+    from fesa.corpora.iemocap import prepare_iemocap
 
     base = tmp_path_factory.mktemp("demo_folds")
     make_demo_corpus(base / "corpus", utterances_per_speaker=6, seed=0, progress=False)

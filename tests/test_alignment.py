@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fesa_fairseq.labels.alignment import frame_states, measure_alignment
+from fesa.labels.alignment import frame_states, measure_alignment
 
 from tiny_hubert import run_fesa
 
@@ -36,7 +36,7 @@ class StateReader:
 
 @pytest.fixture(scope="module")
 def truth(demo_folds):
-    from fesa_fairseq.inference.references import segment_truth
+    from fesa.inference.references import segment_truth
 
     return segment_truth(None, demo_folds / "fold1")
 

@@ -6,14 +6,14 @@ import pytest
 import soundfile as sf
 import torch
 
+from fesa.devices import resolve_batch_seconds
+from fesa.errors import FesaError
+from fesa.inference.predict import collect_inputs, predict_files
+from fesa.inference.recognizer import EmotionRecognizer
+from fesa.pipeline.evaluate import load_scorer, score_split
 from fesa_fairseq.data.audio import AudioSource
 from fesa_fairseq.data.waveform import prepare_waveform
-from fesa_fairseq.devices import resolve_batch_seconds
-from fesa_fairseq.errors import FesaError
-from fesa_fairseq.inference.predict import collect_inputs, predict_files
-from fesa_fairseq.inference.recognizer import EmotionRecognizer
 from fesa_fairseq.models.batching import length_batches
-from fesa_fairseq.pipeline.evaluate import load_scorer, score_split
 
 LENGTHS = (16000, 23456, 16000, 8001, 400, 50000, 399, 12000)  # 399: below the receptive field
 
@@ -125,8 +125,8 @@ def test_evaluate_batched_equals_one_at_a_time(checkpoint, demo_folds):
 
 def test_pseudo_label_features_batched_equal_one_at_a_time(stock_hubert, demo_folds, tmp_path):
     """fesa pseudo-labels' feature dump in length-sorted batches: the same features (1e-4) and the same .km files."""
-    from fesa_fairseq.labels.pseudo_labels import PseudoLabelJob, make_pseudo_labels
-    from fesa_fairseq.labels.readers import HubertFeatureReader
+    from fesa.labels.pseudo_labels import PseudoLabelJob, make_pseudo_labels
+    from fesa.labels.readers import HubertFeatureReader
 
     fold = demo_folds / "fold1"
     reader = HubertFeatureReader(str(stock_hubert), 1, torch.device("cpu"))

@@ -11,7 +11,7 @@ from typing import Dict, List
 import pytest
 import torch
 
-from fesa_fairseq.devices import cpu_has_bf16
+from fesa.devices import cpu_has_bf16
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS = REPO / "benchmarks"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import yaml
 
+from fesa.labels.control_labels import make_control_labels, shuffled_lines
 from fesa_fairseq.data.labels import read_labelled_split
-from fesa_fairseq.labels.control_labels import make_control_labels, shuffled_lines
 
 from tiny_hubert import TINY_RUN, run_fesa
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fesa_fairseq.corpora.demo import is_demo_corpus, make_demo_corpus, read_segments
-from fesa_fairseq.corpora.iemocap import prepare_iemocap
-from fesa_fairseq.errors import FesaError
+from fesa.corpora.demo import is_demo_corpus, make_demo_corpus, read_segments
+from fesa.corpora.iemocap import prepare_iemocap
+from fesa.errors import FesaError
 
 from tiny_hubert import run_fesa
 
@@ -112,7 +112,7 @@ def test_cli(tmp_path):
 
 
 def test_pretraining_corpus_has_no_session_speaker_and_no_labels(tmp_path):
-    from fesa_fairseq.corpora.demo import make_pretraining_corpus
+    from fesa.corpora.demo import make_pretraining_corpus
     from fesa_fairseq.data.files import read_manifest
 
     info = make_pretraining_corpus(tmp_path / "pre", speakers=2, utterances_per_speaker=5, progress=False)
@@ -133,7 +133,7 @@ def test_espeak_corpus_prepares_like_the_demo(tmp_path):
 
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (.ci/run installs it: apt-get install espeak-ng)")
-    from fesa_fairseq.corpora.espeak import Espeak
+    from fesa.corpora.espeak import Espeak
 
     root = tmp_path / "esp"
     make_demo_corpus(root, utterances_per_speaker=4, seed=0, progress=False, synth=Espeak())

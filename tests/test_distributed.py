@@ -151,11 +151,11 @@ def test_slurm_gpus_keep_the_authors_batch_per_step(demo_folds, tmp_path, gpus, 
 
 
 def test_batch_on_gpus_that_do_not_divide_the_reference(caplog):
-    from fesa_fairseq.pipeline.distributed import distributed_overrides
-    from fesa_fairseq.pipeline.experiment import stage_yaml
+    from fesa.pipeline.distributed import distributed_overrides
+    from fesa.pipeline.experiment import stage_yaml
 
     tapt = stage_yaml("tapt", "hubert_base")
-    with caplog.at_level("INFO", logger="fesa_fairseq.pipeline.distributed"):
+    with caplog.at_level("INFO", logger="fesa.pipeline.distributed"):
         keys = distributed_overrides(tapt, 3, [])
     assert keys == ["distributed_training.distributed_world_size=3", "optimization.update_freq=[2]", "dataset.max_tokens=933334"]
     assert "3 GPU x 2 x 58.3334 s = 350 s a step" in caplog.text  # 6 batches of at most 933,334 samples: 4 samples more

@@ -7,8 +7,8 @@ import shutil
 import pytest
 import yaml
 
-from fesa_fairseq.corpora.demo import make_demo_corpus
-from fesa_fairseq.corpora.emobox import export_listing
+from fesa.corpora.demo import make_demo_corpus
+from fesa.corpora.emobox import export_listing
 
 from tiny_hubert import TINY_RUN, run_fesa
 

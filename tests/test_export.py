@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from fesa_fairseq.inference.recognizer import EmotionRecognizer
+from fesa.inference.recognizer import EmotionRecognizer
 
 from tiny_hubert import run_fesa
 

@@ -2,13 +2,14 @@
 
 import os
 
-from fesa_fairseq.pipeline.forkserver import is_fesa_command
-from fesa_fairseq.pipeline.lock import run_child
+from fesa.cli import main
+from fesa.pipeline.forkserver import is_fesa_command
+from fesa.pipeline.lock import run_child
 
 
 def run(tmp_path, command, env):
     with open(tmp_path / "stage.log", "w") as log:
-        code = run_child(command, log, {**os.environ, **env})
+        code = run_child(command, log, {**os.environ, **env}, entry=main)
     return code, (tmp_path / "stage.log").read_text()
 
 

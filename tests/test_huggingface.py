@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from fesa.inference.recognizer import EmotionRecognizer
 from fesa_fairseq.checkpoints import inspect_checkpoint, require_pretrained_hubert
-from fesa_fairseq.inference.recognizer import EmotionRecognizer
 
 from tiny_hubert import finetune, run_fesa
 
@@ -312,7 +312,7 @@ def test_export_never_replaces_a_folder_it_did_not_write(mean_classifier, tmp_pa
 def test_the_plugin_imports_transformers_only_in_these_commands():
     script = (
         "import sys, fesa_fairseq\n"
-        "import fesa_fairseq.huggingface.import_hf, fesa_fairseq.huggingface.export_hf\n"
+        "import fesa.huggingface.import_hf, fesa.huggingface.export_hf\n"
         "print(sorted(m for m in ('transformers', 'safetensors') if m in sys.modules))\n"
     )
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

@@ -10,13 +10,13 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
-from fesa_fairseq.checkpoints import HUBERT_GEOMETRY
+from fesa.checkpoints import HUBERT_GEOMETRY
+from fesa.errors import FesaError
+from fesa.inference.eder import eder, read_segments_json, speechbrain_eder, utterance_eder
+from fesa.inference.recognizer import EmotionRecognizer, plan_windows
+from fesa.inference.references import convert_references
+from fesa.inference.segments import frames_to_segments
 from fesa_fairseq.data.audio import AudioSource
-from fesa_fairseq.errors import FesaError
-from fesa_fairseq.inference.eder import eder, read_segments_json, speechbrain_eder, utterance_eder
-from fesa_fairseq.inference.recognizer import EmotionRecognizer, plan_windows
-from fesa_fairseq.inference.references import convert_references
-from fesa_fairseq.inference.segments import frames_to_segments
 from fesa_fairseq.pooling.mean import MeanPooling
 from fesa_fairseq.scoring import macro_f1
 
@@ -288,9 +288,9 @@ def test_frame_figures_of_evaluate_against_a_case_computed_by_hand():
     """Two 2 s utterances, angry from 0.5 to 1.0 s. The first: segments right, 0.6 of the pooling weight on the 25
     angry frames (a quarter of the time): EDER 0, focus 0.6 / 0.25 = 2.4. The second: all neutral (EDER 0.5 s / 2 s
     = 25 %), weights uniform (focus 1.0). Means: EDER 12.5 %, focus 1.7."""
-    from fesa_fairseq.data.segments import Segment
-    from fesa_fairseq.inference.recognizer import Prediction
-    from fesa_fairseq.pipeline.evaluate import frame_figures
+    from fesa.inference.recognizer import Prediction
+    from fesa.pipeline.evaluate import frame_figures
+    from fesa.segments import Segment
 
     inside = (np.arange(100) + 0.5) / 50.0
     inside = (inside >= 0.5) & (inside < 1.0)

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from fesa_fairseq import devices
+from fesa import devices
+from fesa.devices import resolve_precision
+from fesa.errors import FesaError
+from fesa.inference.recognizer import EmotionRecognizer
+from fesa.labels.readers import HubertFeatureReader
 from fesa_fairseq.data.files import read_manifest
-from fesa_fairseq.devices import resolve_precision
-from fesa_fairseq.errors import FesaError
-from fesa_fairseq.inference.recognizer import EmotionRecognizer
-from fesa_fairseq.labels.readers import HubertFeatureReader
 
 from tiny_hubert import run_fesa
 
@@ -23,7 +23,7 @@ needs_bf16_cpu = pytest.mark.skipif(not devices.cpu_has_bf16(), reason="this CPU
 @pytest.mark.parametrize("has_bf16, expected", [(True, torch.bfloat16), (False, None)])
 def test_auto_on_the_cpu_follows_its_instructions(monkeypatch, caplog, has_bf16, expected):
     monkeypatch.setattr(devices, "cpu_has_bf16", lambda: has_bf16)
-    with caplog.at_level(logging.INFO, logger="fesa_fairseq.devices"):
+    with caplog.at_level(logging.INFO, logger="fesa.devices"):
         assert resolve_precision("auto", CPU) is expected
     assert f"precision auto: {'bf16' if has_bf16 else 'fp32'} on cpu" in caplog.text
 

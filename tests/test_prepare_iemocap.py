@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from fesa_fairseq.corpora.iemocap import CLASSES, parse_evaluation_file, prepare_iemocap, scan_iemocap
+from fesa.corpora.iemocap import CLASSES, parse_evaluation_file, prepare_iemocap, scan_iemocap
+from fesa.errors import FesaError
 from fesa_fairseq.data.files import read_manifest
-from fesa_fairseq.errors import FesaError
+from fesa_fairseq.errors import InputError
 
 from iemocap_fixture import kept_ids, make_iemocap_tree
 from tiny_hubert import run_fesa
@@ -166,7 +167,7 @@ def test_failure_keeps_previous_output(tree, tmp_path):
     prepare_iemocap(root, out, progress=False)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     next((root / "Session3/sentences/wav").rglob("*_F000.wav")).unlink()
-    with pytest.raises(FesaError, match="missing wav"):  # found while scanning, after the output folder was allowed
+    with pytest.raises(InputError, match="missing wav"):  # found while scanning, after the output folder was allowed
         prepare_iemocap(root, out, progress=False, overwrite=True)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 

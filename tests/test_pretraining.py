@@ -10,7 +10,7 @@ from fairseq.data.data_utils import compute_mask_indices
 from omegaconf import OmegaConf
 
 import fesa_fairseq  # noqa: F401
-from fesa_fairseq.errors import FesaError
+from fesa.errors import FesaError
 from fesa_fairseq.models.emotion_hubert import EmotionHubertModel
 
 from tiny_hubert import PLUGIN, finetune, hydra_train

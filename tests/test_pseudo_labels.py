@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from fesa.labels.readers import MfccFeatureReader, compute_deltas
 from fesa_fairseq.data.files import read_manifest
-from fesa_fairseq.labels.readers import MfccFeatureReader, compute_deltas
 
 from tiny_hubert import frames, run_fesa
 
@@ -160,7 +160,7 @@ def test_faiss_kmeans_goes_through_fairseqs_dump_km_label(stock_hubert, demo_fol
 def test_faiss_kmeans_finds_every_separated_cluster(seed):
     """k-means++ alone leaves some of 100 well-separated clusters with two seeds and others with none (checked: 1 to
     4 of them for these seeds); the swaps give every cluster exactly one centroid."""
-    from fesa_fairseq.labels.kmeans_backends import assign, fit_kmeans_model
+    from fesa.labels.kmeans_backends import assign, fit_kmeans_model
 
     rng = np.random.default_rng(seed)
     truth = np.repeat(np.arange(100), 100)
@@ -275,7 +275,7 @@ def test_audio_that_disagrees_with_the_manifest(stock_hubert, demo_folds, tmp_pa
 
 
 def test_layer_hooks_equal_extract_features(stock_hubert, demo_folds):
-    from fesa_fairseq.labels.readers import HubertFeatureReader
+    from fesa.labels.readers import HubertFeatureReader
 
     root, rows = read_manifest(demo_folds / "fold1" / "valid.tsv")
     path = f"{root}/{rows[0][0]}"
@@ -287,7 +287,7 @@ def test_layer_hooks_equal_extract_features(stock_hubert, demo_folds):
 
 
 def test_analyze_clusters_grid(finetuned_classifier, demo_folds, tmp_path):
-    from fesa_fairseq.labels.analyze_clusters import purity
+    from fesa.labels.analyze_clusters import purity
 
     assert purity(np.array([0, 0, 0, 1, 1]), np.array([2, 2, 1, 0, 0])) == pytest.approx(4 / 5)
     ckpt = finetuned_classifier / "checkpoints" / "checkpoint_best.pt"

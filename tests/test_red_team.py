@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from fesa.cli import APART, build_parser
-from fesa_fairseq.errors import FesaError
-from fesa_fairseq.labels.kmeans_backends import fit_kmeans_model
+from fesa.errors import FesaError
+from fesa.labels.kmeans_backends import fit_kmeans_model
 
 from cli_helpers import fesa_main, one_line_error, snapshot
 from emobox_fixture import write_audio

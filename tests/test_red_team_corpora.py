@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fesa_fairseq.checkpoints import HUBERT_GEOMETRY
-from fesa_fairseq.corpora.checks import RECEPTIVE_FIELD
-from fesa_fairseq.corpora.table import corpus_fingerprint_files
+from fesa.checkpoints import HUBERT_GEOMETRY
+from fesa.corpora.checks import RECEPTIVE_FIELD
+from fesa.corpora.table import corpus_fingerprint_files
 
 from cli_helpers import fesa_main, one_line_error, snapshot
 from emobox_fixture import NAME, make_emobox_corpus, write_audio

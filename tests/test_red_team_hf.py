@@ -143,8 +143,8 @@ def test_a_non_finite_weight_in_a_pytorch_bin_is_refused_by_name(capsys, tmp_pat
 
 
 def test_non_finite_layer_differences_are_a_failure(tmp_path, snap, monkeypatch):
-    from fesa_fairseq.errors import FesaError
-    from fesa_fairseq.huggingface import import_hf
+    from fesa.errors import FesaError
+    from fesa.huggingface import import_hf
 
     monkeypatch.setattr(import_hf, "layer_differences", lambda *a, **k: [float("nan"), 0.0, 0.0])
     with pytest.raises(FesaError, match="NaN or infinite"):
@@ -230,7 +230,7 @@ def test_a_mistyped_config_field_is_one_line_naming_it(capsys, tmp_path, snap, c
 
 def test_every_config_field_is_read_through_the_one_getter():
     """The settings table lists each field once with its kind; the converted settings use only those."""
-    from fesa_fairseq.huggingface.config import KINDS, SETTINGS, fairseq_model_settings, read_settings
+    from fesa.huggingface.config import KINDS, SETTINGS, fairseq_model_settings, read_settings
 
     config = transformers.HubertConfig(**TINY).to_dict()
     assert all(kind in KINDS for kind, _ in SETTINGS.values())

@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from fesa_fairseq.errors import FesaError
-from fesa_fairseq.pipeline.reference import C_GRID, reference, utterance_statistics
+from fesa.errors import FesaError
+from fesa.pipeline.reference import C_GRID, reference, utterance_statistics
 
 from tiny_hubert import run_fesa
 

@@ -129,25 +129,3 @@ def test_help_imports_neither_torch_nor_fairseq():
     assert res.stdout.strip().splitlines()[-1] == "[]"
     assert "acoustic-baseline" in res.stdout and "--window WINDOW" in res.stdout  # every command's help was printed
 
-
-def test_the_command_package_stays_above_the_plugin():
-    """fesa.errors and fesa.options import nothing of the plugin; fesa.cli imports it only inside handlers."""
-    import ast
-
-    import fesa
-
-    root = Path(fesa.__file__).parent
-    wrong = []
-    for path in sorted(root.rglob("*.py")):
-        tree = ast.parse(path.read_text())
-        top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
-        names = [n.module for n in top if isinstance(n, ast.ImportFrom)] + [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
-        wrong += [
-            f"{path.relative_to(root)} imports {name} at the top"
-            for name in names
-            if name and name.split(".")[0] in ("fesa_fairseq", "torch", "fairseq")
-        ]
-        if path.parent == root:  # errors, options: nothing of the plugin at all
-            inner = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
-            wrong += [f"{path.name} imports {m}" for m in inner if m.startswith("fesa_fairseq")]
-    assert not wrong, wrong

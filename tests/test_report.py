@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from fesa_fairseq.errors import FesaError
-from fesa_fairseq.pipeline.report import make_report
+from fesa.errors import FesaError
+from fesa.pipeline.report import make_report
 
 
 def write_metrics(exp, fold, variant, ua, wa, confusion):
@@ -104,7 +104,7 @@ def test_learning_curves_and_runs_stopped_while_improving(tmp_path):
 
 
 def test_read_curve(tmp_path):
-    from fesa_fairseq.pipeline.curves import read_curve
+    from fesa.pipeline.curves import read_curve
 
     hydra_log(tmp_path / "run", [(10, 1.5), (20, 1.25)], [(15, 30.0), (30, 45.5)])
     curve = read_curve(tmp_path / "run" / "hydra_train.log", "run")
@@ -114,7 +114,7 @@ def test_read_curve(tmp_path):
 
 def write_predictions(exp, fold, variant, truth, predicted, eder=None):
     """metrics.json as the scorers write it, with the predictions.tsv (and frame_level.tsv) it came from."""
-    from fesa_fairseq.pipeline.evaluate import write_frame_rows, write_results
+    from fesa.pipeline.evaluate import write_frame_rows, write_results
 
     labels = ["neu", "hap"]
     prob = np.eye(2)[[labels.index(p) for p in predicted]]

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-import fesa_fairseq.corpora.iemocap as iemocap
-from fesa_fairseq.corpora.demo import make_demo_corpus
-from fesa_fairseq.corpora.iemocap import prepare_iemocap
-from fesa_fairseq.errors import FesaError
-from fesa_fairseq.labels.kmeans_io import load_kmeans
-from fesa_fairseq.pipeline.lock import exclusive
+import fesa.corpora.iemocap as iemocap
+from fesa.corpora.demo import make_demo_corpus
+from fesa.corpora.iemocap import prepare_iemocap
+from fesa.errors import FesaError
+from fesa.labels.kmeans_io import load_kmeans
+from fesa.pipeline.lock import exclusive
 
 from tiny_hubert import run_fesa
 

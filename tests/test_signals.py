@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from fesa.errors import Stopped
+from fesa.pipeline.experiment import load_experiment, parse_grid
+from fesa.pipeline.plan import Plan
 from fesa.stop import SIGNALS, running, stage_command, stoppable
-from fesa_fairseq.pipeline.experiment import load_experiment, parse_grid
-from fesa_fairseq.pipeline.plan import Plan
 
 from cli_helpers import fesa_main
 from tiny_hubert import TINY_RUN, run_fesa
@@ -159,7 +159,7 @@ def test_after_a_stop_a_second_signal_changes_nothing_and_the_stop_is_not_carrie
 def test_a_second_signal_kills_a_command_that_ignores_sigterm(tmp_path):
     """In this process: fesa run's handlers, a stage command deaf to SIGTERM, SIGTERM twice: SIGKILL at once, not
     after KILL_AFTER seconds."""
-    from fesa_fairseq.pipeline.lock import run_child
+    from fesa.pipeline.lock import run_child
 
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     timers = [threading.Timer(t, os.kill, (os.getpid(), signal.SIGTERM)) for t in (1.0, 1.5)]

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from fesa.options import SmokeOptions
-from fesa_fairseq.pipeline.experiment import ExperimentConfig, load_experiment
-from fesa_fairseq.pipeline.plan import Plan
-from fesa_fairseq.pipeline.run import RunRequest, run_experiment
-from fesa_fairseq.pipeline.smoke import (
+from fesa.pipeline.experiment import ExperimentConfig, load_experiment
+from fesa.pipeline.plan import Plan
+from fesa.pipeline.run import RunRequest, run_experiment
+from fesa.pipeline.smoke import (
     SMOKE_DIR,
     SMOKE_FILE,
     TrainingLog,

@@ -1,4 +1,4 @@
-"""The paired bootstrap and permutation test of fesa_fairseq.statistics, on cases whose answer is known, and how
+"""The paired bootstrap and permutation test of fesa.statistics, on cases whose answer is known, and how
 often they err on simulated training runs."""
 
 import math
@@ -6,8 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from fesa_fairseq.scoring import confusion_matrix, counts_of, unweighted_accuracy, weighted_accuracy
-from fesa_fairseq.statistics import (
+from fesa.statistics import (
     AHEAD,
     BEHIND,
     FOLDS,
@@ -23,6 +22,7 @@ from fesa_fairseq.statistics import (
     holm,
     simulate_folds,
 )
+from fesa_fairseq.scoring import confusion_matrix, counts_of, unweighted_accuracy, weighted_accuracy
 
 
 def fold(targets, a, b) -> FoldOutcomes:

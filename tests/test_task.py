@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from fesa_fairseq.errors import FesaError
+from fesa_fairseq.errors import InputError
 from fesa_fairseq.tasks.speech_emotion_classification import SpeechEmotionClassificationConfig, SpeechEmotionClassificationTask
 
 
@@ -73,14 +73,14 @@ def test_unknown_label_names_file_and_line(fold):
     lines = (fold / "valid.emo").read_text().splitlines()
     lines[2] = "fru"
     (fold / "valid.emo").write_text("\n".join(lines) + "\n")
-    with pytest.raises(FesaError, match=rf"{fold / 'valid.emo'}:3: label 'fru' is not in {fold / 'dict.emo.txt'} \(neu, hap, ang, sad\)"):
+    with pytest.raises(InputError, match=rf"{fold / 'valid.emo'}:3: label 'fru' is not in {fold / 'dict.emo.txt'} \(neu, hap, ang, sad\)"):
         make_task(fold).load_dataset("valid")
 
 
 def test_tsv_and_emo_of_different_lengths(fold):
     lines = (fold / "test.emo").read_text().splitlines()
     (fold / "test.emo").write_text("\n".join(lines[:-1]) + "\n")
-    with pytest.raises(FesaError, match=f"{fold / 'test.tsv'} lists {len(lines)} utterances but {fold / 'test.emo'} has {len(lines) - 1} labels"):
+    with pytest.raises(InputError, match=f"{fold / 'test.tsv'} lists {len(lines)} utterances but {fold / 'test.emo'} has {len(lines) - 1} labels"):
         make_task(fold).load_dataset("test")
 
 
@@ -89,7 +89,7 @@ def test_sample_count_that_disagrees_with_the_file(fold):
     rel, n = lines[3].split("\t")
     lines[3] = f"{rel}\t{int(n) + 5}"
     (fold / "train.tsv").write_text("\n".join(lines) + "\n")
-    with pytest.raises(FesaError, match=rf"{fold / 'train.tsv'}:4: .*{rel} has {n} samples but the manifest says {int(n) + 5}"):
+    with pytest.raises(InputError, match=rf"{fold / 'train.tsv'}:4: .*{rel} has {n} samples but the manifest says {int(n) + 5}"):
         make_task(fold).load_dataset("train")
 
 
@@ -97,11 +97,11 @@ def test_missing_wav(fold, tmp_path):
     lines = (fold / "train.tsv").read_text().splitlines()
     lines[0] = str(tmp_path / "elsewhere")
     (fold / "train.tsv").write_text("\n".join(lines) + "\n")
-    with pytest.raises(FesaError, match=f"{fold / 'train.tsv'}:2: missing wav {tmp_path / 'elsewhere'}"):
+    with pytest.raises(InputError, match=f"{fold / 'train.tsv'}:2: missing wav {tmp_path / 'elsewhere'}"):
         make_task(fold).load_dataset("train")
 
 
 def test_malformed_dictionary(fold):
     (fold / "dict.emo.txt").write_text("neu 10\nhap\n")
-    with pytest.raises(FesaError, match=rf"{fold / 'dict.emo.txt'}:2: expected 'label count', got 'hap'"):
+    with pytest.raises(InputError, match=rf"{fold / 'dict.emo.txt'}:2: expected 'label count', got 'hap'"):
         make_task(fold)

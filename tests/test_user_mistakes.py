@@ -20,18 +20,19 @@ import torch
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from fesa_fairseq.corpora.demo import make_demo_corpus
-from fesa_fairseq.corpora.iemocap import prepare_iemocap
+from fesa.corpora.demo import make_demo_corpus
+from fesa.corpora.iemocap import prepare_iemocap
+from fesa.errors import FesaError
+from fesa.files import atomic_write_text
+from fesa.inference.eder import eder
+from fesa.inference.predict import utterance_ids
+from fesa.labels.kmeans_backends import model_of_centroids
+from fesa.labels.kmeans_io import load_kmeans
+from fesa.pipeline.experiment import experiment_yaml, load_experiment
+from fesa.pipeline.plan import Plan
+from fesa.pipeline.slurm import check_job_command
 from fesa_fairseq.data.audio import AudioSource
-from fesa_fairseq.data.files import atomic_write_text
-from fesa_fairseq.errors import FesaError
-from fesa_fairseq.inference.eder import eder
-from fesa_fairseq.inference.predict import utterance_ids
-from fesa_fairseq.labels.kmeans_backends import model_of_centroids
-from fesa_fairseq.labels.kmeans_io import load_kmeans
-from fesa_fairseq.pipeline.experiment import experiment_yaml, load_experiment
-from fesa_fairseq.pipeline.plan import Plan
-from fesa_fairseq.pipeline.slurm import check_job_command
+from fesa_fairseq.errors import InputError
 
 from cli_helpers import fesa_main, one_line_error, snapshot
 from tiny_hubert import TINY_RUN
@@ -161,7 +162,7 @@ def _bad_audio(folder: Path, good: Path) -> dict:
 
 def test_audio_checks_in_the_data_layer(test_wavs, tmp_path):
     for name, why in _bad_audio(tmp_path, test_wavs[0]).items():
-        with pytest.raises(FesaError, match=why.split(":")[0].replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(InputError, match=why.split(":")[0].replace("(", r"\(").replace(")", r"\)")):
             source = AudioSource(tmp_path / name)
             source.read(0, source.samples)
 

@@ -15,7 +15,7 @@ from contextlib import nullcontext
 from typing import List, Optional, Sequence
 
 from fesa.cli import data, deploy, labels, pipeline, scoring
-from fesa.errors import FesaError, Stopped
+from fesa.errors import Stopped, user_errors
 from fesa.stop import stoppable
 
 GROUPS = (data, labels, scoring, pipeline, deploy)
@@ -65,7 +65,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             _configure_logging(args.quiet)
             _keep_apart(args)
             args.func(args)
-    except FesaError as e:
+    except user_errors() as e:
         return _fail(args, e, str(e), e.exit_code)
     except OSError as e:  # permission denied, a file where a folder belongs, a full disk: the user's to fix
         where = f"{e.filename}: " if e.filename else ""
@@ -84,7 +84,7 @@ def _paths(args: argparse.Namespace, names: Sequence[str]) -> List[str]:
 
 def _keep_apart(args: argparse.Namespace) -> None:
     if args.command in APART:
-        from fesa_fairseq.data.files import check_apart
+        from fesa.files import check_apart
 
         reads, writes = APART[args.command]
         check_apart(_paths(args, writes), _paths(args, reads))

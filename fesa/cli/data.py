@@ -18,8 +18,8 @@ def add_parsers(sub: Subparsers) -> None:
 
 
 def _prepare_iemocap(args: argparse.Namespace) -> None:
-    from fesa_fairseq.corpora.demo import is_demo_corpus
-    from fesa_fairseq.corpora.iemocap import KNOWN_LABEL_TOTALS, format_count_table, prepare_iemocap
+    from fesa.corpora.demo import is_demo_corpus
+    from fesa.corpora.iemocap import KNOWN_LABEL_TOTALS, format_count_table, prepare_iemocap
 
     check_totals = args.check_totals if args.check_totals is not None else not is_demo_corpus(Path(args.iemocap_root))
     summary = prepare_iemocap(
@@ -71,7 +71,7 @@ def _add_prepare_iemocap(sub: Subparsers) -> None:
 
 
 def _prepare_emobox(args: argparse.Namespace) -> None:
-    from fesa_fairseq.corpora.emobox import prepare_emobox
+    from fesa.corpora.emobox import prepare_emobox
 
     start = time.perf_counter()
     summary = prepare_emobox(
@@ -106,7 +106,7 @@ def _print_prepared(summary: dict, out_dir: str, start: float) -> None:
 
 
 def _prepare_table(args: argparse.Namespace) -> None:
-    from fesa_fairseq.corpora.table import prepare_table
+    from fesa.corpora.table import prepare_table
 
     start = time.perf_counter()
     summary = prepare_table(
@@ -177,10 +177,10 @@ def _add_prepare_emobox(sub: Subparsers) -> None:
 
 
 def _make_demo_corpus(args: argparse.Namespace) -> None:
-    from fesa_fairseq.corpora.demo import SourceFilter, make_demo_corpus
+    from fesa.corpora.demo import SourceFilter, make_demo_corpus
 
     if args.synthesizer == "espeak":
-        from fesa_fairseq.corpora.espeak import Espeak
+        from fesa.corpora.espeak import Espeak
 
         synth = Espeak()
     else:
@@ -196,7 +196,7 @@ def _make_demo_corpus(args: argparse.Namespace) -> None:
     )
     print(f"wrote {info['utterances']} utterances to {args.out_dir} in {time.perf_counter() - start:.1f} s (seed {args.seed})")
     if args.emobox_listing:
-        from fesa_fairseq.corpora.emobox import export_listing
+        from fesa.corpora.emobox import export_listing
 
         listing = export_listing(Path(args.out_dir), Path(args.emobox_listing), overwrite=args.overwrite)
         print(f"wrote its EmoBox listing to {listing['dir']}: fesa prepare-emobox {listing['dir']} OUT --audio-root {args.out_dir}")
@@ -230,7 +230,7 @@ def _add_make_demo_corpus(sub: Subparsers) -> None:
 
 
 def _make_pretraining_corpus(args: argparse.Namespace) -> None:
-    from fesa_fairseq.corpora.demo import make_pretraining_corpus
+    from fesa.corpora.demo import make_pretraining_corpus
 
     info = make_pretraining_corpus(
         Path(args.out_dir),
@@ -263,7 +263,7 @@ def _add_make_pretraining_corpus(sub: Subparsers) -> None:
 
 
 def _convert_segments(args: argparse.Namespace) -> None:
-    from fesa_fairseq.inference.references import convert_references, write_references
+    from fesa.inference.references import convert_references, write_references
 
     data = convert_references(
         Path(args.source), args.format, Path(args.manifest) if args.manifest else None, Path(args.audio_root) if args.audio_root else None

@@ -39,9 +39,9 @@ def _import_failed(command: str, error: Exception) -> FesaError:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from fesa_fairseq.inference.eder import read_segments_json
-    from fesa_fairseq.inference.predict import collect_inputs, predict_files
-    from fesa_fairseq.inference.recognizer import EmotionRecognizer
+    from fesa.inference.eder import read_segments_json
+    from fesa.inference.predict import collect_inputs, predict_files
+    from fesa.inference.recognizer import EmotionRecognizer
 
     frame_options = values(args, FRAME_FIELDS)
     FrameOptions(**frame_options).check()  # before any file is read
@@ -96,12 +96,12 @@ def _export(args: argparse.Namespace) -> None:
         raise FesaError("say what to write: --onnx OUT.onnx, --hf FOLDER, or both")
     if args.hf:
         _need_transformers("fesa export --hf")
-        from fesa_fairseq.huggingface.export_hf import check_output
+        from fesa.huggingface.export_hf import check_output
 
         check_output(args.checkpoint, Path(args.hf), args.overwrite)
     if args.onnx:
         _need_onnx()
-        from fesa_fairseq.inference.onnx_export import onnx_outputs
+        from fesa.inference.onnx_export import onnx_outputs
 
         onnx_outputs(args.checkpoint, Path(args.onnx), args.int8, args.overwrite)
     if args.hf:
@@ -119,7 +119,7 @@ def _need_onnx() -> None:
 
 
 def _export_onnx(args: argparse.Namespace) -> None:
-    from fesa_fairseq.inference.onnx_export import export_onnx
+    from fesa.inference.onnx_export import export_onnx
 
     r = export_onnx(args.checkpoint, Path(args.onnx), int8=args.int8, overwrite=args.overwrite)
     print(f"classes {r['labels']}; checked on {len(r['lengths'])} lengths ({', '.join(str(n) for n in r['lengths'])} samples):")
@@ -130,7 +130,7 @@ def _export_onnx(args: argparse.Namespace) -> None:
 
 
 def _export_hf(args: argparse.Namespace) -> None:
-    from fesa_fairseq.huggingface.export_hf import export_hf
+    from fesa.huggingface.export_hf import export_hf
 
     r = export_hf(args.checkpoint, Path(args.hf), overwrite=args.overwrite, metrics=Path(args.metrics) if args.metrics else None)
     extra = "".join(f", {k[4:-11].replace('_', ' ')} {v:.2g}" for k, v in r.items() if k.startswith("max_") and k != "max_logits_difference")
@@ -163,7 +163,7 @@ def _add_export(sub: Subparsers) -> None:
 
 def _import_hf(args: argparse.Namespace) -> None:
     _need_transformers("fesa import-hf")
-    from fesa_fairseq.huggingface.import_hf import import_snapshot
+    from fesa.huggingface.import_hf import import_snapshot
 
     r = import_snapshot(Path(args.folder), Path(args.out), overwrite=args.overwrite)
     layers = ", ".join(f"{d:.2g}" for d in r["differences"][:-1])

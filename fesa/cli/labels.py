@@ -31,7 +31,7 @@ def add_parsers(sub: Subparsers) -> None:
 
 
 def _control_labels(args: argparse.Namespace) -> None:
-    from fesa_fairseq.labels.control_labels import make_control_labels
+    from fesa.labels.control_labels import make_control_labels
 
     info = make_control_labels(Path(args.labels_dir), Path(args.manifest_dir), Path(args.out), args.kind, args.seed, args.overwrite)
     print(f"wrote {info['kind']} labels of {args.labels_dir} to {args.out}: " + ", ".join(f"{s} {n} lines" for s, n in info["splits"].items()))
@@ -56,9 +56,9 @@ def _add_control_labels(sub: Subparsers) -> None:
 
 
 def _pseudo_labels(args: argparse.Namespace) -> None:
-    from fesa_fairseq.devices import precision_name, resolve_batch_seconds, resolve_device, resolve_precision
-    from fesa_fairseq.labels.pseudo_labels import PseudoLabelJob, make_pseudo_labels
-    from fesa_fairseq.labels.readers import HubertFeatureReader, MfccFeatureReader
+    from fesa.devices import precision_name, resolve_batch_seconds, resolve_device, resolve_precision
+    from fesa.labels.pseudo_labels import PseudoLabelJob, make_pseudo_labels
+    from fesa.labels.readers import HubertFeatureReader, MfccFeatureReader
 
     batch_samples = 0
     if args.features == "mfcc":
@@ -134,9 +134,9 @@ def _add_pseudo_labels(sub: Subparsers) -> None:
 
 
 def _analyze_clusters(args: argparse.Namespace) -> None:
-    from fesa_fairseq.devices import resolve_device, resolve_precision
-    from fesa_fairseq.labels.analyze_clusters import analyze_clusters, format_table
-    from fesa_fairseq.labels.readers import HubertFeatureReader
+    from fesa.devices import resolve_device, resolve_precision
+    from fesa.labels.analyze_clusters import analyze_clusters, format_table
+    from fesa.labels.readers import HubertFeatureReader
 
     layers = ints(args.layers, "--layers")
     device = resolve_device(args.device)
@@ -179,10 +179,10 @@ def _add_analyze_clusters(sub: Subparsers) -> None:
 
 
 def _alignment(args: argparse.Namespace) -> None:
-    from fesa_fairseq.devices import resolve_device, resolve_precision
-    from fesa_fairseq.inference.references import segment_truth
-    from fesa_fairseq.labels.alignment import check_alignment_options, format_alignment, measure_alignment, write_alignment
-    from fesa_fairseq.labels.readers import HubertFeatureReader
+    from fesa.devices import resolve_device, resolve_precision
+    from fesa.inference.references import segment_truth
+    from fesa.labels.alignment import check_alignment_options, format_alignment, measure_alignment, write_alignment
+    from fesa.labels.readers import HubertFeatureReader
 
     check_alignment_options(args.clusters, args.max_utterances)  # before the model is loaded
     truth = segment_truth(args.reference, Path(args.fold_dir))

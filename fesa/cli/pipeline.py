@@ -17,8 +17,9 @@ def add_parsers(sub: Subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from fesa_fairseq.pipeline.experiment import split_grid
-    from fesa_fairseq.pipeline.run import RunRequest, run_experiment
+    from fesa.cli import main
+    from fesa.pipeline.experiment import split_grid
+    from fesa.pipeline.run import RunRequest, run_experiment
 
     grid, overrides = split_grid(args.grid or [])
     request = RunRequest(
@@ -32,6 +33,7 @@ def _run(args: argparse.Namespace) -> None:
         slurm=args.slurm,
         only=args.only,
         smoke=SmokeOptions(**values(args, SMOKE_FIELDS, prefix="smoke")) if args.smoke else None,
+        entry=main,
     )
     outcome = run_experiment(request)
     if outcome.script is not None:
@@ -51,7 +53,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _print_smoke(outcome) -> None:
-    from fesa_fairseq.pipeline.smoke import SMOKE_FILE, format_summary
+    from fesa.pipeline.smoke import SMOKE_FILE, format_summary
 
     print(format_summary(outcome.smoke))
     print(f"smoke: {outcome.exp / SMOKE_FILE}; logs: {outcome.exp / 'logs'}")
@@ -94,9 +96,9 @@ def _add_run(sub: Subparsers) -> None:
 
 
 def _status(args: argparse.Namespace) -> None:
-    from fesa_fairseq.pipeline.experiment import load_experiment, parse_grid
-    from fesa_fairseq.pipeline.plan import Plan
-    from fesa_fairseq.pipeline.status import BROKEN, format_status, stage_states, wait_for
+    from fesa.pipeline.experiment import load_experiment, parse_grid
+    from fesa.pipeline.plan import Plan
+    from fesa.pipeline.status import BROKEN, format_status, stage_states, wait_for
 
     exp = Path(args.exp_dir).resolve()
     saved = exp / "experiment.yaml"

@@ -20,8 +20,8 @@ def add_parsers(sub: Subparsers) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from fesa_fairseq.inference.references import segment_truth
-    from fesa_fairseq.pipeline.evaluate import evaluate, mapped_fold, parse_mapping
+    from fesa.inference.references import segment_truth
+    from fesa.pipeline.evaluate import evaluate, mapped_fold, parse_mapping
 
     fold_dir, cross = Path(args.fold_dir), None
     if args.map:  # another corpus: its split relabelled with the model's classes, in a fold folder of the output's
@@ -79,7 +79,7 @@ def _add_evaluate(sub: Subparsers) -> None:
 
 
 def _acoustic_baseline(args: argparse.Namespace) -> None:
-    from fesa_fairseq.pipeline.reference import reference
+    from fesa.pipeline.reference import reference
 
     if args.command == OLD_NAME:
         logger.warning(
@@ -108,8 +108,8 @@ def _add_acoustic_baseline(sub: Subparsers) -> None:
 
 
 def _eder(args: argparse.Namespace) -> None:
-    from fesa_fairseq.data.files import atomic_write_json
-    from fesa_fairseq.inference.eder import eder, format_confusion_seconds, read_segments_json
+    from fesa.files import atomic_write_json
+    from fesa.inference.eder import eder, format_confusion_seconds, read_segments_json
 
     m = eder(
         read_segments_json(Path(args.reference), reference=True),
@@ -139,7 +139,7 @@ def _add_eder(sub: Subparsers) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from fesa_fairseq.pipeline.report import make_report
+    from fesa.pipeline.report import make_report
 
     report = make_report(Path(args.exp_dir))
     print(report["markdown"])

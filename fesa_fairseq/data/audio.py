@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from fesa_fairseq.errors import FesaError
+from fesa_fairseq.errors import InputError
 
 PathLike = Union[str, Path]
 
@@ -30,14 +30,14 @@ def check_audio(path: PathLike, sample_rate: int, samples: Optional[int] = None,
 def audio_info(path: PathLike, where: str = "", kind: str = "wav") -> "sf._SoundFileInfo":
     """soundfile's header of ``path``, or an error naming it: missing, or not audio soundfile reads."""
     if not Path(path).is_file():
-        raise FesaError(f"{where}missing {kind} {path}")
+        raise InputError(f"{where}missing {kind} {path}")
     try:
         info = sf.info(str(path))
     except (RuntimeError, sf.SoundFileError) as e:
-        raise FesaError(f"{where}cannot read {kind} {path}: {' '.join(str(e).split())}") from e
+        raise InputError(f"{where}cannot read {kind} {path}: {' '.join(str(e).split())}") from e
     promised = wav_declared_frames(path) if info.format == "WAV" else None
     if promised is not None and promised > info.frames:
-        raise FesaError(
+        raise InputError(
             f"{where}{path} is truncated: its header says {promised} samples ({promised / info.samplerate:.2f} s) "
             f"but it holds {info.frames} ({info.frames / info.samplerate:.2f} s); re-export or re-copy the file"
         )
@@ -79,7 +79,7 @@ def _decode(path: PathLike, first: int, count: int, where: str = "") -> np.ndarr
             f.seek(first)
             return f.read(count, dtype="float32", always_2d=True)
     except (RuntimeError, sf.SoundFileError) as e:
-        raise FesaError(f"{where}cannot decode {path}: {' '.join(str(e).split())}") from e
+        raise InputError(f"{where}cannot decode {path}: {' '.join(str(e).split())}") from e
 
 
 def checked_samples(wav: np.ndarray, path: PathLike, first: int, count: int, rate: int, where: str = "") -> np.ndarray:
@@ -87,14 +87,14 @@ def checked_samples(wav: np.ndarray, path: PathLike, first: int, count: int, rat
     truncated file) and NaN or infinite samples (every class would score NaN). Neither is repaired: the file is."""
     if len(wav) < count:
         held = first + len(wav)
-        raise FesaError(
+        raise InputError(
             f"{where}{path} is truncated: its header says {first + count} samples ({(first + count) / rate:.2f} s) or more "
             f"but it holds {held} ({held / rate:.2f} s); re-export or re-copy the file"
         )
     bad = ~np.isfinite(wav)
     if bad.any():
         at = first + int(np.flatnonzero(bad.any(axis=1))[0])
-        raise FesaError(
+        raise InputError(
             f"{where}{path} holds {int(bad.sum())} NaN or infinite sample(s), the first at {at / rate:.3f} s; "
             "repair or re-export the file (a model scores such audio as NaN)"
         )
@@ -103,11 +103,11 @@ def checked_samples(wav: np.ndarray, path: PathLike, first: int, count: int, rat
 
 def _check(path: PathLike, sr: int, channels: int, frames: int, sample_rate: int, samples: Optional[int], where: str) -> None:
     if sr != sample_rate or channels != 1:
-        raise FesaError(f"{where}{path} is {sr} Hz with {channels} channel(s); {sample_rate} Hz mono expected")
+        raise InputError(f"{where}{path} is {sr} Hz with {channels} channel(s); {sample_rate} Hz mono expected")
     if frames <= 0:
-        raise FesaError(f"{where}{path} holds no samples")
+        raise InputError(f"{where}{path} holds no samples")
     if samples is not None and frames != samples:
-        raise FesaError(
+        raise InputError(
             f"{where}{path} has {frames} samples but the manifest says {samples}; re-create the manifest (fesa prepare-iemocap) or fix the count"
         )
 
@@ -125,7 +125,7 @@ class AudioSource:
         self.path, self.rate, self._array = path, rate, None
         if array is not None:
             if sample_rate is None:
-                raise FesaError("a waveform needs its sample_rate")
+                raise InputError("a waveform needs its sample_rate")
             wav = np.asarray(array, dtype=np.float32)
             self._array = wav if wav.ndim == 2 else wav[:, None]
             self.native_rate, self.channels, native = int(sample_rate), self._array.shape[1], len(self._array)
@@ -133,7 +133,7 @@ class AudioSource:
             info = audio_info(path, kind="audio file")
             self.native_rate, self.channels, native = info.samplerate, info.channels, info.frames
         if native <= 0:
-            raise FesaError(f"{path if path is not None else 'the waveform'} holds no samples")
+            raise InputError(f"{path if path is not None else 'the waveform'} holds no samples")
         g = gcd(rate, self.native_rate)
         self.up, self.down = rate // g, self.native_rate // g
         self.samples = -(-native * self.up // self.down)  # resample_poly's output length

@@ -11,7 +11,7 @@ from fairseq.data import FairseqDataset
 from fesa_fairseq.data.audio import check_audio, read_audio
 from fesa_fairseq.data.files import read_manifest
 from fesa_fairseq.data.waveform import prepare_waveform
-from fesa_fairseq.errors import FesaError
+from fesa_fairseq.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class EmotionAudioDataset(FairseqDataset):
         self.manifest = manifest
         self.root, rows = read_manifest(manifest)
         if len(rows) != len(targets):
-            raise FesaError(f"{manifest} lists {len(rows)} utterances but {len(targets)} labels were given")
+            raise InputError(f"{manifest} lists {len(rows)} utterances but {len(targets)} labels were given")
         self.paths = [str(Path(self.root, rel)) for rel, _ in rows]
         self.sizes = np.array([n for _, n in rows], dtype=np.int64)
         self.targets = np.asarray(targets, dtype=np.int64)

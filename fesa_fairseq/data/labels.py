@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 from fesa_fairseq.data.files import PathLike, read_lines, read_manifest
-from fesa_fairseq.errors import FesaError
+from fesa_fairseq.errors import InputError
 
 
 def read_label_dictionary(path: PathLike) -> Tuple[List[str], List[int]]:
@@ -15,13 +15,13 @@ def read_label_dictionary(path: PathLike) -> Tuple[List[str], List[int]]:
     for line, text in enumerate(read_lines(path), start=1):
         parts = text.split()
         if len(parts) != 2 or not parts[1].isdigit():
-            raise FesaError(f"{path}:{line}: expected 'label count', got {text!r}")
+            raise InputError(f"{path}:{line}: expected 'label count', got {text!r}")
         if parts[0] in labels:
-            raise FesaError(f"{path}:{line}: label {parts[0]!r} appears twice")
+            raise InputError(f"{path}:{line}: label {parts[0]!r} appears twice")
         labels.append(parts[0])
         counts.append(int(parts[1]))
     if len(labels) < 2:
-        raise FesaError(f"{path} must list at least two classes, found {len(labels)}")
+        raise InputError(f"{path} must list at least two classes, found {len(labels)}")
     return labels, counts
 
 
@@ -31,14 +31,14 @@ def read_targets(path: PathLike, labels: List[str], dict_path: PathLike) -> List
     targets = []
     for line, label in enumerate(read_lines(path), start=1):
         if label not in index:
-            raise FesaError(f"{path}:{line}: label {label!r} is not in {dict_path} ({', '.join(labels)})")
+            raise InputError(f"{path}:{line}: label {label!r} is not in {dict_path} ({', '.join(labels)})")
         targets.append(index[label])
     return targets
 
 
 def check_aligned(manifest: PathLike, label_file: PathLike, utterances: int, labels: int) -> None:
     if utterances != labels:
-        raise FesaError(f"{manifest} lists {utterances} utterances but {label_file} has {labels} labels; they must align line by line")
+        raise InputError(f"{manifest} lists {utterances} utterances but {label_file} has {labels} labels; they must align line by line")
 
 
 @dataclass
@@ -58,7 +58,7 @@ def read_labelled_split(fold_dir: PathLike, split: str, ext: str = "emo") -> Lab
     manifest, label_file = fold / f"{split}.tsv", fold / f"{split}.{ext}"
     root, rows = read_manifest(manifest)
     if not rows:  # every reader of a labelled split fits or scores on its utterances
-        raise FesaError(f"{manifest} lists no utterance: the {split} split is empty; prepare the folds again")
+        raise InputError(f"{manifest} lists no utterance: the {split} split is empty; prepare the folds again")
     targets = read_targets(label_file, labels, dict_path)
     check_aligned(manifest, label_file, len(rows), len(targets))
     return LabelledSplit([str(Path(root) / rel) for rel, _ in rows], [n for _, n in rows], targets, labels)
@@ -69,4 +69,4 @@ def check_class_token(name: str, where: str) -> None:
     Unicode whitespace, so 'very angry' or a no-break space would read back as two fields) and nothing unprintable."""
     if not name or any(c.isspace() for c in name) or not name.isprintable():
         fix = "_".join("".join(c for c in name if c.isprintable() or c.isspace()).split()) or "neu"
-        raise FesaError(f"{where}: the class name {name!r} is not one printable word (no spaces, tabs, invisible characters); write e.g. {fix!r}")
+        raise InputError(f"{where}: the class name {name!r} is not one printable word (no spaces, tabs, invisible characters); write e.g. {fix!r}")

@@ -12,7 +12,7 @@ from fairseq.models import register_model
 from fairseq.models.hubert.hubert import HubertConfig, HubertModel
 
 from fesa_fairseq.checkpoints import describe_state, encoder_weights
-from fesa_fairseq.errors import FesaError
+from fesa_fairseq.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class EmotionHubertModel(HubertModel):
         keep = {n for n in LABEL_TENSORS if n in own} if reset else set()
         problems = _mismatches(own, weights, keep)
         if problems:
-            raise FesaError(
+            raise InputError(
                 f"init_checkpoint {path} does not fit this model: {'; '.join(problems[:6])}"
                 f"{f' (and {len(problems) - 6} more)' if len(problems) > 6 else ''}. Give the model the checkpoint's "
                 "architecture (encoder_layers, encoder_embed_dim, conv_feature_layers, final_dim, ...)"
@@ -104,7 +104,7 @@ def label_reset_decision(
     if mode == "never":
         if their_embs is None or their_embs.shape != own_embs.shape:
             there = "none" if their_embs is None else tuple(their_embs.shape)
-            raise FesaError(
+            raise InputError(
                 f"reset_label_embeddings=never, but the label embeddings of {path} are {there} and this label "
                 f"set needs {tuple(own_embs.shape)}: use auto or always, or the labels the checkpoint was trained on"
             )

@@ -14,7 +14,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig, HubertPretrainingTask
 
 from fesa_fairseq.data.files import read_lines, read_manifest
-from fesa_fairseq.errors import FesaError
+from fesa_fairseq.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +43,12 @@ class EmotionHubertPretrainingTask(HubertPretrainingTask):
         _, rows = read_manifest(manifest)
         lines = read_lines(label_path)
         if len(lines) != len(rows):
-            raise FesaError(f"{label_path} has {len(lines)} lines but {manifest} lists {len(rows)} utterances")
+            raise InputError(f"{label_path} has {len(lines)} lines but {manifest} lists {len(rows)} utterances")
         for i, ((rel, n), line) in enumerate(zip(rows, lines), start=1):
             expected = n / self.cfg.sample_rate * self.cfg.label_rate
             got = len(line.split())
             if abs(got - expected) > self.cfg.label_length_tolerance * self.cfg.label_rate:
-                raise FesaError(
+                raise InputError(
                     f"{label_path}:{i}: {got} labels for {rel} ({n} samples = {expected:.1f} frames at "
                     f"{self.cfg.label_rate:g} Hz); the labels do not belong to this manifest or this label_rate: "
                     "make them again with fesa pseudo-labels"
