@@ -19,6 +19,11 @@ N = r"([-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
 ROW = r"\s+{N}"
 # Per script, the lines that carry its figures; each {N} must be a number. A new script needs an entry here.
 FIGURES: Dict[str, List[str]] = {
+    "choose_finetune.py": [
+        r"^\| frozen-560-lr1e-3 \| {N} \| {N} \|$",
+        r"^\| unfrozen-400-lr1e-3 \| {N} \| {N} \|$",
+        r"chosen on validation UA: \S+ \(mean {N}\)",
+    ],
     "classifier_overhead.py": [
         r"hubert_emotion_classifier {N} s, HubertModel.extract_features {N} s",
         r"classifier overhead ratio: {N}",
@@ -91,6 +96,11 @@ def inputs(script: str, request, tmp_path: Path) -> List[str]:
         return ["--fold", str(request.getfixturevalue("demo_folds") / "fold1")]
     if script == "export.py":
         return ["--exp", str(experiment(request.getfixturevalue("finetuned_classifier"), request.getfixturevalue("demo_folds"), tmp_path / "exp"))]
+    if script == "choose_finetune.py":
+        exp = tmp_path / "exp"
+        (exp / "manifests").mkdir(parents=True)
+        (exp / "manifests" / "fold1").symlink_to(request.getfixturevalue("demo_folds") / "fold1")
+        return ["--exp", str(exp), "--init", str(REPO / "examples" / "demo" / "source_model.pt"), "--out", str(tmp_path / "choose")]
     if script == "hf_bridge.py":
         return ["--work", str(tmp_path / "work")]
     return []
