@@ -17,8 +17,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    # fesa_fairseq: the plugin (importing it registers with fairseq); fesa: the command line and the torch-free
-    # options and errors it needs before any model is loaded (docs/design.md, Layout).
+    # fesa_fairseq: what fairseq loads (importing it registers with fairseq); fesa: the application on top of it,
+    # the command line included (docs/design.md, Layout).
     packages=find_packages(include=["fesa_fairseq", "fesa_fairseq.*", "fesa", "fesa.*"]),
     package_data={"fesa_fairseq": ["config/*/*.yaml"]},
     include_package_data=True,

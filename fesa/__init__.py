@@ -1,8 +1,8 @@
-"""fesa: the command line of fesa_fairseq, and what it needs before any model is loaded.
+"""fesa: the application on top of the fairseq plugin ``fesa_fairseq``.
 
-Nothing here imports torch or fairseq at import time, so that ``fesa --help`` and ``fesa COMMAND --help`` answer
-at once: ``fesa.errors`` (the exceptions every layer raises), ``fesa.options`` (the options of the components,
-each default defined once, read by both the components and the command line) and ``fesa.cli`` (the commands,
-which import the plugin ``fesa_fairseq`` only when they run). The plugin itself is ``fesa_fairseq``: importing it
-registers its fairseq tasks, models and criterions (``common.user_dir``), which needs torch and fairseq.
+Corpora, labels, inference, the Hugging Face bridge, the pipeline (``fesa run``), statistics, plots and the command
+line. The plugin is what fairseq loads (``common.user_dir``) and imports nothing of this package.
+
+Importing ``fesa`` imports nothing else: ``fesa.errors``, ``fesa.options``, ``fesa.stop`` and ``fesa.cli`` import torch,
+fairseq and the plugin only when a command runs, so that ``fesa --help`` and ``fesa COMMAND --help`` answer at once.
 """
