@@ -11,6 +11,7 @@ import torch
 from scipy.signal import resample_poly
 
 from fesa.checkpoints import HUBERT_GEOMETRY
+from fesa.corpora.demo import SEGMENTS_FILE
 from fesa.errors import FesaError
 from fesa.inference.eder import eder, read_segments_json, speechbrain_eder, utterance_eder
 from fesa.inference.recognizer import EmotionRecognizer, plan_windows
@@ -258,7 +259,8 @@ def test_references_from_the_demo_corpus_a_tsv_and_zed(demo_folds, tmp_path):
 
 
 def test_evaluate_measures_the_alignment_on_the_demo(checkpoint, demo_folds, tmp_path):
-    res = run_fesa("-q", "evaluate", checkpoint, demo_folds / "fold1", "--out", tmp_path / "ev", "--device", "cpu")
+    reference = demo_folds.parent / "corpus" / SEGMENTS_FILE
+    res = run_fesa("-q", "evaluate", checkpoint, demo_folds / "fold1", "--reference", reference, "--out", tmp_path / "ev", "--device", "cpu")
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     frame = metrics["frame_level"]
@@ -276,6 +278,7 @@ def test_evaluate_scores_each_utterance_as_predict_does(checkpoint, demo_folds, 
     recognizer = EmotionRecognizer.from_checkpoint(checkpoint, device="cpu")
     res = run_fesa("-q", "evaluate", checkpoint, demo_folds / "fold1", "--out", tmp_path / "ev", "--device", "cpu", "--precision", "fp32")
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "frame_level" not in json.loads((tmp_path / "ev" / "metrics.json").read_text())  # no --reference: no segment truth
     root, *rows = (demo_folds / "fold1" / "test.tsv").read_text().splitlines()
     paths = {Path(row.split("\t")[0]).stem: row.split("\t")[0] for row in rows}
     for line in (tmp_path / "ev" / "predictions.tsv").read_text().splitlines()[1:]:
