@@ -44,12 +44,6 @@ logger = logging.getLogger(__name__)
 SR = SAMPLE_RATE
 SEGMENTS_FILE = "fesa_demo_segments.tsv"
 DEMO_MARKER = "fesa_demo.json"  # at the root of a demo corpus: its generator's settings
-
-
-def is_demo_corpus(root: Path) -> bool:
-    return (Path(root) / DEMO_MARKER).is_file()
-
-
 PRETRAINING_MARKER = "fesa_pretraining.json"
 VOWELS = {"a": (730, 1090, 2440), "e": (530, 1840, 2480), "i": (270, 2290, 3010), "o": (570, 840, 2410), "u": (300, 870, 2240)}
 BANDWIDTHS = (80.0, 100.0, 140.0, 200.0)
