@@ -13,7 +13,7 @@ from scipy.signal import resample_poly
 from fesa.checkpoints import HUBERT_GEOMETRY
 from fesa.corpora.demo import SEGMENTS_FILE
 from fesa.errors import FesaError
-from fesa.inference.eder import eder, read_segments_json, speechbrain_eder, utterance_eder
+from fesa.inference.eder import eder, read_segments_json, reference_spans, utterance_eder
 from fesa.inference.recognizer import EmotionRecognizer, plan_windows
 from fesa.inference.references import convert_references
 from fesa.inference.segments import frames_to_segments
@@ -34,7 +34,15 @@ def recognizer(checkpoint):
     return EmotionRecognizer.from_checkpoint(checkpoint, device="cpu")
 
 
+def speechbrain_eder(prediction, duration: float, emotion, window_length: float, stride: float) -> float:
+    """SpeechBrain's ``EDER(prediction, id, duration, emotion, window_length, stride)``: one prediction per window
+    of ``window_length`` seconds every ``stride`` seconds, neutral 'n', first letters compared."""
+    windows = [(stride * i, stride * i + window_length, p) for i, p in enumerate(prediction)]
+    return utterance_eder(windows, reference_spans(emotion, duration, "n"), duration, first_letter=True)
+
+
 def test_speechbrain_documented_example():
+    """utterance_eder given SpeechBrain's input gives the figure of SpeechBrain's documented example."""
     emotion = [{"emo": "angry", "start": 0.39, "end": 1.10}]
     assert speechbrain_eder(["n", "n", "n", "a", "a", "a"], 1.22, emotion, 0.2, 0.2) == pytest.approx(0.2704918032786885, abs=1e-15)
 
@@ -271,6 +279,8 @@ def test_evaluate_measures_the_alignment_on_the_demo(checkpoint, demo_folds, tmp
     rows = [line.split("\t") for line in (tmp_path / "ev" / "frame_level.tsv").read_text().splitlines()]
     assert rows[0] == ["utt_id", "eder", "attention_focus"] and len(rows) == n + 1
     assert np.mean([float(r[1]) for r in rows[1:]]) * 100 == pytest.approx(frame["eder"], abs=0.01)
+    bad = run_fesa("-q", "evaluate", checkpoint, demo_folds / "fold1", "--reference", reference, "--neutral", "calm", "--out", tmp_path / "x")
+    assert bad.returncode == 2 and "--neutral calm is not one of" in bad.stderr and not (tmp_path / "x" / "metrics.json").exists()
 
 
 def test_evaluate_scores_each_utterance_as_predict_does(checkpoint, demo_folds, tmp_path):

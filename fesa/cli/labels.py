@@ -106,7 +106,8 @@ def _add_pseudo_labels(sub: Subparsers) -> None:
         "pseudo-labels",
         help="frame features of a model layer (or MFCC) -> k-means on the training split -> {split}.km labels",
         description="Dumps frame features with fairseq's simple_kmeans (streamed to disk, sharded), learns "
-        "MiniBatchKMeans on the training split only (or applies --kmeans-model), labels every split, and checks "
+        "k-means on the training split only (faiss by default, or fairseq's MiniBatchKMeans recipe: --kmeans-backend "
+        "sklearn; or applies --kmeans-model), labels every split, and checks "
         "every label line against the utterance's frame count.",
     )
     p.add_argument("--manifest-dir", required=True, help="folder with {split}.tsv (a fold folder)")

@@ -1,7 +1,8 @@
 """The experiment config of `fesa run`: one yaml naming the data, the source model and the variant.
 
 Keys are checked against these dataclasses before anything runs: an unknown key or a missing required path is
-an error naming it. ``fesa run --print-config`` prints every key with its default.
+an error naming it. Every key and its default is below (ExperimentConfig); a run keeps what it ran with, every key
+included, in EXP/experiment.yaml.
 """
 
 import logging

@@ -179,7 +179,7 @@ def _config(stage: str, name: str) -> List[str]:
 
 
 def _check_outside(manifests: Path, spec: CorpusSpec) -> None:
-    """The prepare stage may not write inside its corpus (data/files.check_apart): said when the plan is made, not
+    """The prepare stage may not write inside its corpus (fesa.files.check_apart): said when the plan is made, not
     when the stage runs, naming the folder the user may not have given (a table's audio root is its folder)."""
     root = spec.audio_root or (str(Path(spec.path).parent) if spec.format == "table" else spec.path)
     if Path(root).resolve() in Path(manifests).resolve().parents:
