@@ -5,8 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
+from fesa.corpora.demo import SEGMENTS_FILE
+from fesa.inference.references import segment_truth
 from fesa.labels.alignment import frame_states, measure_alignment
 
 from tiny_hubert import run_fesa
@@ -36,9 +39,18 @@ class StateReader:
 
 @pytest.fixture(scope="module")
 def truth(demo_folds):
-    from fesa.inference.references import segment_truth
+    return segment_truth(demo_folds.parent / "corpus" / SEGMENTS_FILE, demo_folds / "fold1")
 
-    return segment_truth(None, demo_folds / "fold1")
+
+def test_segment_lines_become_the_folds_truth(truth, demo_folds):
+    """The demo's lines, for the fold: its utterances only, their wavs' durations, IEMOCAP's exc counted as hap."""
+    listing = [line.split("\t") for line in (demo_folds / "utterances.tsv").read_text().splitlines()]
+    code = {row[0]: row[listing[0].index("code")] for row in listing[1:]}
+    assert set(truth) == set(code) and "exc" in code.values()
+    for utt, entry in truth.items():
+        assert entry["duration"] == pytest.approx(sf.info(entry["wav"]).duration, abs=1e-3)
+        labels = {e["emo"] for e in entry["emotion"]}
+        assert labels <= ({"neu", "hap"} if code[utt] == "exc" else {"neu", code[utt]}), (utt, labels)
 
 
 def test_frames_that_are_their_state_are_perfectly_aligned(truth, demo_folds):
@@ -54,14 +66,16 @@ def test_noise_frames_are_not(truth, demo_folds):
 
 
 def test_cli_on_a_real_model(stock_hubert, demo_folds, tmp_path):
-    res = run_fesa("alignment", stock_hubert, demo_folds / "fold1", "--layer", "1", "--clusters", "6", "--out", tmp_path / "a", "--device", "cpu")
+    reference = demo_folds.parent / "corpus" / SEGMENTS_FILE
+    args = ("--layer", "1", "--clusters", "6", "--reference", reference, "--out", tmp_path / "a", "--device", "cpu")
+    res = run_fesa("alignment", stock_hubert, demo_folds / "fold1", *args)
     assert res.returncode == 0, res.stderr[-3000:]
     r = json.loads((tmp_path / "a" / "alignment.json").read_text())
     assert r["layer"] == 1 and r["clusters"] == 6 and 0 < r["purity"] <= 1 and 0 <= r["nmi"] <= 1 and 0 <= r["probe_ua"] <= 100
     assert "linear probe: frame UA" in res.stdout
 
 
-def test_a_corpus_without_truth_is_named(stock_hubert, tmp_path):
+def test_segments_of_other_utterances_are_named(stock_hubert, tmp_path):
     from tiny_hubert import write_audio_split
 
     fold = tmp_path / "fold"
@@ -70,4 +84,7 @@ def test_a_corpus_without_truth_is_named(stock_hubert, tmp_path):
         (fold / f"{split}.emo").write_text("neu\nhap\nneu\n")
     (fold / "dict.emo.txt").write_text("neu 2\nhap 1\n")
     res = run_fesa("alignment", stock_hubert, fold, "--layer", "1", "--out", tmp_path / "a", "--device", "cpu")
-    assert res.returncode == 2 and "give the true segments with --reference" in res.stderr
+    assert res.returncode == 2 and "required: --reference" in res.stderr
+    (tmp_path / "other.tsv").write_text("elsewhere 0.1 0.5 hap\n")
+    res = run_fesa("alignment", stock_hubert, fold, "--layer", "1", "--reference", tmp_path / "other.tsv", "--out", tmp_path / "a", "--device", "cpu")
+    assert res.returncode == 2 and "has true segments: nothing to measure" in res.stderr

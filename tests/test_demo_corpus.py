@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fesa.corpora.demo import is_demo_corpus, make_demo_corpus, read_segments
+from fesa.corpora.demo import SEGMENTS_FILE, make_demo_corpus
 from fesa.corpora.iemocap import prepare_iemocap
 from fesa.errors import FesaError
+from fesa.segments import read_segment_lines
 
 from tiny_hubert import run_fesa
 
@@ -35,9 +36,7 @@ def test_same_seed_same_bytes(corpus, tmp_path):
 
 
 def test_prepares_into_five_folds(corpus, tmp_path):
-    assert is_demo_corpus(corpus)  # as fesa prepare-iemocap does: the caller says whether totals are checked
-    summary = prepare_iemocap(corpus, tmp_path / "m", check_totals=not is_demo_corpus(corpus), progress=False)
-    assert not summary["known_totals_checked"]  # the demo is recognised, no warning about IEMOCAP totals
+    summary = prepare_iemocap(corpus, tmp_path / "m", check_totals=False, progress=False)  # --no-check-totals: no release
     assert summary["utterances"] == 5 * 2 * 9  # 12 turns per speaker, 3 of them fru/sur/xxx
     for k in range(1, 6):
         sizes = summary["folds"][k]
@@ -57,7 +56,7 @@ def test_audio_is_16k_mono_of_one_to_four_seconds(corpus):
 
 
 def test_only_some_phrases_carry_the_emotion(corpus):
-    segments = read_segments(corpus)
+    segments = read_segment_lines(corpus / SEGMENTS_FILE)
     listing = {}
     for ev in corpus.glob("Session*/dialog/EmoEvaluation/*.txt"):
         for line in ev.read_text().splitlines():
@@ -75,7 +74,7 @@ def test_only_some_phrases_carry_the_emotion(corpus):
 
 def test_emotions_differ_in_loudness_where_they_are_carried(corpus):
     """Angry segments are louder than neutral ones, which are louder than sad ones (same speakers)."""
-    segments = read_segments(corpus)
+    segments = read_segment_lines(corpus / SEGMENTS_FILE)
     wav_of = {p.stem: p for p in corpus.rglob("*.wav")}
     energy = {"ang": [], "neu": [], "sad": []}
     for utt, segs in segments.items():
@@ -138,11 +137,11 @@ def test_espeak_corpus_prepares_like_the_demo(tmp_path):
     root = tmp_path / "esp"
     make_demo_corpus(root, utterances_per_speaker=4, seed=0, progress=False, synth=Espeak())
     assert json.loads((root / "fesa_demo.json").read_text())["synthesizer"] == "espeak-ng"
-    summary = prepare_iemocap(root, tmp_path / "m", valid_fraction=0.25, check_totals=not is_demo_corpus(root), progress=False)
-    assert not summary["known_totals_checked"] and summary["utterances"] > 0
+    summary = prepare_iemocap(root, tmp_path / "m", valid_fraction=0.25, check_totals=False, progress=False)
+    assert summary["utterances"] > 0
     wavs = sorted(root.rglob("*.wav"))
     assert len(wavs) == 5 * 2 * 4
     wav, sr = sf.read(wavs[0])
     assert sr == 16000 and wav.ndim == 1  # espeak-ng's 22,050 Hz resampled
-    segments = read_segments(root)
+    segments = read_segment_lines(root / SEGMENTS_FILE)
     assert set(segments) == {w.stem for w in wavs}

@@ -11,8 +11,9 @@ import torch
 from scipy.signal import resample_poly
 
 from fesa.checkpoints import HUBERT_GEOMETRY
+from fesa.corpora.demo import SEGMENTS_FILE
 from fesa.errors import FesaError
-from fesa.inference.eder import eder, read_segments_json, speechbrain_eder, utterance_eder
+from fesa.inference.eder import eder, read_segments_json, reference_spans, utterance_eder
 from fesa.inference.recognizer import EmotionRecognizer, plan_windows
 from fesa.inference.references import convert_references
 from fesa.inference.segments import frames_to_segments
@@ -33,7 +34,15 @@ def recognizer(checkpoint):
     return EmotionRecognizer.from_checkpoint(checkpoint, device="cpu")
 
 
+def speechbrain_eder(prediction, duration: float, emotion, window_length: float, stride: float) -> float:
+    """SpeechBrain's ``EDER(prediction, id, duration, emotion, window_length, stride)``: one prediction per window
+    of ``window_length`` seconds every ``stride`` seconds, neutral 'n', first letters compared."""
+    windows = [(stride * i, stride * i + window_length, p) for i, p in enumerate(prediction)]
+    return utterance_eder(windows, reference_spans(emotion, duration, "n"), duration, first_letter=True)
+
+
 def test_speechbrain_documented_example():
+    """utterance_eder given SpeechBrain's input gives the figure of SpeechBrain's documented example."""
     emotion = [{"emo": "angry", "start": 0.39, "end": 1.10}]
     assert speechbrain_eder(["n", "n", "n", "a", "a", "a"], 1.22, emotion, 0.2, 0.2) == pytest.approx(0.2704918032786885, abs=1e-15)
 
@@ -258,7 +267,8 @@ def test_references_from_the_demo_corpus_a_tsv_and_zed(demo_folds, tmp_path):
 
 
 def test_evaluate_measures_the_alignment_on_the_demo(checkpoint, demo_folds, tmp_path):
-    res = run_fesa("-q", "evaluate", checkpoint, demo_folds / "fold1", "--out", tmp_path / "ev", "--device", "cpu")
+    reference = demo_folds.parent / "corpus" / SEGMENTS_FILE
+    res = run_fesa("-q", "evaluate", checkpoint, demo_folds / "fold1", "--reference", reference, "--out", tmp_path / "ev", "--device", "cpu")
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     frame = metrics["frame_level"]
@@ -269,6 +279,8 @@ def test_evaluate_measures_the_alignment_on_the_demo(checkpoint, demo_folds, tmp
     rows = [line.split("\t") for line in (tmp_path / "ev" / "frame_level.tsv").read_text().splitlines()]
     assert rows[0] == ["utt_id", "eder", "attention_focus"] and len(rows) == n + 1
     assert np.mean([float(r[1]) for r in rows[1:]]) * 100 == pytest.approx(frame["eder"], abs=0.01)
+    bad = run_fesa("-q", "evaluate", checkpoint, demo_folds / "fold1", "--reference", reference, "--neutral", "calm", "--out", tmp_path / "x")
+    assert bad.returncode == 2 and "--neutral calm is not one of" in bad.stderr and not (tmp_path / "x" / "metrics.json").exists()
 
 
 def test_evaluate_scores_each_utterance_as_predict_does(checkpoint, demo_folds, tmp_path):
@@ -276,6 +288,7 @@ def test_evaluate_scores_each_utterance_as_predict_does(checkpoint, demo_folds, 
     recognizer = EmotionRecognizer.from_checkpoint(checkpoint, device="cpu")
     res = run_fesa("-q", "evaluate", checkpoint, demo_folds / "fold1", "--out", tmp_path / "ev", "--device", "cpu", "--precision", "fp32")
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "frame_level" not in json.loads((tmp_path / "ev" / "metrics.json").read_text())  # no --reference: no segment truth
     root, *rows = (demo_folds / "fold1" / "test.tsv").read_text().splitlines()
     paths = {Path(row.split("\t")[0]).stem: row.split("\t")[0] for row in rows}
     for line in (tmp_path / "ev" / "predictions.tsv").read_text().splitlines()[1:]:

@@ -111,6 +111,8 @@ def test_cli_prints_the_count_table(tree, tmp_path):
     assert next(line for line in lines if line.lstrip().startswith("Session3")).split() == ["Session3", "4", "8", "4", "4", "20"]
     assert next(line for line in lines if line.lstrip().startswith("all")).split() == ["all", "20", "40", "20", "20", "100"]
     assert "differ from a complete IEMOCAP release" in res.stdout
+    res = fesa("prepare-iemocap", root, tmp_path / "n", "--no-check-totals")  # a corpus in the layout that is no release
+    assert res.returncode == 0 and "differ from" not in res.stdout and "IEMOCAP release" not in res.stdout
 
 
 def _assert_clean_failure(res, needle: str, out: Path):

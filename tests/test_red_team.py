@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from fesa.cli import APART, build_parser
+from fesa.corpora.demo import SEGMENTS_FILE
 from fesa.errors import FesaError
 from fesa.labels.kmeans_backends import fit_kmeans_model
 
@@ -42,7 +43,10 @@ CASES = {
         ["analyze-clusters", "--manifest-dir", r / "fold", "--checkpoint", r / "ckpt/model.pt", "--out", r / "ckpt"],
         "holds",
     ),
-    "alignment": lambda r: (["alignment", r / "ckpt/model.pt", r / "fold", "--layer", "1", "--out", r / "fold"], "is this command's own input"),
+    "alignment": lambda r: (
+        ["alignment", r / "ckpt/model.pt", r / "fold", "--layer", "1", "--reference", r / "segments.json", "--out", r / "fold"],
+        "is this command's own input",
+    ),
     "evaluate": lambda r: (["evaluate", r / "ckpt/model.pt", r / "fold", "--out", r, "--map", "a=ang"], f"{r} holds this command's own input"),
     "acoustic-baseline": lambda r: (["acoustic-baseline", r / "fold", "--out", r / "fold" / "ref"], "lies inside"),
     "eder": lambda r: (
@@ -190,13 +194,16 @@ def test_shuffling_needs_two_utterances(tmp_path, capsys):
 )
 def test_alignment_options_are_checked_before_the_model_is_read(demo_folds, tmp_path, capsys, option, value, message):
     (tmp_path / "model.pt").write_bytes(b"not read")
-    res = fesa_main(capsys, "-q", "alignment", tmp_path / "model.pt", demo_folds / "fold1", "--layer", "1", "--out", tmp_path / "o", option, value)
+    reference = demo_folds.parent / "corpus" / SEGMENTS_FILE
+    args = ("alignment", tmp_path / "model.pt", demo_folds / "fold1", "--layer", "1", "--reference", reference, "--out", tmp_path / "o")
+    res = fesa_main(capsys, "-q", *args, option, value)
     one_line_error(res, message)
     assert not (tmp_path / "o").exists()
 
 
 def test_alignment_with_more_clusters_than_frames(stock_hubert, demo_folds, tmp_path, capsys):
     args = ["alignment", stock_hubert, demo_folds / "fold1", "--layer", "1", "--max-utterances", "1", "--clusters", "5000", "--device", "cpu"]
+    args += ["--reference", demo_folds.parent / "corpus" / SEGMENTS_FILE]
     one_line_error(fesa_main(capsys, "-q", *args, "--out", tmp_path / "o"), "k-means with K=5000 on")
     assert not (tmp_path / "o").exists()
     for backend in ("faiss", "sklearn"):

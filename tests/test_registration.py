@@ -129,3 +129,11 @@ def test_help_imports_neither_torch_nor_fairseq():
     assert res.stdout.strip().splitlines()[-1] == "[]"
     assert "acoustic-baseline" in res.stdout and "--window WINDOW" in res.stdout  # every command's help was printed
 
+
+def test_run_help_names_every_stage():
+    from fesa.cli import build_parser
+    from fesa.pipeline.plan import STAGE_ORDER
+
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
+    listed = run.description.split("Stages: ")[1].split(". ")[0]
+    assert [name.split(" (")[0] for name in listed.split(", ")] == list(STAGE_ORDER)

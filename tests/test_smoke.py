@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fesa.corpora.demo import SEGMENTS_FILE
 from fesa.options import SmokeOptions
 from fesa.pipeline.experiment import ExperimentConfig, load_experiment
 from fesa.pipeline.plan import Plan
@@ -95,9 +96,16 @@ def test_projection_arithmetic():
     assert project_training(30.0, unknown, epochs)[0] is None
 
 
-def _plans(tmp_path):
+def demo_corpus(tmp_path: Path) -> Path:
+    """What the demo yaml names of a demo corpus when planning: the folder, and its segment file (segments:)."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
+    (corpus / SEGMENTS_FILE).write_text("utt_id\tstart\tend\temotion\n")
+    return corpus
+
+
+def _plans(tmp_path):
+    corpus = demo_corpus(tmp_path)
     cfg = load_experiment(DEMO, [f"corpus={corpus}", f"source_checkpoint={SOURCE}", "seeds=[1,2]"])
     opts = SmokeOptions()
     exp = tmp_path / "exp"
@@ -146,8 +154,7 @@ def test_smoke_and_real_runs_never_share_a_stage(tmp_path, smoke_first):
 
 
 def test_smoke_commands_put_the_budget_after_the_users_overrides(tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
+    corpus = demo_corpus(tmp_path)
     req = RunRequest(DEMO, overrides=[f"corpus={corpus}", f"source_checkpoint={SOURCE}"], exp_dir=tmp_path / "exp", dry_run=True)
     real = run_experiment(req).script
     req.smoke = SmokeOptions(updates=6)
@@ -160,8 +167,7 @@ def test_smoke_commands_put_the_budget_after_the_users_overrides(tmp_path):
 
 @pytest.mark.parametrize("flag, value", [("--smoke-updates", "2"), ("--smoke-kmeans-percent", "0")])
 def test_bad_smoke_budget_is_one_line(tmp_path, flag, value):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
+    corpus = demo_corpus(tmp_path)
     res = run_fesa("run", DEMO, "--smoke", flag, value, f"corpus={corpus}", f"source_checkpoint={SOURCE}", "--exp-dir", tmp_path / "exp")
     assert res.returncode == 2 and flag in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "exp").exists()
@@ -193,8 +199,7 @@ def test_demo_smoke_runs_every_stage_then_a_failing_stage_names_itself(demo_fold
 
 
 def test_smoke_on_slurm_submits_the_smoke_plan_as_its_own_jobs(tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
+    corpus = demo_corpus(tmp_path)
     exp = tmp_path / "exp"
     overrides = [f"corpus={corpus}", f"source_checkpoint={SOURCE}"]
     req = RunRequest(DEMO, overrides=overrides, exp_dir=exp, grid=["pooling=attention,mean"], dry_run=True, slurm=True, smoke=SmokeOptions())

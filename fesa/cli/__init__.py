@@ -21,7 +21,7 @@ from fesa.stop import stoppable
 GROUPS = (data, labels, scoring, pipeline, deploy)
 
 # What each command that writes reads and writes (argument names): an output that is, holds or lies inside one of
-# its inputs is refused before anything is read, --overwrite or not (fesa_fairseq.data.files.check_apart).
+# its inputs is refused before anything is read, --overwrite or not (fesa.files.check_apart).
 APART = {
     "prepare-iemocap": (("iemocap_root",), ("out_dir",)),
     "prepare-emobox": (("corpus_dir", "audio_root"), ("out_dir",)),

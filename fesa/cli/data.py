@@ -18,16 +18,14 @@ def add_parsers(sub: Subparsers) -> None:
 
 
 def _prepare_iemocap(args: argparse.Namespace) -> None:
-    from fesa.corpora.demo import is_demo_corpus
     from fesa.corpora.iemocap import KNOWN_LABEL_TOTALS, format_count_table, prepare_iemocap
 
-    check_totals = args.check_totals if args.check_totals is not None else not is_demo_corpus(Path(args.iemocap_root))
     summary = prepare_iemocap(
         Path(args.iemocap_root),
         Path(args.out_dir),
         valid_fraction=args.valid_fraction,
         seed=args.seed,
-        check_totals=check_totals,
+        check_totals=args.check_totals,
         progress=not args.quiet,
         overwrite=args.overwrite,
     )
@@ -59,13 +57,14 @@ def _add_prepare_iemocap(sub: Subparsers) -> None:
     add_options(p, HoldoutOptions, ("valid_fraction", "seed"))
     totals = p.add_mutually_exclusive_group()
     totals.add_argument(
-        "--check-totals",
-        dest="check_totals",
-        action="store_true",
-        default=None,
-        help="compare with a full release's known counts (default: unless the root is the demo corpus)",
+        "--check-totals", dest="check_totals", action="store_true", default=True, help="compare with a full release's known counts (default)"
     )
-    totals.add_argument("--no-check-totals", dest="check_totals", action="store_false", help="do not compare with a full release's known counts")
+    totals.add_argument(
+        "--no-check-totals",
+        dest="check_totals",
+        action="store_false",
+        help="do not compare (a corpus in IEMOCAP's layout that is no release: the demo's)",
+    )
     add_overwrite(p, "replace the manifests already in OUT_DIR (swapped in whole once all are written)")
     p.set_defaults(func=_prepare_iemocap)
 

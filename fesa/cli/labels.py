@@ -106,7 +106,8 @@ def _add_pseudo_labels(sub: Subparsers) -> None:
         "pseudo-labels",
         help="frame features of a model layer (or MFCC) -> k-means on the training split -> {split}.km labels",
         description="Dumps frame features with fairseq's simple_kmeans (streamed to disk, sharded), learns "
-        "MiniBatchKMeans on the training split only (or applies --kmeans-model), labels every split, and checks "
+        "k-means on the training split only (faiss by default, or fairseq's MiniBatchKMeans recipe: --kmeans-backend "
+        "sklearn; or applies --kmeans-model), labels every split, and checks "
         "every label line against the utterance's frame count.",
     )
     p.add_argument("--manifest-dir", required=True, help="folder with {split}.tsv (a fold folder)")
@@ -186,8 +187,6 @@ def _alignment(args: argparse.Namespace) -> None:
 
     check_alignment_options(args.clusters, args.max_utterances)  # before the model is loaded
     truth = segment_truth(args.reference, Path(args.fold_dir))
-    if truth is None:
-        raise FesaError(f"{args.fold_dir} was not made from a demo corpus: give the true segments with --reference (fesa convert-segments)")
     device = resolve_device(args.device)
     reader = HubertFeatureReader(args.checkpoint, args.layer, device, data_dir=args.fold_dir, precision=resolve_precision(args.precision, device))
     kmeans = KMeansOptions(**values(args, CLUSTER_GRID_KMEANS, prefix="kmeans"))
@@ -205,14 +204,17 @@ def _add_alignment(sub: Subparsers) -> None:
         help="how a model's frames line up with each frame's true emotional state: cluster purity, NMI, linear probe",
         description="Each frame's true state is the class of the emotional segment covering it, else neutral. At LAYER of "
         "CHECKPOINT: k-means (K clusters) fitted on training-split frames and a linear probe trained on them, both "
-        "scored on test-split frames (purity, NMI, frame UA). No utterance label is used. Truth: the demo corpus's own "
-        "segments, or --reference.",
+        "scored on test-split frames (purity, NMI, frame UA). No utterance label is used. Truth: --reference.",
     )
     p.add_argument("checkpoint", help="a HuBERT-family checkpoint (source, TAPT, CPT, or a fine-tuned classifier)")
     p.add_argument("fold_dir", help="fold folder with {train,test}.{tsv,emo} and dict.emo.txt")
     p.add_argument("--layer", type=int, required=True, help="transformer layer (1 = first), as fesa pseudo-labels counts")
     p.add_argument("--clusters", type=int, default=50, help="K of the k-means scored (default 50)")
-    p.add_argument("--reference", help="true segments in fesa eder's layout (default: the demo corpus's own)")
+    p.add_argument(
+        "--reference",
+        required=True,
+        help="true segments: fesa eder's json (fesa convert-segments) or utt_id start end emotion lines (a demo corpus's fesa_demo_segments.tsv)",
+    )
     add_neutral(p)
     add_out(p, "folder for alignment.json")
     p.add_argument("--max-utterances", type=int, default=400, help="utterances sampled per split (default 400)")

@@ -27,7 +27,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.map:  # another corpus: its split relabelled with the model's classes, in a fold folder of the output's
         cross = {"cross_corpus": mapped_fold(args.checkpoint, fold_dir, args.split, parse_mapping(args.map), Path(args.out) / "mapped-fold")}
         fold_dir = Path(args.out) / "mapped-fold"
-    reference = segment_truth(args.reference, fold_dir, args.split)
+    reference = segment_truth(args.reference, fold_dir)
     m = evaluate(
         args.checkpoint,
         fold_dir,
@@ -65,8 +65,8 @@ def _add_evaluate(sub: Subparsers) -> None:
     p.add_argument("--timelines", type=int, default=0, help="also draw N pictures: spectrogram + attention weight of every frame")
     p.add_argument(
         "--reference",
-        help="true emotion segments (fesa convert-segments): adds frame-level figures (EDER, "
-        "attention focus); a demo corpus's own are found by themselves",
+        help="true emotion segments, fesa eder's json (fesa convert-segments) or utt_id start end emotion lines "
+        "(a demo corpus's fesa_demo_segments.tsv): adds frame-level figures (EDER, attention focus)",
     )
     add_neutral(p)
     p.add_argument(

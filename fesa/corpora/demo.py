@@ -27,7 +27,7 @@ Everything derives from one seed: the same seed gives byte-identical files.
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -38,20 +38,12 @@ from fesa.corpora.iemocap import SAMPLE_RATE, SESSIONS
 from fesa.errors import FesaError
 from fesa.files import atomic_write_json, staged_dir, write_manifest
 from fesa.options import HOLDOUT
-from fesa.segments import Segment, read_segment_lines
-from fesa_fairseq.data.files import read_lines
 
 logger = logging.getLogger(__name__)
 
 SR = SAMPLE_RATE
 SEGMENTS_FILE = "fesa_demo_segments.tsv"
 DEMO_MARKER = "fesa_demo.json"  # at the root of a demo corpus: its generator's settings
-
-
-def is_demo_corpus(root: Path) -> bool:
-    return (Path(root) / DEMO_MARKER).is_file()
-
-
 PRETRAINING_MARKER = "fesa_pretraining.json"
 VOWELS = {"a": (730, 1090, 2440), "e": (530, 1840, 2480), "i": (270, 2290, 3010), "o": (570, 840, 2410), "u": (300, 870, 2240)}
 BANDWIDTHS = (80.0, 100.0, 140.0, 200.0)
@@ -369,14 +361,3 @@ def make_demo_corpus(
         }
         atomic_write_json(staging / DEMO_MARKER, info)
     return info
-
-
-def find_demo_root(manifest: Path) -> Optional[Path]:
-    """The demo corpus (its folder holds fesa_demo_segments.tsv) that a fairseq manifest points into, if any."""
-    audio_root = Path(read_lines(manifest)[0])
-    return next((p for p in (audio_root, *audio_root.parents) if (p / SEGMENTS_FILE).is_file()), None)
-
-
-def read_segments(root: Path) -> Dict[str, List[Segment]]:
-    """The demo's per-utterance ground truth of emotional segments."""
-    return read_segment_lines(Path(root) / SEGMENTS_FILE)

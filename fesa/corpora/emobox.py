@@ -32,7 +32,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from fesa.corpora.checks import APART, Entry, Rules, check_leaks, check_same_content, check_sources, file_digest, source_paths, span
-from fesa.corpora.iemocap import PREPARE_INFO, SAMPLE_RATE, SPLITS, holdout_split
+from fesa.corpora.iemocap import LISTING, PREPARE_INFO, SAMPLE_RATE, SPLITS, holdout_split
 from fesa.errors import FesaError, user_errors
 from fesa.files import atomic_write_json, atomic_write_lines, check_output_dir, parse_json, read_json, staged_dir, write_manifest
 from fesa_fairseq.data.audio import AudioSource
@@ -342,7 +342,7 @@ def write_prepared(
         write_layout(staging, out_dir.resolve() / AUDIO, folds, classes, samples)
         header = "utt_id\tlabel\traw_label\tduration\twav"
         rows = [f"{e.utt_id}\t{e.label}\t{e.raw}\t{samples[e.utt_id] / SAMPLE_RATE:.4f}\t{AUDIO}/{audio_name(e.utt_id)}" for e in used]
-        atomic_write_lines(staging / "utterances.tsv", [header, *rows])
+        atomic_write_lines(staging / LISTING, [header, *rows])
         summary["audio"] = {"converted": len(used) - reused, "reused": reused}
         atomic_write_json(staging / PREPARE_INFO, summary)
     return summary

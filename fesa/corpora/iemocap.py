@@ -35,6 +35,7 @@ LABEL_OF_CODE = {"neu": "neu", "hap": "hap", "exc": "hap", "ang": "ang", "sad": 
 SAMPLE_RATE = 16000
 SPLITS = ("train", "valid", "test")
 PREPARE_INFO = "prepare.json"  # written last: the mark of a manifest folder this command wrote
+LISTING = "utterances.tsv"  # beside the fold folders: every utterance kept, its raw label (code) and class
 # What a complete IEMOCAP release yields under this protocol (the literature's 5,531 utterances).
 KNOWN_LABEL_TOTALS = {"neu": 1708, "hap": 1636, "ang": 1103, "sad": 1084}
 KNOWN_SESSION_TOTALS = {1: 1085, 2: 1023, 3: 1151, 4: 1031, 5: 1241}
@@ -238,7 +239,7 @@ def prepare_iemocap(
     }
     with staged_dir(out_dir, overwrite, marker=PREPARE_INFO, inputs=[root]) as staging:
         write_folds(staging, root, folds)
-        write_listing(staging / "utterances.tsv", utterances)
+        write_listing(staging / LISTING, utterances)
         atomic_write_json(staging / PREPARE_INFO, summary)
     summary["table"] = count_table(utterances)
     return summary

@@ -27,7 +27,6 @@ from fesa_fairseq.data.files import read_text
 from fesa_fairseq.data.labels import check_class_token
 
 REQUIRED = ("path", "emotion")
-OPTIONAL = ("speaker", "session", "split", "start", "end")
 TABLE_HINT = "is --audio-root (default: the table's folder) the folder the table's paths start from?"
 
 

@@ -82,18 +82,6 @@ def utterance_eder(hypothesis: Sequence[Span], reference: Sequence[Span], durati
     return 1.0 - agree / duration
 
 
-def window_spans(predictions: Sequence[str], window: float, stride: float) -> List[Span]:
-    """SpeechBrain's input: one prediction per window of ``window`` seconds every ``stride`` seconds."""
-    return [(stride * i, stride * i + window, p) for i, p in enumerate(predictions)]
-
-
-def speechbrain_eder(prediction: Sequence[str], duration: float, emotion: Sequence[Mapping], window_length: float, stride: float) -> float:
-    """SpeechBrain's ``EDER(prediction, id, duration, emotion, window_length, stride)`` (neutral is 'n')."""
-    return utterance_eder(
-        window_spans(prediction, window_length, stride), reference_spans(emotion, float(duration), "n"), float(duration), first_letter=True
-    )
-
-
 # Times in segment files are rounded (fesa predict writes milliseconds): an end this much past the duration is
 # that rounding, and is clipped; anything further is an error.
 TOLERANCE = 0.01

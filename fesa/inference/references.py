@@ -8,27 +8,25 @@
   manifest (--manifest) or the wavs under --audio-root (every utterance must be found there), else the last
   event's end (said in a warning).
 
-What is returned has been checked as a reference is (``eder.check_segments``).
+What is returned has been checked as a reference is (``eder.check_segments``). :func:`segment_truth` reads the
+true segments a fold's scoring and alignment use (``--reference``, an experiment's ``segments:``).
 """
 
 import logging
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import soundfile as sf
 
-from fesa.corpora.demo import SEGMENTS_FILE, find_demo_root
-from fesa.corpora.iemocap import LABEL_OF_CODE
+from fesa.corpora.demo import SEGMENTS_FILE
+from fesa.corpora.iemocap import LABEL_OF_CODE, LISTING, SPLITS
 from fesa.errors import FesaError
 from fesa.files import atomic_write_json
 from fesa.inference.eder import check_segments, read_segments_json
-from fesa.options import SEGMENT_FORMATS
-from fesa.segments import read_segment_lines
-from fesa_fairseq.data.files import read_manifest
+from fesa.segments import Segment, read_segment_lines
+from fesa_fairseq.data.files import read_lines, read_manifest
 
 logger = logging.getLogger(__name__)
-
-FORMATS = SEGMENT_FORMATS
 
 
 def convert_references(source: Path, fmt: str = "auto", manifest: Optional[Path] = None, audio_root: Optional[Path] = None) -> Dict[str, dict]:
@@ -68,19 +66,20 @@ def _zed(source: Path, audio_root: Optional[Path]) -> Dict[str, dict]:
 
 def _from_tsv(source: Path, wavs: Optional[Dict[str, Path]], labels: Dict[str, str]) -> Dict[str, dict]:
     """``wavs`` None: no audio to take durations from, so each utterance lasts until its last event ends."""
-    events = {
-        utt: [{"emo": labels.get(s.label, s.label), "start": s.start, "end": s.end} for s in spans]
-        for utt, spans in read_segment_lines(source).items()
-    }
     if wavs is None:
         logger.warning("%s: no --manifest or --audio-root, so each utterance is taken to end with its last event", source)
+    return _entries(source, read_segment_lines(source), wavs, labels)
+
+
+def _entries(source: Path, spans: Dict[str, List[Segment]], wavs: Optional[Dict[str, Path]], labels: Dict[str, str]) -> Dict[str, dict]:
     out = {}
-    for utt, evs in events.items():
+    for utt, segments in spans.items():
+        events = [{"emo": labels.get(s.label, s.label), "start": s.start, "end": s.end} for s in segments]
         wav = wavs.get(utt) if wavs is not None else None
         if wavs is not None and wav is None:
             raise FesaError(f"{source}: utterance {utt} has no wav named {utt}.wav in the audio given (--manifest or --audio-root)")
-        duration = sf.info(str(wav)).duration if wav is not None else max(e["end"] for e in evs)
-        out[utt] = {"wav": str(wav) if wav is not None else "", "duration": round(duration, 4), "emotion": evs}
+        duration = sf.info(str(wav)).duration if wav is not None else max(e["end"] for e in events)
+        out[utt] = {"wav": str(wav) if wav is not None else "", "duration": round(duration, 4), "emotion": events}
     return out
 
 
@@ -97,10 +96,35 @@ def write_references(data: Dict[str, dict], out: Path) -> None:
     atomic_write_json(out, data, indent=1)
 
 
-def segment_truth(reference: Optional[Path], fold_dir: Path, split: str = "test") -> Optional[Dict[str, dict]]:
-    """True segments: from a file in fesa eder's layout, else from the demo corpus the fold's split was made from
-    (it carries its segments), else None."""
-    if reference:
-        return read_segments_json(Path(reference), reference=True)
-    root = find_demo_root(Path(fold_dir) / f"{split}.tsv")
-    return convert_references(root, "demo") if root else None
+def segment_truth(reference: Optional[Path], fold_dir: Path) -> Optional[Dict[str, dict]]:
+    """The true segments a fold is measured against (None without ``reference``): fesa eder's json as it is, or
+    ``utt_id start end emotion`` lines (a demo corpus's fesa_demo_segments.tsv, your own), of which the utterances of
+    the fold's manifests are kept, their durations read from their wavs and their labels made classes as the fold's
+    preparation made the utterances' (its utterances.tsv: IEMOCAP's exc into hap, an EmoBox label_map)."""
+    if reference is None:
+        return None
+    reference, fold_dir = Path(reference), Path(fold_dir)
+    if reference.suffix == ".json":
+        return read_segments_json(reference, reference=True)
+    wavs = {}
+    for manifest in (fold_dir / f"{split}.tsv" for split in SPLITS):
+        wavs.update(_manifest_wavs(manifest) if manifest.is_file() else {})
+    spans = {utt: segments for utt, segments in read_segment_lines(reference).items() if utt in wavs}
+    if not spans:
+        logger.warning("%s names none of the utterances of %s: no frame-level truth", reference, fold_dir)
+        return {}
+    return check_segments(_entries(reference, spans, wavs, preparation_classes(fold_dir)), str(reference), reference=True)
+
+
+def preparation_classes(fold_dir: Path) -> Dict[str, str]:
+    """Raw label -> class, as the preparation of the fold made them (the utterances.tsv beside the fold folders:
+    IEMOCAP's code, EmoBox's and a table's raw_label); empty for folds prepared elsewhere (labels stay as they are)."""
+    listing = fold_dir.parent / LISTING
+    if not listing.is_file():
+        return {}
+    header, *rows = [line.split("\t") for line in read_lines(listing)]
+    raw = next((name for name in ("code", "raw_label") if name in header), None)
+    if raw is None or "label" not in header:
+        return {}
+    at, to = header.index(raw), header.index("label")
+    return {row[at]: row[to] for row in rows if len(row) > max(at, to)}

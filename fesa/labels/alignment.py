@@ -2,7 +2,7 @@
 emotional state they carry?
 
 A frame's true state is the class of the emotional segment covering its centre, or the neutral class outside every
-segment (the demo corpora know their segments; other corpora can give them in fesa eder's layout). For one model at
+segment (the segment file given: a demo corpus's fesa_demo_segments.tsv, another corpus's own). For one model at
 one layer, on frames of the fold's training split (fitting) and test split (scoring), nothing fitted on test:
 
 - purity and NMI of k-means clusters (K as the method uses) against the true states;

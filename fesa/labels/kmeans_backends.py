@@ -28,11 +28,11 @@ from fairseq.examples.hubert.simple_kmeans.learn_kmeans import get_km_model
 from sklearn.cluster import MiniBatchKMeans
 
 from fesa.errors import FesaError
-from fesa.options import KMEANS_BACKENDS, KMEANS_DEFAULTS, KMeansOptions
+from fesa.options import KMEANS_DEFAULTS, KMeansOptions
 
 logger = logging.getLogger(__name__)
 
-BACKENDS, DEFAULTS = KMEANS_BACKENDS, KMEANS_DEFAULTS
+DEFAULTS = KMEANS_DEFAULTS
 SEED_FRAMES_PER_CENTROID = 40
 SEED_PROJECTION_DIM = 128
 SWAP_ROUNDS = 5

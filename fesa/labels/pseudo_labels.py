@@ -84,7 +84,8 @@ def _train_frames(feat_dir: Path, job: PseudoLabelJob) -> int:
 
 
 def fit_kmeans(job: PseudoLabelJob, feat_dir: Path, km_path: Path) -> None:
-    """fairseq's learn_kmeans on the training split only, written under a temporary name, then renamed."""
+    """k-means on the training split only (faiss by default; sklearn: fairseq's learn_kmeans itself), written under a
+    temporary name, then renamed."""
     frames = _train_frames(feat_dir, job)
     sampled = frames if job.percent < 0 else frames * job.percent
     if job.clusters > sampled:

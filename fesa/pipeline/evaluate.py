@@ -87,10 +87,6 @@ def evaluate(
         )
     result = score_split(*scorer, split, progress)
     about = {"checkpoint": str(checkpoint), "data": str(fold_dir), "split": split, "precision": precision_name(dtype), **(about or {})}
-    if reference and neutral not in recognizer.labels:
-        raise FesaError(
-            f"--neutral {neutral} is not one of {checkpoint}'s classes ({', '.join(recognizer.labels)}): name the class of unemotional time"
-        )
     if reference:
         about["frame_level"] = frame_figures(result["frames"], result["paths"], reference, neutral)
         write_frame_rows(Path(out_dir), about["frame_level"].pop("per_utterance", {}))

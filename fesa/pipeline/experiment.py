@@ -1,7 +1,8 @@
 """The experiment config of `fesa run`: one yaml naming the data, the source model and the variant.
 
 Keys are checked against these dataclasses before anything runs: an unknown key or a missing required path is
-an error naming it. ``fesa run --print-config`` prints every key with its default.
+an error naming it. Every key and its default is below (ExperimentConfig); a run keeps what it ran with, every key
+included, in EXP/experiment.yaml.
 """
 
 import logging
@@ -87,8 +88,8 @@ class ExperimentConfig:
     cpt_targets: str = "clusters"  # what CPT predicts: clusters (the method), or a control: utterance, shuffled, tapt
     configs: StageConfigs = field(default_factory=StageConfigs)
     overrides: StageOverrides = field(default_factory=StageOverrides)
-    segments: Optional[str] = None  # true emotion segments (fesa eder's layout, fesa convert-segments); the demo corpora carry theirs
-    alignment: Optional[bool] = None  # fesa alignment of the source, TAPT and CPT models' frames; None: wherever segment truth exists
+    segments: Optional[str] = None  # true emotion segments, fesa eder's json or utt_id start end emotion lines; None: no frame-level truth
+    alignment: Optional[bool] = None  # fesa alignment of the source, TAPT and CPT models' frames; None: where segments are given
     device: str = "auto"  # fesa pseudo-labels and evaluate; "cpu" also hides GPUs from every stage, training included
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
@@ -200,7 +201,9 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
         if value is not None and not Path(value).is_dir():
             raise FesaError(f"{path}: '{key}' is {value}, which is not a folder")
     if cfg.segments is not None and not Path(cfg.segments).is_file():
-        raise FesaError(f"{path}: 'segments' {cfg.segments} does not exist (fesa convert-segments writes it)")
+        raise FesaError(f"{path}: 'segments' {cfg.segments} is not a file: name the corpus's true segments, or say segments=null for none")
+    if cfg.alignment and cfg.segments is None:
+        raise FesaError(f"{path}: alignment: true measures frames against true segments: name them (segments: FILE)")
     if not cfg.bootstrap and not Path(cfg.source_checkpoint).is_file():
         raise FesaError(f"{path}: 'source_checkpoint' {cfg.source_checkpoint} does not exist (or say 'bootstrap')")
     for key, model in (("tapt_labels.kmeans_model", cfg.tapt_labels.kmeans_model), ("emotion_labels.kmeans_model", cfg.emotion_labels.kmeans_model)):

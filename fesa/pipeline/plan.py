@@ -1,7 +1,7 @@
 """The method, fold by fold, as a list of stages; each stage is the very command a user could type.
 
     prepare -> reference -> tapt-labels -> tapt -> tapt-finetune -> emotion-labels -> cpt -> finetune -> evaluate
-    (and alignment of the source, TAPT and CPT models wherever segment truth exists)
+    (and alignment of the source, TAPT and CPT models where the experiment names segment truth, segments:)
 
 Layout of an experiment folder::
 
@@ -39,7 +39,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from fesa.corpora.demo import find_demo_root, is_demo_corpus
 from fesa.corpora.table import corpus_fingerprint_files
 from fesa.errors import FesaError
 from fesa.files import STAGE_STAMP, atomic_write_text
@@ -180,7 +179,7 @@ def _config(stage: str, name: str) -> List[str]:
 
 
 def _check_outside(manifests: Path, spec: CorpusSpec) -> None:
-    """The prepare stage may not write inside its corpus (data/files.check_apart): said when the plan is made, not
+    """The prepare stage may not write inside its corpus (fesa.files.check_apart): said when the plan is made, not
     when the stage runs, naming the folder the user may not have given (a table's audio root is its folder)."""
     root = spec.audio_root or (str(Path(spec.path).parent) if spec.format == "table" else spec.path)
     if Path(root).resolve() in Path(manifests).resolve().parents:
@@ -428,7 +427,7 @@ class Plan:
 
     def _alignments(self, k: int, data: Path, cell: Cell, name: str, cpt: Stage) -> None:
         """fesa alignment at the cell's layer and K of the models before CPT (source, TAPT) and after it."""
-        if not self.truth(k):
+        if not self.truth():
             return
         layer, clusters = self._layer_k(cell)
         lk = f"L{layer}-K{clusters}"
@@ -440,20 +439,12 @@ class Plan:
         for variant, model, needs in models:
             out = self.exp / f"fold{k}" / "alignment" / variant
             args = ("-q", "alignment", model, data, "--layer", layer, "--clusters", clusters, "--out", out, "--device", self.cfg.device)
-            args += ("--reference", self.cfg.segments) if self.cfg.segments else ()
+            args += ("--reference", self.cfg.segments)
             self._add(fesa_stage(name="alignment", fold=k, variant=variant, out=out, args=args, done=out / ALIGNMENT_FILE, deps=needs))
 
-    def truth(self, k: int) -> bool:
-        """Whether the fold's test utterances have true segments, and the experiment wants its alignment measured."""
-        if self.cfg.alignment is False:
-            return False
-        if self.cfg.segments:
-            return True
-        test = self.manifests / f"fold{k}" / "test.tsv"
-        spec = corpus_spec(self.cfg.corpus)
-        if spec is not None:
-            return spec.format == "iemocap" and is_demo_corpus(Path(spec.path))
-        return test.is_file() and find_demo_root(test) is not None
+    def truth(self) -> bool:
+        """Whether the experiment names true segments (``segments:``) and wants its alignment measured."""
+        return self.cfg.segments is not None and self.cfg.alignment is not False
 
     def _evaluate(self, k: int, variant: str, trained: Stage, data: Path) -> Stage:
         out = self.exp / f"fold{k}" / "evaluate" / variant
