@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from fesa.pipeline.plan import STALE
+from fesa.pipeline.stage import STALE
 
 logger = logging.getLogger(__name__)
 

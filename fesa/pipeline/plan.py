@@ -14,169 +14,34 @@ Layout of an experiment folder::
     EXP/fold{k}/finetune/L{l}-K{k}-{pooling}/ the method
     EXP/fold{k}/evaluate/{reference,baseline,L{l}-K{k}-{pooling}}/  metrics.json, predictions.tsv, confusion.png
     EXP/fold{k}/alignment/{source,tapt,cpt}-.../  fesa alignment of a pretrained model at the cell's layer and K
+    EXP/logs/                                 one log per stage run
 
 Controls (cpt_targets) add emotion-labels/L{l}-K{k}-{utterance,shuffled} and cpt/tapt-units, and their cells are
 named after them (L{l}-K{k}-shuffled-{pooling}, tapt-units-{pooling}); seeds add -s{seed} to tapt-finetune, cpt,
 finetune and evaluate folders.
-    EXP/logs/                                 one log per stage run
 
-A stage's stamp (``.fesa-stage.json``) holds the fingerprint of its command, of the yaml that command reads and of
-the stamps of the stages it reads. It is written when the stage starts (state "started") and again when it
-succeeds (state "complete"). A complete stage with the current fingerprint is skipped. A started stage with the
-current fingerprint (it was interrupted) runs again in place, so its resumable work is reused: fairseq's
-checkpoint_last.pt, the feature shards of fesa pseudo-labels. Any other output (another fingerprint, complete
-or not, or a folder without a stamp) is moved aside to ``<dir>.stale-<time>``, never deleted, and the stage
-runs afresh.
+Stages, their stamps and fingerprints: pipeline/stage.py; fairseq-hydra-train commands: pipeline/hydra.py; the
+--dry-run script: pipeline/script.py.
 """
 
-import hashlib
-import json
 import logging
-import re
-import shlex
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fesa.corpora.demo import find_demo_root, is_demo_corpus
 from fesa.corpora.table import corpus_fingerprint_files
 from fesa.errors import FesaError
-from fesa.files import STAGE_STAMP, atomic_write_text
 from fesa.labels.alignment import ALIGNMENT_FILE
 from fesa.pipeline.distributed import distributed_overrides
-from fesa.pipeline.experiment import PLUGIN, Cell, CorpusSpec, ExperimentConfig, check_hydra_path, corpus_spec, stage_yaml
+from fesa.pipeline.experiment import Cell, CorpusSpec, ExperimentConfig, check_hydra_path, corpus_spec, stage_yaml
+from fesa.pipeline.hydra import hydra_path, hydra_train, seed_override
+from fesa.pipeline.stage import BEST, STAGE_ORDER, Stage
 
 logger = logging.getLogger(__name__)
 
-STAGE_ORDER = ("prepare", "reference", "tapt-labels", "tapt", "tapt-finetune", "emotion-labels", "cpt", "finetune", "evaluate", "alignment")
-STAMP = STAGE_STAMP
-BEST = Path("checkpoints") / "checkpoint_best.pt"
-DAMAGED = "damaged"  # the state of a stamp that is not the json a stage wrote
-STALE = ".stale-"  # <dir>.stale-<time>: a stage's old output, moved aside when its command or inputs changed
 TAPT_UNITS = "tapt-units"  # the control of cpt_targets: tapt, CPT on the TAPT stage's own labels
 REFERENCE = "reference"  # EXP/fold{k}/evaluate/reference: the acoustic reference, scored like every model
-
-
-@dataclass
-class Stage:
-    name: str
-    fold: Optional[int]
-    variant: str
-    out_dir: Path
-    command: List[str]
-    done: Path  # written by the command when it succeeded
-    deps: List["Stage"] = field(default_factory=list)
-    training: bool = False  # a fairseq-hydra-train job (a GPU job on SLURM)
-    env: Dict[str, str] = field(default_factory=dict)  # set for the command on top of fesa's own environment
-    data: List[Path] = field(default_factory=list)  # files whose content the command reads (a table, a corpus listing)
-
-    @property
-    def key(self) -> str:
-        parts = [f"fold{self.fold}" if self.fold else "all", self.name] + ([self.variant] if self.variant else [])
-        return "/".join(parts)
-
-    @property
-    def file_stem(self) -> str:
-        """The key as one file name: its local log (local_log) and its SLURM script."""
-        return self.key.replace("/", "__")
-
-    @property
-    def lock(self) -> Path:
-        """Held by whoever runs the stage: a local fesa run or its SLURM job."""
-        return self.out_dir.with_name(f".{self.out_dir.name}.lock")
-
-    @property
-    def stamp(self) -> Path:
-        return self.out_dir / STAMP
-
-    def fingerprint(self) -> Optional[str]:
-        """None while an input stage is incomplete. Covers the command, the yaml it names and its input stages."""
-        dep_stamps = []
-        for dep in self.deps:
-            if not dep.stamp.is_file():
-                return None
-            dep_stamps.append(hashlib.sha256(dep.stamp.read_bytes()).hexdigest())
-        configs = [hashlib.sha256(path.read_bytes()).hexdigest() for path in _config_files(self.command)]
-        return hashlib.sha256(json.dumps({"command": self.command, "inputs": dep_stamps, "configs": configs}).encode()).hexdigest()
-
-    def data_digest(self) -> Optional[str]:
-        """The content of the data files the command reads (a table, a corpus listing), recorded beside the
-        fingerprint rather than in it: stamps written before it was recorded stay valid, so a release that starts
-        recording it does not make existing experiments run again."""
-        if not self.data:
-            return None
-        return hashlib.sha256(json.dumps([[str(path), _content(path)] for path in self.data]).encode()).hexdigest()
-
-    def recorded(self) -> Optional[dict]:
-        """The stamp; one that cannot be read is {"state": "damaged"}: its output's origin is unknown (stale)."""
-        if not self.stamp.is_file():
-            return None
-        try:
-            stamp = json.loads(self.stamp.read_text(encoding="utf-8"))
-        except (ValueError, OSError):
-            return {"state": DAMAGED}
-        return stamp if isinstance(stamp, dict) else {"state": DAMAGED}
-
-    def status(self) -> str:
-        """'complete'; 'partial' (started under this very fingerprint, then stopped: resumable in place); 'stale'
-        (output from another command or other inputs, or of unknown origin: moved aside before running); 'todo'."""
-        stamp = self.recorded()
-        if stamp is None:
-            return "stale" if self.out_dir.exists() and any(self.out_dir.iterdir()) else "todo"
-        digest = self.data_digest()
-        same = stamp.get("fingerprint") == self.fingerprint() and stamp.get("data", digest) == digest
-        if stamp.get("state") == "started":
-            return "partial" if same else "stale"
-        return "complete" if same and self.done.exists() else "stale"
-
-    def _data_record(self) -> Dict[str, str]:
-        digest = self.data_digest()
-        return {} if digest is None else {"data": digest}
-
-    def mark_started(self) -> None:
-        """Written before the command runs, so that a crash leaves the identity of its partial work behind."""
-        stamp = {
-            "stage": self.key,
-            "state": "started",
-            "fingerprint": self.fingerprint(),
-            **self._data_record(),
-            "command": self.command,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        atomic_write_text(self.stamp, json.dumps(stamp, indent=2) + "\n")
-
-    def mark_complete(self, seconds: float) -> None:
-        stamp = {
-            "stage": self.key,
-            "state": "complete",
-            "fingerprint": self.fingerprint(),
-            **self._data_record(),
-            "command": self.command,
-            "seconds": round(seconds, 1),
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        atomic_write_text(self.stamp, json.dumps(stamp, indent=2) + "\n")
-
-
-def _content(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
-
-
-def _config_files(command: Sequence[str]) -> List[Path]:
-    """The yaml a fairseq-hydra-train command reads: editing it changes the stage as much as an override does."""
-    if "--config-dir" not in command or "--config-name" not in command:
-        return []
-    folder, name = command[command.index("--config-dir") + 1], command[command.index("--config-name") + 1]
-    path = Path(folder) / f"{name}.yaml"
-    if not path.is_file():
-        raise FesaError(f"no config {path} (configs.<stage> names a yaml of fesa_fairseq/config/<stage>/ or a path)")
-    return [path]
-
-
-def _config(stage: str, name: str) -> List[str]:
-    path = stage_yaml(stage, name)
-    return ["--config-dir", str(path.parent), "--config-name", path.stem]
 
 
 def _check_outside(manifests: Path, spec: CorpusSpec) -> None:
@@ -192,25 +57,6 @@ def _corpus_description(spec: CorpusSpec) -> List[Path]:
     """The files that describe a table or EmoBox corpus to prepare: editing one changes what prepare writes. An
     IEMOCAP release is fixed once published, and hashing its label files would make existing experiments run again."""
     return corpus_fingerprint_files(spec.format, Path(spec.path)) if spec.format in ("table", "emobox") else []
-
-
-def hydra_train(stage: str, config: str, run_dir: Path, overrides: Sequence[str]) -> List[str]:
-    return ["fairseq-hydra-train", *_config(stage, config), hydra_path("common.user_dir", PLUGIN), hydra_path("hydra.run.dir", run_dir), *overrides]
-
-
-_HYDRA_PLAIN = re.compile(r"[\w./:@+~%-]+", re.ASCII)
-
-
-def hydra_path(key: str, value: object) -> str:
-    """``key=value`` for a hydra override, the value quoted where hydra's grammar would read more into it (a comma
-    is a sweep; spaces, quotes, ``;``, brackets and non-ASCII letters are errors). In hydra's quoted strings only
-    backslashes before a quote are escapes: those are doubled, and quotes escaped. Plain paths stay unquoted, so
-    the commands (and the stage fingerprints) of existing experiments do not change."""
-    text = str(value)
-    if _HYDRA_PLAIN.fullmatch(text):
-        return f"{key}={text}"
-    quoted = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), text)
-    return f"{key}='{quoted}'"
 
 
 def fesa(*args: object) -> List[str]:
@@ -237,10 +83,6 @@ def _labels_args(labels, source: str) -> List[str]:
 def seed_suffix(seed: Optional[int]) -> str:
     """-s{seed} on the folder and result names of a replicated stage; nothing without seeds (names unchanged)."""
     return "" if seed is None else f"-s{seed}"
-
-
-def seed_override(seed: Optional[int]) -> List[str]:
-    return [] if seed is None else [f"common.seed={seed}"]
 
 
 def fesa_stage(*, name: str, fold: Optional[int], out: Path, args: Sequence[object], done: Path, variant: str = "", deps=(), data=()) -> Stage:
@@ -477,12 +319,3 @@ def _known(name: str) -> str:
     if name not in STAGE_ORDER:
         raise FesaError(f"unknown stage {name!r}; stages: {', '.join(STAGE_ORDER)}")
     return name
-
-
-def shell_script(stages: Sequence[Stage]) -> str:
-    lines = ["#!/usr/bin/env bash", "# Written by fesa run --dry-run: every stage of the experiment, in order.", "set -euo pipefail", ""]
-    for stage in stages:
-        note = "  # complete: fesa run would skip it" if stage.status() == "complete" else ""
-        env = "".join(f"{k}={shlex.quote(v)} " for k, v in stage.env.items())
-        lines += [f"# {stage.key}{note}", env + shlex.join(stage.command), ""]
-    return "\n".join(lines)

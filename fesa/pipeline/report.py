@@ -22,7 +22,8 @@ from fesa.pipeline.paired import (
     run_statistics,
     run_table,
 )
-from fesa.pipeline.plan import REFERENCE, STALE
+from fesa.pipeline.plan import REFERENCE
+from fesa.pipeline.stage import STALE
 from fesa.plots import plot_confusion, plot_curves
 from fesa.statistics import family_verdicts
 from fesa_fairseq.scoring import counts_of, macro_f1, unweighted_accuracy, weighted_accuracy
