@@ -22,7 +22,7 @@ from fesa_fairseq.data.files import PathLike, read_text
 logger = logging.getLogger(__name__)
 
 
-STAGE_STAMP = ".fesa-stage.json"  # what fesa run records in a stage's output folder (pipeline.plan.Stage.stamp)
+STAGE_STAMP = ".fesa-stage.json"  # what fesa run records in a stage's output folder (pipeline.stage.Stage.stamp)
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:

@@ -24,10 +24,16 @@ def test_statistics_of_an_utterance():
 
 def test_cli_writes_what_evaluate_writes(demo_folds, tmp_path):
     out = tmp_path / "ref"
-    res = run_fesa("-q", "acoustic-baseline", demo_folds / "fold1", "--out", out)
+    res = run_fesa("-q", "acoustic-baseline", demo_folds / "fold1", "--out", out, "--cell", '{"stage":"reference","fold":1,"model":"reference"}')
     assert res.returncode == 0, res.stderr[-3000:]
     assert "acoustic reference" in res.stdout and "UA " in res.stdout
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["cell"] == {
+        **{k: None for k in ("layer", "clusters", "targets", "pooling", "seed")},
+        "stage": "reference",
+        "fold": 1,
+        "model": "reference",
+    }
     rows = (out / "predictions.tsv").read_text().splitlines()
     test_size = len((demo_folds / "fold1" / "test.emo").read_text().splitlines())
     assert len(rows) == 1 + test_size == 1 + metrics["utterances"] and (out / "confusion.png").is_file()
@@ -41,6 +47,21 @@ def test_cli_writes_what_evaluate_writes(demo_folds, tmp_path):
         hits[truth][1] += 1
     ua = 100 * np.mean([c / t for c, t in hits.values() if t])
     assert metrics["ua"] == pytest.approx(ua, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        ('{"stage":"evaluate","colour":"red"}', "a cell has no field 'colour'"),
+        ('{"stage":"evaluate","layer":"9"}', "the cell's layer is '9', not a whole number"),
+        ('{"fold":1}', "a cell is a json object with a 'stage'"),
+        ("{stage: evaluate}", "--cell takes a json object"),
+    ],
+)
+def test_a_bad_cell_is_refused_before_anything_runs(demo_folds, tmp_path, cell, message):
+    res = run_fesa("-q", "acoustic-baseline", demo_folds / "fold1", "--out", tmp_path / "ref", "--cell", cell)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert not (tmp_path / "ref").exists()
 
 
 def test_the_test_split_changes_nothing_but_its_own_scores(demo_folds, tmp_path):

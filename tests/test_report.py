@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fesa.errors import FesaError
+from fesa.pipeline.cell import StageCell, legacy_cell
 from fesa.pipeline.report import make_report
 
 
@@ -112,8 +113,9 @@ def test_read_curve(tmp_path):
     assert curve.best() == (30, 45.5) and curve.still_improving
 
 
-def write_predictions(exp, fold, variant, truth, predicted, eder=None):
-    """metrics.json as the scorers write it, with the predictions.tsv (and frame_level.tsv) it came from."""
+def write_predictions(exp, fold, variant, truth, predicted, eder=None, cell=None):
+    """metrics.json as the scorers write it, with the predictions.tsv (and frame_level.tsv) it came from; with a
+    cell, as fesa run's evaluate writes it today, else as it did before cells were recorded."""
     from fesa.pipeline.evaluate import write_frame_rows, write_results
 
     labels = ["neu", "hap"]
@@ -122,7 +124,8 @@ def write_predictions(exp, fold, variant, truth, predicted, eder=None):
     ids = [f"/x/u{i}.wav" for i in range(len(truth))]
     if eder is not None:
         write_frame_rows(out, {f"u{i}": (e, None) for i, e in enumerate(eder)})
-    write_results(out, ids, [labels.index(t) for t in truth], prob, labels, {"split": "test"})
+    about = {"split": "test", **({"cell": cell.record()} if cell else {})}
+    write_results(out, ids, [labels.index(t) for t in truth], prob, labels, about)
 
 
 def test_paired_statistics_against_the_baseline_and_the_controls(tmp_path):
@@ -298,3 +301,98 @@ def test_the_alignment_compared_fold_by_fold(tmp_path):
     line = next(x for x in report["markdown"].splitlines() if x.startswith("| cpt-L9-K50 vs tapt-L9-K50 | probe frame UA"))
     assert line.startswith("| cpt-L9-K50 vs tapt-L9-K50 | probe frame UA | +2.0 | [-0.5, +4.5] | 3/3 | 1 / 1 | 0.0742 |")
     assert json.loads((tmp_path / "report" / "report.json").read_text())["alignment_paired"] == report["alignment_paired"]
+
+
+def evaluated(fold, model, seed=None, layer=None, targets=None, pooling=None):
+    """The cell fesa run gives an evaluate stage (a CPT model's: layer 9, K 50 unless the TAPT units)."""
+    if model == "reference":
+        return StageCell("reference", fold, model="reference")
+    lk = {"layer": layer or 9, "clusters": 50} if model == "cpt" and targets != "tapt" else {}
+    return StageCell("evaluate", fold, model=model, targets=targets, pooling=pooling or "attention", seed=seed, **lk)
+
+
+@pytest.mark.parametrize(
+    "folder, fields",
+    [
+        ("fold2/evaluate/reference", {"stage": "reference", "model": "reference"}),
+        ("fold2/evaluate/baseline", {"stage": "evaluate", "model": "baseline"}),
+        ("fold2/evaluate/baseline-s3", {"stage": "evaluate", "model": "baseline", "seed": 3}),
+        (
+            "fold2/evaluate/L9-K50-attention",
+            {"stage": "evaluate", "model": "cpt", "layer": 9, "clusters": 50, "targets": "clusters", "pooling": "attention"},
+        ),
+        (
+            "fold2/evaluate/L12-K100-shuffled-mean-s2",
+            {"stage": "evaluate", "model": "cpt", "layer": 12, "clusters": 100, "targets": "shuffled", "pooling": "mean", "seed": 2},
+        ),
+        ("fold2/evaluate/tapt-units-attention", {"stage": "evaluate", "model": "cpt", "targets": "tapt", "pooling": "attention"}),
+        ("fold2/evaluate/my-own-run", {"stage": "evaluate", "model": "my-own-run"}),  # a folder of the user's: a model of that name
+        ("fold2/alignment/cpt-L9-K50", {"stage": "alignment", "model": "cpt", "layer": 9, "clusters": 50, "targets": "clusters"}),
+        ("fold2/alignment/cpt-L9-K50-utterance", {"stage": "alignment", "model": "cpt", "layer": 9, "clusters": 50, "targets": "utterance"}),
+        ("fold2/alignment/cpt-tapt-units-L9-K50", {"stage": "alignment", "model": "cpt", "layer": 9, "clusters": 50, "targets": "tapt"}),
+        ("fold2/alignment/source-L6-K20", {"stage": "alignment", "model": "source", "layer": 6, "clusters": 20}),
+    ],
+)
+def test_the_legacy_reader_reads_the_folder_names_fesa_run_gave(tmp_path, folder, fields):
+    """Results scored before cells were recorded: their cell, read back from their folder, names that folder again."""
+    cell = legacy_cell(tmp_path / folder)
+    assert cell == StageCell(fold=2, **fields) and cell.folder.as_posix() == folder
+    assert legacy_cell(tmp_path / "fold2" / "cpt" / "L9-K50") is None and legacy_cell(tmp_path / "foldx" / "evaluate" / "baseline") is None
+
+
+def write_experiment(exp, cells):
+    """Two folds of the reference, a baseline trained without a seed and with seeds 1 and 2 (seeds added to an
+    experiment later), the method with seeds 1 and 2, and its shuffled control; recorded cells or today's layout."""
+    truth = ["neu", "hap"] * 10
+    runs = [("reference", None, None, 10), ("baseline", None, None, 20), ("baseline", 1, None, 16), ("baseline", 2, None, 12)]
+    runs += [("cpt", 1, "clusters", 18), ("cpt", 2, "clusters", 17), ("cpt", None, "shuffled", 11)]
+    for fold in (1, 2):
+        for model, seed, targets, n in runs:
+            cell = evaluated(fold, model, seed, targets=targets)
+            write_predictions(exp, fold, cell.run_name, truth, right_on(truth, n, seed or 0), cell=cell if cells else None)
+
+
+def test_results_in_todays_layout_report_as_those_that_record_their_cell(tmp_path):
+    write_experiment(tmp_path / "new", cells=True)
+    write_experiment(tmp_path / "old", cells=False)
+    metrics = json.loads((tmp_path / "new" / "fold1" / "evaluate" / "L9-K50-attention-s2" / "metrics.json").read_text())
+    assert metrics["cell"] == {
+        "stage": "evaluate",
+        "fold": 1,
+        "model": "cpt",
+        "layer": 9,
+        "clusters": 50,
+        "targets": "clusters",
+        "pooling": "attention",
+        "seed": 2,
+    }
+    new, old = make_report(tmp_path / "new"), make_report(tmp_path / "old")
+    assert new["markdown"] == old["markdown"] and new["paired"] == old["paired"] and new["run_pairs"] == old["run_pairs"]
+    assert {k: {**s, "cell": None} for k, s in new["summaries"].items()} == {k: {**s, "cell": None} for k, s in old["summaries"].items()}
+    assert new["summaries"]["L9-K50-attention"]["cell"] == old["summaries"]["L9-K50-attention"]["cell"]
+    assert new["summaries"]["baseline"]["cell"] == {**old["summaries"]["baseline"]["cell"], "pooling": "attention"}  # no name said it
+    assert new["summaries"]["baseline"]["seeds"] == [None, 1, 2]
+    assert ("L9-K50-attention", "L9-K50-shuffled-attention", "ua") in {(r["a"], r["b"], r["metric"]) for r in new["paired"]}
+    assert {(r["a"], r["b"]) for r in new["run_pairs"]} == {
+        ("baseline", "baseline-s1"),
+        ("baseline", "baseline-s2"),
+        ("L9-K50-attention-s1", "L9-K50-attention-s2"),
+    }
+
+
+def test_paired_statistics_find_runs_by_their_cell_not_their_folder(tmp_path):
+    """Runs in folders whose names say nothing: the cells recorded in metrics.json make the models, their seeds (one
+    without a seed beside seeded ones: no -sNone folder is looked for) and the pairs."""
+    truth = ["neu", "hap"] * 10
+    for fold in (1, 2):
+        for i, (model, seed, n) in enumerate([("baseline", None, 12), ("baseline", 1, 14), ("baseline", 2, 16), ("cpt", None, 20)]):
+            write_predictions(tmp_path, fold, f"run{i}", truth, right_on(truth, n), cell=evaluated(fold, model, seed, targets="clusters"))
+    report = make_report(tmp_path)
+    assert set(report["summaries"]) == {"baseline", "L9-K50-attention"} and report["summaries"]["baseline"]["seeds"] == [None, 1, 2]
+    method = next(r for r in report["paired"] if (r["a"], r["b"], r["metric"]) == ("L9-K50-attention", "baseline", "ua"))
+    assert method["runs"] == {"a": 1, "b": 3} and method["difference"] == pytest.approx(100 - (60 + 70 + 80) / 3)
+    assert [(r["a"], r["b"], r["difference"]) for r in report["run_pairs"]] == [
+        ("baseline", "baseline-s1", -10.0),
+        ("baseline", "baseline-s2", -20.0),
+    ]
+    assert "| baseline (TAPT fine-tuned) | 70.0 / 70.0 | 70.0 / 70.0 |" in report["markdown"]

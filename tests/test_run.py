@@ -58,6 +58,13 @@ def test_all_stages_then_resume_then_rerun_from_a_deleted_stage(experiment):
     assert (exp / "report" / "curves_fold1.png").is_file()
     assert json.loads((exp / "fold1" / "tapt-labels" / "labels.json").read_text())["features"] == "mfcc"
     assert (exp / "fold1" / "tapt" / "tblog").is_dir()
+    method = {"model": "cpt", "layer": 1, "clusters": 6, "targets": "clusters", "pooling": "attention", "seed": None}
+    cells = {run: json.loads((exp / "fold1" / "evaluate" / run / "metrics.json").read_text())["cell"] for run in ("baseline", "L1-K6-attention")}
+    assert cells["L1-K6-attention"] == {"stage": "evaluate", "fold": 1, **method}  # the result names its cell
+    assert cells["baseline"] == {**dict.fromkeys(method), "stage": "evaluate", "fold": 1, "model": "baseline", "pooling": "attention"}
+    assert report["L1-K6-attention"]["cell"] == {**cells["L1-K6-attention"], "fold": None}  # and the report reads it there
+    stamp = json.loads((exp / "fold1" / "cpt" / "L1-K6" / ".fesa-stage.json").read_text())
+    assert stamp["cell"] == {"stage": "cpt", "fold": 1, **method, "pooling": None}
 
     res = run_fesa("run", config, "--exp-dir", exp)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -115,6 +122,8 @@ def test_dry_run_prints_every_command(experiment):
     assert script.count("--config-dir") == 1 + 1 + 2 + 4 and script.count("fesa -q evaluate") == 5
     assert script.count("fesa -q acoustic-baseline") == 1
     assert "model.pooling=mean" in script and "emotion-labels/L2-K6" in script
+    cell = '{"stage":"evaluate","fold":1,"model":"cpt","layer":2,"clusters":6,"targets":"clusters","pooling":"mean"}'
+    assert f"evaluate/L2-K6-mean --device cpu --cell '{cell}'" in script  # each result is told its cell
     commands = [line for line in script.splitlines() if line and not line.startswith("#") and line != "set -euo pipefail"]
     assert commands and all(line.startswith("CUDA_VISIBLE_DEVICES='' ") for line in commands)  # device: cpu hides GPUs
 
@@ -240,3 +249,30 @@ def test_seeds_repeat_fine_tuning_and_cpt_and_share_the_rest(experiment):
     assert "tapt-finetune-s1/checkpoints/checkpoint_best.pt" in labels  # the first seed's baseline gives the shared labels
     bad = run_fesa("run", config, "--exp-dir", exp.parent / "seeds", "--dry-run", "seeds=[1,1]")
     assert bad.returncode == 2 and "'seeds' must be a list of different whole numbers" in bad.stderr
+
+
+def test_a_stage_stamps_its_cell_and_its_fingerprint_leaves_the_cell_out(tmp_path):
+    """Stamps and metrics.json written before cells were recorded stay valid: the cell is no part of the fingerprint."""
+    from fesa.pipeline.cell import StageCell
+    from fesa.pipeline.stage import Stage
+
+    cell = StageCell("evaluate", 1, model="baseline", pooling="attention", seed=2)
+    command = ["fesa", "-q", "evaluate", "ckpt.pt", "fold1", "--out", str(tmp_path / "out")]
+    before = Stage(cell=cell, out_dir=tmp_path / "out", command=command, done=tmp_path / "out" / "metrics.json")
+    now = Stage(cell=cell, out_dir=tmp_path / "out", command=[*command, *cell.option()], done=before.done)
+    assert now.command[-2:] == ["--cell", '{"stage":"evaluate","fold":1,"model":"baseline","pooling":"attention","seed":2}']
+    assert now.fingerprint() == before.fingerprint() and (now.key, now.name, now.fold, now.variant) == (
+        "fold1/evaluate/baseline-s2",
+        "evaluate",
+        1,
+        "baseline-s2",
+    )
+    before.out_dir.mkdir()
+    before.mark_started()  # as a release without cells would have, less the cell
+    stamp = json.loads(before.stamp.read_text())
+    del stamp["cell"]
+    before.stamp.write_text(json.dumps({**stamp, "state": "complete"}))
+    before.done.write_text("{}")
+    assert now.status() == "complete"
+    now.mark_complete(1.0)
+    assert json.loads(now.stamp.read_text())["cell"] == cell.record()

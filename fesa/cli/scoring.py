@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 from fesa.cli.common import Subparsers, add_batch_seconds, add_device, add_neutral, add_out, add_precision, add_seed, output_path, print_scores
+from fesa.errors import FesaError
 from fesa.options import SCORING_PRECISION
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         cross = {"cross_corpus": mapped_fold(args.checkpoint, fold_dir, args.split, parse_mapping(args.map), Path(args.out) / "mapped-fold")}
         fold_dir = Path(args.out) / "mapped-fold"
     reference = segment_truth(args.reference, fold_dir)
+    about = {**(cross or {}), **({"cell": args.cell} if args.cell else {})}
     m = evaluate(
         args.checkpoint,
         fold_dir,
@@ -39,7 +41,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         reference=reference,
         neutral=args.neutral,
         precision=args.precision,
-        about=cross,
+        about=about,
         batch_seconds=args.batch_seconds,
     )
     print_scores(m, args)
@@ -75,6 +77,7 @@ def _add_evaluate(sub: Subparsers) -> None:
         help="score on another corpus: FOLD_DIR's labels mapped to the model's classes (e.g. angry=ang,happy=hap); "
         "utterances whose label has no counterpart are dropped and counted",
     )
+    _add_cell(p)
     p.set_defaults(func=_evaluate)
 
 
@@ -85,7 +88,8 @@ def _acoustic_baseline(args: argparse.Namespace) -> None:
         logger.warning(
             "fesa %s is now fesa acoustic-baseline ('reference' names true segments only); the old name goes in the next release", OLD_NAME
         )
-    m = reference(args.fold_dir, args.out, split=args.split, seed=args.seed, progress=not args.quiet)
+    about = {"cell": args.cell} if args.cell else None
+    m = reference(args.fold_dir, args.out, split=args.split, seed=args.seed, progress=not args.quiet, about=about)
     print(f"acoustic reference (MFCC statistics + logistic regression, C={m['C']:g} chosen on valid UA)")
     print_scores(m, args)
 
@@ -104,7 +108,27 @@ def _add_acoustic_baseline(sub: Subparsers) -> None:
     p.add_argument("--split", default="test", help="which split to score (default test)")
     add_out(p, "folder for predictions.tsv, metrics.json and confusion.png")
     add_seed(p, "seed of the logistic regression")
+    _add_cell(p)
     p.set_defaults(func=_acoustic_baseline)
+
+
+def _cell(text: str) -> dict:
+    from fesa.pipeline.cell import read_json_cell
+
+    try:
+        return read_json_cell(text).record()
+    except FesaError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_cell(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cell",
+        type=_cell,
+        metavar="JSON",
+        help="the experiment cell the result belongs to, written into metrics.json for fesa report: a json object of stage, "
+        "fold, model, layer, clusters, targets, pooling, seed (fesa run passes it)",
+    )
 
 
 def _eder(args: argparse.Namespace) -> None:

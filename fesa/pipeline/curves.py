@@ -13,15 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from fesa.pipeline.plan import STALE
+from fesa.pipeline.stage import STALE
 
 logger = logging.getLogger(__name__)
 
 LOG_NAME = "hydra_train.log"
 # hydra: "[time][valid][INFO] - {...}"; fairseq's console format: "time | INFO | valid | {...}".
 _LINE = re.compile(r"(?:\[|\| )(?P<tag>train_inner|valid)(?:\]| \|).*?(?P<stats>\{.*\})\s*$")
-# Runs of classifier stages are named after them; see pipeline/plan.py for the layout.
-TRAINING_STAGES = ("tapt", "tapt-finetune", "cpt", "finetune")
 EARLY_STOP = "early stop since valid performance hasn't improved"  # fairseq_cli/train.py, checkpoint.patience
 
 
@@ -76,17 +74,11 @@ def read_curve(log: Path, stage: str) -> Curve:
 
 
 def fold_curves(fold_dir: Path) -> Dict[str, Curve]:
-    """Every current (not moved-aside) training run of a fold, keyed like the plan's stages."""
+    """Every current (not moved-aside) training run of a fold, by its folder under the fold (tapt, tapt-finetune-s2,
+    cpt/L9-K50): found by the log each writes, one or two folders down, whatever the folder's name."""
     curves: Dict[str, Curve] = {}
-    for stage in TRAINING_STAGES:
-        logs = (
-            sorted(fold_dir.glob(f"{stage}/{LOG_NAME}"))
-            + sorted(fold_dir.glob(f"{stage}-s*/{LOG_NAME}"))
-            + sorted(fold_dir.glob(f"{stage}/*/{LOG_NAME}"))
-        )
-        for log in logs:  # tapt-finetune-s2: the baseline of seed 2
-            run = log.parent.relative_to(fold_dir).as_posix()
-            if STALE in run:
-                continue
+    for log in sorted([*fold_dir.glob(f"*/{LOG_NAME}"), *fold_dir.glob(f"*/*/{LOG_NAME}")]):
+        run = log.parent.relative_to(fold_dir).as_posix()
+        if STALE not in run:
             curves[run] = read_curve(log, run)
     return curves

@@ -259,7 +259,7 @@ def _check_folds(cfg: ExperimentConfig, path: Path) -> None:
 
 
 def check_hydra_path(value: str, where: str) -> None:
-    """Any path reaches fairseq-hydra-train quoted (plan.hydra_path), except ``${``, which OmegaConf would
+    """Any path reaches fairseq-hydra-train quoted (hydra.hydra_path), except ``${``, which OmegaConf would
     resolve as an interpolation inside a quoted value too."""
     if "${" in value:
         raise FesaError(f"{where} {value} holds '${{', which hydra reads as an interpolation: rename or link the path without it")

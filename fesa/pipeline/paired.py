@@ -4,46 +4,47 @@ exists); and the alignment figures (fold by fold) of the method's CPT model agai
 and the source model's. One family per report: Holm's adjustment over all of them (statistics.family_verdicts)."""
 
 import logging
-import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from fesa.pipeline.plan import REFERENCE, seed_suffix
+from fesa.pipeline.cell import BASELINE, CONTROLS, CPT, REFERENCE, StageCell
+from fesa.pipeline.results import Results, Runs, ordered, seed_order
 from fesa.statistics import LEVEL, RESAMPLES, UTTERANCES, FoldOutcomes, compare, compare_folds
 from fesa_fairseq.data.files import read_lines
 
 logger = logging.getLogger(__name__)
 
-BASELINE = "baseline"
-# the method's cells (L9-K50-attention) and the controls of item cpt_targets: the same labels' frames labelled with
-# the utterance's emotion or shuffled between utterances (L9-K50-utterance-attention), or the TAPT stage's units
-METHOD = re.compile(r"^(?P<lk>L\d+-K\d+)-(?P<pooling>\w+)$")
-CONTROL = re.compile(r"^(?:(?P<lk>L\d+-K\d+)-(?P<target>utterance|shuffled)|(?P<tapt>tapt-units))-(?P<pooling>\w+)$")
 METRIC_NAMES = {"ua": "UA", "wa": "WA", "eder": "EDER"}
 SHORT_NAMES = {REFERENCE: "acoustic reference", BASELINE: "baseline"}
-# fesa alignment's models (plan._alignments): the method's CPT model cpt-L9-K50, its controls' cpt-L9-K50-shuffled,
-# cpt-L9-K50-utterance and cpt-tapt-units-L9-K50, and the models before CPT, tapt-L9-K50 and source-L9-K50
-ALIGNED_METHOD = re.compile(r"^cpt-(?P<lk>L\d+-K\d+)$")
 ALIGNMENT_FIGURES = {"probe_ua": "probe frame UA", "purity": "purity", "nmi": "NMI"}
-SEEDED = re.compile(r"^(?P<base>.+)-s(?P<seed>\d+)$")
+# what the method's CPT model is aligned against at its layer and K (plan._alignments), in the report's order: its
+# controls' CPT models, then the models before CPT
+ALIGNED_AGAINST = ((CPT, "utterance"), (CPT, "shuffled"), (CPT, "tapt"), ("tapt", None), ("source", None))
 
 
-def pairs(variants: Sequence[str]) -> List[Tuple[str, str]]:
-    """(a, b) to compare: every model against the baseline, then each method cell against the acoustic reference
-    (the floor it must clear) and against its controls."""
-    out = [(v, BASELINE) for v in variants if v != BASELINE] if BASELINE in variants else []
-    if REFERENCE in variants:
-        out += [(method, REFERENCE) for method in variants if METHOD.match(method)]
-    for control in variants:
-        m = CONTROL.match(control)
-        if not m:
-            continue
-        for method in variants:
-            cell = METHOD.match(method)
-            if cell and cell["pooling"] == m["pooling"] and (m["tapt"] or cell["lk"] == m["lk"]):
-                out.append((method, control))
+def is_method(cell: StageCell) -> bool:
+    """The method's own cells: CPT on the clusters of a layer (L9-K50-attention)."""
+    return cell.model == CPT and cell.targets == "clusters"
+
+
+def controls(control: StageCell, method: StageCell) -> bool:
+    """Whether a model is a control of a method cell: CPT on the same labels' frames labelled with the utterance's
+    emotion or shuffled between utterances, or on the TAPT stage's units; fine-tuned with the same pooling."""
+    same_labels = control.targets == "tapt" or (control.layer, control.clusters) == (method.layer, method.clusters)
+    return control.model == CPT and control.targets in CONTROLS and control.pooling == method.pooling and same_labels
+
+
+def pairs(cells: Dict[str, StageCell]) -> List[Tuple[str, str]]:
+    """(a, b) to compare, of the models named in ``cells``: every model against the baseline, then each method cell
+    against the acoustic reference (the floor it must clear) and against its controls."""
+    names = list(cells)
+    out = [(v, BASELINE) for v in names if v != BASELINE] if BASELINE in cells else []
+    if REFERENCE in cells:
+        out += [(method, REFERENCE) for method in names if is_method(cells[method])]
+    for control in names:
+        out += [(method, control) for method in names if is_method(cells[method]) and controls(cells[control], cells[method])]
     return out
 
 
@@ -58,25 +59,22 @@ def _frame_eder(run: Path) -> Dict[str, float]:
     return {r[0]: float(r[1]) for r in (line.split("\t") for line in read_lines(run / "frame_level.tsv")[1:] if line)}
 
 
-def _runs(exp_dir: Path, k: int, variant: str, seeds: Sequence[int]) -> List[Path]:
-    """The evaluate folders of a model on fold k: one, or one per seed (an unseeded run among them has no suffix)."""
-    folder = exp_dir / f"fold{k}" / "evaluate"
-    return [folder / f"{variant}{seed_suffix(s)}" for s in seeds] if seeds else [folder / variant]
-
-
-def fold_outcomes(exp_dir: Path, a: str, b: str, folds: Sequence[int], metric: str, seeds: Dict[str, List[int]]) -> Optional[List[FoldOutcomes]]:
-    """Both systems' outcomes per fold, utterance by utterance (a row per seed); None where they did not score the
-    same utterances against the same labels."""
+def fold_outcomes(a: Dict[int, Runs], b: Dict[int, Runs], folds: Sequence[int], metric: str) -> Optional[List[FoldOutcomes]]:
+    """Both systems' outcomes per fold, utterance by utterance (a row per run); None where a fold lacks one of a
+    system's runs, or they did not score the same utterances against the same labels."""
     name, read = ("frame_level.tsv", _frame_eder) if metric == "eder" else ("predictions.tsv", _outcomes)
+    seeds = [sorted({s for k in folds for s in side[k]}, key=seed_order) for side in (a, b)]
     out = []
     for k in folds:
-        ra, rb = _runs(exp_dir, k, a, seeds[a]), _runs(exp_dir, k, b, seeds[b])
+        if any(s not in side[k] for side, wanted in zip((a, b), seeds) for s in wanted):
+            return None
+        ra, rb = ([side[k][s].folder for s in wanted] for side, wanted in zip((a, b), seeds))
         if not all((r / name).is_file() for r in ra + rb):
             return None
         every = [read(r) for r in ra + rb]
         utts = sorted(every[0])
         if any(set(e) != set(utts) for e in every) or (metric != "eder" and any(e[u][0] != every[0][u][0] for e in every for u in utts)):
-            logger.warning("fold %d: %s and %s scored different test utterances or labels: not paired", k, a, b)
+            logger.warning("fold %d: %s and %s scored different test utterances or labels: not paired", k, ra[0].name, rb[0].name)
             return None
         if metric == "eder":
             value = lambda row, u: row[u]  # noqa: E731
@@ -91,39 +89,40 @@ def fold_outcomes(exp_dir: Path, a: str, b: str, folds: Sequence[int], metric: s
     return out
 
 
-def paired_statistics(exp_dir: Path, summaries: Dict[str, dict], resamples: int = RESAMPLES) -> List[dict]:
-    """One entry per pair and metric (UA, WA, and EDER where both have frame-level rows), on the folds both have."""
-    results = []
-    for a, b in pairs(list(summaries)):
-        folds = sorted(set(summaries[a]["folds"]) & set(summaries[b]["folds"]))
-        for metric in ("ua", "wa", "eder"):
-            seeds = {a: summaries[a].get("seeds", []), b: summaries[b].get("seeds", [])}
-            outcomes = fold_outcomes(exp_dir, a, b, folds, metric, seeds) if folds else None
-            if outcomes:
-                results.append({"a": a, "b": b, **compare(outcomes, metric, resamples=resamples).as_dict()})
-    return results
-
-
-def run_pairs(summaries: Dict[str, dict]) -> List[Tuple[str, str]]:
-    """A/A: the result folders of each replicated model's first run against each of its other runs (the same
-    procedure trained again), named as fesa run names them."""
+def paired_statistics(results: Results, cells: Dict[str, StageCell], resamples: int = RESAMPLES) -> List[dict]:
+    """One entry per pair and metric (UA, WA, and EDER where both have frame-level rows), on the folds both have;
+    ``cells`` names the models in the report's order."""
     out = []
-    for name, s in summaries.items():
-        runs = [f"{name}{seed_suffix(seed)}" for seed in s.get("seeds", [])]
-        out += [(runs[0], other) for other in runs[1:]]
+    for a, b in pairs(cells):
+        folds = sorted(set(results[a]) & set(results[b]))
+        for metric in ("ua", "wa", "eder"):
+            outcomes = fold_outcomes(results[a], results[b], folds, metric) if folds else None
+            if outcomes:
+                out.append({"a": a, "b": b, **compare(outcomes, metric, resamples=resamples).as_dict()})
     return out
 
 
-def run_statistics(exp_dir: Path, summaries: Dict[str, dict], resamples: int = RESAMPLES) -> List[dict]:
+def run_pairs(results: Results) -> List[Tuple[Dict[int, Runs], Dict[int, Runs]]]:
+    """A/A: each replicated model's first run against each of its other runs (the same procedure trained again),
+    the runs of one seed as one system, on every fold of the model (a fold without that seed's run: no comparison)."""
+    out = []
+    for folds in results.values():
+        seeds = [r.cell.seed for r in ordered({s: r for runs in folds.values() for s, r in runs.items()})]
+        one = [{k: {s: runs[s] for s in [seed] if s in runs} for k, runs in folds.items()} for seed in seeds]
+        out += [(one[0], other) for other in one[1:]]
+    return out
+
+
+def run_statistics(results: Results, resamples: int = RESAMPLES) -> List[dict]:
     """Each pair of run_pairs compared as two fixed trained models (one run a side), UA: how far two runs of one
     procedure land apart on these test utterances. A calibration, not a claim: it is kept out of the Holm family."""
-    results = []
-    for a, b in run_pairs(summaries):
-        model = next(name for name in summaries if a.startswith(name))
-        outcomes = fold_outcomes(exp_dir, a, b, summaries[model]["folds"], "ua", {a: [], b: []})
+    out = []
+    for a, b in run_pairs(results):
+        outcomes = fold_outcomes(a, b, sorted(a), "ua")
         if outcomes:
-            results.append({"a": a, "b": b, **compare(outcomes, "ua", resamples=resamples).as_dict()})
-    return results
+            names = [next(r for runs in side.values() for r in runs.values()).cell.run_name for side in (a, b)]
+            out.append({"a": names[0], "b": names[1], **compare(outcomes, "ua", resamples=resamples).as_dict()})
+    return out
 
 
 def run_table(results: Sequence[dict]) -> List[str]:
@@ -145,36 +144,24 @@ def run_table(results: Sequence[dict]) -> List[str]:
     return lines
 
 
-def alignment_pairs(names: Sequence[str]) -> List[Tuple[str, str]]:
+def alignment_pairs(cells: Dict[str, StageCell]) -> List[Tuple[str, str]]:
     """(the method's CPT model, another at its layer and K): its controls' CPT models, the TAPT model, the source."""
     out = []
-    for method in names:
-        m = ALIGNED_METHOD.match(method)
-        if m:
-            lk = m["lk"]
-            others = (f"cpt-{lk}-utterance", f"cpt-{lk}-shuffled", f"cpt-tapt-units-{lk}", f"tapt-{lk}", f"source-{lk}")
-            out += [(method, other) for other in others if other in names]
+    for method in sorted(cells):
+        m = cells[method]
+        if is_method(m):
+            at = {(c.model, c.targets): name for name, c in cells.items() if (c.layer, c.clusters) == (m.layer, m.clusters)}
+            out += [(method, at[kind]) for kind in ALIGNED_AGAINST if kind in at]
     return out
 
 
-def _alignment_runs(found: Dict[str, Dict[int, dict]]) -> Dict[str, Dict[int, List[dict]]]:
-    """model -> fold -> its runs' alignment.json (a name ending in -s{seed} is one seed of its model)."""
-    runs: Dict[str, Dict[int, List[dict]]] = {}
-    for name, folds in found.items():
-        seeded = SEEDED.match(name)
-        for k, content in folds.items():
-            runs.setdefault(seeded["base"] if seeded else name, {}).setdefault(k, []).append(content)
-    return runs
-
-
-def alignment_statistics(found: Dict[str, Dict[int, dict]]) -> List[dict]:
+def alignment_statistics(found: Dict[str, Dict[int, dict]], cells: Dict[str, StageCell]) -> List[dict]:
     """One entry per pair and figure (probe frame UA, purity, NMI), paired by fold over the folds both have."""
-    runs = _alignment_runs(found)
     results = []
-    for a, b in alignment_pairs(sorted(runs)):
-        folds = sorted(set(runs[a]) & set(runs[b]))
+    for a, b in alignment_pairs(cells):
+        folds = sorted(set(found[a]) & set(found[b]))
         for figure in ALIGNMENT_FIGURES:
-            values = [[[r[figure] for r in runs[x][k]] for k in folds] for x in (a, b)]
+            values = [[[found[x][k][figure]] for k in folds] for x in (a, b)]
             c = compare_folds(values[0], values[1], figure)
             if c is not None:
                 results.append({"a": a, "b": b, **c.as_dict()})

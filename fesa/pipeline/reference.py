@@ -10,7 +10,7 @@ seen before the last step, as for every model of the pipeline.
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -55,8 +55,11 @@ def _ua(targets: Sequence[int], prediction: np.ndarray, num_classes: int) -> flo
     return unweighted_accuracy(counts_of(confusion_matrix(targets, prediction, num_classes)))
 
 
-def reference(fold_dir: str, out_dir: str, split: str = "test", seed: int = 0, progress: bool = True) -> Dict[str, object]:
-    """Fit on the fold's train split, choose C on valid, refit on train + valid, score `split`; write evaluate's files."""
+def reference(
+    fold_dir: str, out_dir: str, split: str = "test", seed: int = 0, progress: bool = True, about: Optional[Dict[str, object]] = None
+) -> Dict[str, object]:
+    """Fit on the fold's train split, choose C on valid, refit on train + valid, score `split`; write evaluate's files
+    (``about`` added to metrics.json: its cell in an experiment)."""
     fold = Path(fold_dir)
     reader = MfccFeatureReader()
     data = {name: read_labelled_split(fold, name) for name in ("train", "valid", split)}
@@ -81,5 +84,6 @@ def reference(fold_dir: str, out_dir: str, split: str = "test", seed: int = 0, p
         "split": split,
         "C": best,
         "valid_ua_per_C": dict(zip(map(str, C_GRID), valid_ua)),
+        **(about or {}),
     }
     return write_results(Path(out_dir), data[split].paths, data[split].targets, prob, labels, about)

@@ -3,26 +3,27 @@ matrices summed over folds (counts and PNG), and for a grid the paper's Table 1 
 
 import json
 import logging
-import re
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import yaml
 
 from fesa.errors import FesaError
 from fesa.files import atomic_write_json, atomic_write_text
+from fesa.pipeline.cell import BASELINE, REFERENCE, StageCell
 from fesa.pipeline.curves import fold_curves
 from fesa.pipeline.paired import (
     SHORT_NAMES,
     alignment_paired_table,
     alignment_statistics,
+    is_method,
     paired_statistics,
     paired_table,
     run_statistics,
     run_table,
 )
-from fesa.pipeline.plan import REFERENCE, STALE
+from fesa.pipeline.results import Results, Runs, collect, model_cells, seed_order
 from fesa.plots import plot_confusion, plot_curves
 from fesa.statistics import family_verdicts
 from fesa_fairseq.scoring import counts_of, macro_f1, unweighted_accuracy, weighted_accuracy
@@ -30,45 +31,22 @@ from fesa_fairseq.scoring import counts_of, macro_f1, unweighted_accuracy, weigh
 logger = logging.getLogger(__name__)
 
 PAPER = "paper (IEMOCAP, 5 folds): TAPT 74.1 / 72.8; layer 9, K=50, attention 75.7 / 74.7 (UA / WA %)"
-VARIANT = re.compile(r"^L(?P<layer>\d+)-K(?P<K>\d+)-(?P<pooling>\w+)$")
-
-
-SEEDED = re.compile(r"^(?P<base>.+)-s(?P<seed>\d+)$")  # a result of one seed of a replicated model (fesa run's seeds)
-
-
-def stage_results(exp_dir: Path, stage: str, name: str) -> Iterator[Tuple[int, str, dict]]:
-    """(fold, run, json content) of every EXP/fold{k}/<stage>/<run>/<name>, leaving out what fesa run moved aside
-    (an old result, not a model of this experiment)."""
-    for path in sorted(exp_dir.glob(f"fold*/{stage}/*/{name}")):
-        if STALE not in path.parent.name:
-            yield int(path.parts[-4][len("fold") :]), path.parent.name, json.loads(path.read_text())
-
-
-def collect(exp_dir: Path) -> Dict[str, Dict[int, Dict[Optional[int], dict]]]:
-    """model -> fold -> seed (None: not replicated) -> metrics.json content."""
-    results: Dict[str, Dict[int, Dict[Optional[int], dict]]] = {}
-    for fold, run, content in stage_results(exp_dir, "evaluate", "metrics.json"):
-        seeded = SEEDED.match(run)
-        name, seed = (seeded["base"], int(seeded["seed"])) if seeded else (run, None)
-        results.setdefault(name, {}).setdefault(fold, {})[seed] = content
-    if not results:
-        raise FesaError(f"no fold*/evaluate/*/metrics.json under {exp_dir}: has fesa run evaluated anything yet?")
-    return results
 
 
 def _std(x: np.ndarray) -> float:
     return float(x.std(ddof=1)) if len(x) > 1 else 0.0
 
 
-def summarize(folds: Dict[int, Dict[Optional[int], dict]]) -> dict:
+def summarize(runs_of: Dict[int, Runs]) -> dict:
     """Per fold the mean over its seeds; over folds the mean and spread; with seeds, the spread over seeds too
     (each seed's mean over folds). A run without a seed beside seeded ones (seeds added to an experiment later) is
     one more replicate, at its yaml's seed (null in report.json)."""
+    folds = {k: {seed: r.content for seed, r in runs.items()} for k, runs in runs_of.items()}
     ua = {f: float(np.mean([m["ua"] for m in runs.values()])) for f, runs in sorted(folds.items())}
     wa = {f: float(np.mean([m["wa"] for m in runs.values()])) for f, runs in sorted(folds.items())}
     f1 = {f: float(np.mean([macro_f1(m["confusion"]) for m in runs.values()])) for f, runs in sorted(folds.items())}
     confusion = np.sum([np.array(m["confusion"]) for runs in folds.values() for m in runs.values()], axis=0)
-    replicates = sorted({s for runs in folds.values() for s in runs}, key=lambda s: (s is not None, s or 0))
+    replicates = sorted({s for runs in folds.values() for s in runs}, key=seed_order)
     seeds = replicates if len(replicates) > 1 else [s for s in replicates if s is not None]
     per_seed = [np.mean([runs[s]["ua"] for runs in folds.values() if s in runs]) for s in seeds]
     pooled = counts_of(confusion)
@@ -109,10 +87,10 @@ ROW_NAMES = {
 
 def _order(variants: List[str]) -> List[str]:
     """The acoustic reference first (the floor), then the baseline, then the method's cells."""
-    return sorted(variants, key=lambda v: (v != REFERENCE, v != "baseline", v))
+    return sorted(variants, key=lambda v: (v != REFERENCE, v != BASELINE, v))
 
 
-def markdown(summaries: Dict[str, dict]) -> str:
+def markdown(summaries: Dict[str, dict], cells: Dict[str, StageCell]) -> str:
     folds = sorted({f for s in summaries.values() for f in s["folds"]})
     seeded = any(len(s["seeds"]) > 1 for s in summaries.values())
     extra = " seeds | UA spread over seeds |" if seeded else ""
@@ -120,32 +98,39 @@ def markdown(summaries: Dict[str, dict]) -> str:
     lines.append("|---|" + "---|" * (len(folds) + 3 + 2 * seeded))
     for name in _order(list(summaries)):
         s = summaries[name]
-        cells = [f"{s['ua'][f]:.1f} / {s['wa'][f]:.1f}" if f in s["ua"] else "-" for f in folds]
+        figures = [f"{s['ua'][f]:.1f} / {s['wa'][f]:.1f}" if f in s["ua"] else "-" for f in folds]
         label = ROW_NAMES.get(name, name)
         spread = f" {len(s['seeds']) or 1} | {'-' if s['ua_seed_std'] is None else format(s['ua_seed_std'], '.1f')} |" if seeded else ""
         means = "".join(f" | {s[f'{key}_mean']:.1f} ± {s[f'{key}_std']:.1f}" for key in ("ua", "wa", "macro_f1")) + " |"
-        lines.append(f"| {label} | " + " | ".join(cells) + means + spread)
-    grid = {v: s for v, s in summaries.items() if VARIANT.match(v)}
-    layers = sorted({int(VARIANT.match(v)["layer"]) for v in grid})
-    ks = sorted({int(VARIANT.match(v)["K"]) for v in grid})
-    if len(layers) > 1 or len(ks) > 1:
-        for pooling in sorted({VARIANT.match(v)["pooling"] for v in grid}):
-            lines += [
-                "",
-                f"Mean UA / WA over folds, {pooling} pooling (the paper's Table 1 layout):",
-                "",
-                "| layer | " + " | ".join(f"K={k}" for k in ks) + " |",
-                "|---|" + "---|" * len(ks),
-            ]
-            for layer in layers:
-                row = [grid.get(f"L{layer}-K{k}-{pooling}") for k in ks]
-                lines.append(f"| {layer} | " + " | ".join(f"{s['ua_mean']:.1f} / {s['wa_mean']:.1f}" if s else "-" for s in row) + " |")
+        lines.append(f"| {label} | " + " | ".join(figures) + means + spread)
+    lines += grid_tables(summaries, cells)
     lines += [
         "",
         f"Mean ± standard deviation over folds{' (each fold: the mean of its seeds)' if seeded else ''}. "
         f"The first row needs no self-supervised model: every model below it should clear it. {PAPER}.",
     ]
     return "\n".join(lines + frame_level_table(summaries, folds))
+
+
+def grid_tables(summaries: Dict[str, dict], cells: Dict[str, StageCell]) -> List[str]:
+    """For a grid of layers or K, the method's cells as the paper's Table 1 (layer x K), one table a pooling."""
+    grid = {(c.layer, c.clusters, c.pooling): summaries[name] for name, c in cells.items() if is_method(c)}
+    layers, ks = sorted({cell[0] for cell in grid}), sorted({cell[1] for cell in grid})
+    if len(layers) < 2 and len(ks) < 2:
+        return []
+    lines = []
+    for pooling in sorted({cell[2] for cell in grid}):
+        lines += [
+            "",
+            f"Mean UA / WA over folds, {pooling} pooling (the paper's Table 1 layout):",
+            "",
+            "| layer | " + " | ".join(f"K={k}" for k in ks) + " |",
+            "|---|" + "---|" * len(ks),
+        ]
+        for layer in layers:
+            row = [grid.get((layer, k, pooling)) for k in ks]
+            lines.append(f"| {layer} | " + " | ".join(f"{s['ua_mean']:.1f} / {s['wa_mean']:.1f}" if s else "-" for s in row) + " |")
+    return lines
 
 
 def frame_level_table(summaries: Dict[str, dict], folds: List[int]) -> List[str]:
@@ -180,12 +165,11 @@ def _mean_std(x: np.ndarray, digits: int) -> str:
     return f"{x.mean():.{digits}f} ± {x.std(ddof=1) if len(x) > 1 else 0.0:.{digits}f}"
 
 
-def collect_alignment(exp_dir: Path) -> Dict[str, Dict[int, dict]]:
-    """model -> fold -> alignment.json content (fesa alignment's stages)."""
-    found: Dict[str, Dict[int, dict]] = {}
-    for fold, run, content in stage_results(exp_dir, "alignment", "alignment.json"):
-        found.setdefault(run, {})[fold] = content
-    return found
+def collect_alignment(exp_dir: Path) -> Tuple[Dict[str, Dict[int, dict]], Dict[str, StageCell]]:
+    """model -> fold -> alignment.json content (fesa alignment's stages: one a model and fold), and the models' cells."""
+    results = collect(exp_dir, "alignment", "alignment.json")
+    found = {name: {k: next(iter(runs.values())).content for k, runs in folds.items()} for name, folds in results.items()}
+    return found, model_cells(results)
 
 
 def alignment_table(found: Dict[str, Dict[int, dict]]) -> List[str]:
@@ -245,7 +229,11 @@ def corpus_line(exp_dir: Path, summaries: Dict[str, dict]) -> str:
 
 def make_report(exp_dir: Path) -> Dict[str, object]:
     exp_dir = Path(exp_dir)
-    summaries = {variant: summarize(folds) for variant, folds in collect(exp_dir).items()}
+    results = collect(exp_dir)
+    if not results:
+        raise FesaError(f"no fold*/evaluate/*/metrics.json under {exp_dir}: has fesa run evaluated anything yet?")
+    cells = model_cells(results)
+    summaries = {name: {**summarize(folds), "cell": cells[name].record()} for name, folds in results.items()}
     out = exp_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     for variant, s in summaries.items():
@@ -255,25 +243,26 @@ def make_report(exp_dir: Path) -> Dict[str, object]:
             out / f"confusion_{variant}.png",
             title=f"{variant}, {len(s['folds'])} folds: UA {s['ua_mean']:.1f}%  WA {s['wa_mean']:.1f}%",
         )
-    text = corpus_line(exp_dir, summaries) + "\n\n" + markdown(summaries)
+    text = corpus_line(exp_dir, summaries) + "\n\n" + markdown(summaries, cells)
     improving = learning_curves(exp_dir, out)
     text += "\n\nLearning curves: curves_fold*.png (training loss and validation, against updates, every training stage)."
     if improving:
         text += "\n" + "\n".join(improving)
-    alignment = collect_alignment(exp_dir)
-    paired, aligned = compared(exp_dir, summaries, alignment)
+    alignment, aligned_cells = collect_alignment(exp_dir)
+    paired, aligned = compared(results, alignment, aligned_cells)
     text += "\n" + "\n".join(alignment_table(alignment) + alignment_paired_table(aligned, len(paired) + len(aligned))) if alignment else ""
     text += "\n" + "\n".join(paired_table(paired, SHORT_NAMES, len(paired) + len(aligned))) if paired else ""
-    runs = run_statistics(exp_dir, summaries)
+    runs = run_statistics(results)
     text += "\n" + "\n".join(run_table(runs)) if runs else ""
     atomic_write_text(out / "report.md", text + "\n")
     atomic_write_json(out / "report.json", {**summaries, "paired": paired, "alignment": alignment, "alignment_paired": aligned, "run_pairs": runs})
     return {"markdown": text, "summaries": summaries, "paired": paired, "alignment_paired": aligned, "run_pairs": runs, "dir": out}
 
 
-def compared(exp_dir: Path, summaries: Dict[str, dict], alignment: Dict[str, Dict[int, dict]]) -> Tuple[List[dict], List[dict]]:
+def compared(results: Results, alignment: Dict[str, Dict[int, dict]], aligned_cells: Dict[str, StageCell]) -> Tuple[List[dict], List[dict]]:
     """The report's comparisons, paired over utterances and over folds: one family, Holm-adjusted together."""
-    paired = paired_statistics(exp_dir, {v: summaries[v] for v in _order(list(summaries))})  # the reference first
-    aligned = alignment_statistics(alignment)
+    cells = model_cells(results)
+    paired = paired_statistics(results, {v: cells[v] for v in _order(list(cells))})  # the reference first
+    aligned = alignment_statistics(alignment, aligned_cells)
     family = family_verdicts(paired + aligned)
     return family[: len(paired)], family[len(paired) :]

@@ -13,9 +13,11 @@ from fesa.options import SmokeOptions
 from fesa.pipeline.experiment import check_values, experiment_yaml, load_experiment, parse_grid
 from fesa.pipeline.forkserver import Entry
 from fesa.pipeline.lock import exclusive
-from fesa.pipeline.plan import Plan, Stage, shell_script
+from fesa.pipeline.plan import Plan
 from fesa.pipeline.runner import fesa_executable, run_plan
+from fesa.pipeline.script import shell_script
 from fesa.pipeline.smoke import SMOKE_DIR, Meter, smoke_experiment, summarize
+from fesa.pipeline.stage import Stage
 
 RUN_LOCK = ".fesa-run.lock"  # EXP/.fesa-run.lock: one fesa run at a time on an experiment folder
 

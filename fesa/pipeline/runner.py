@@ -4,7 +4,7 @@ A stage's command runs in its own process group with this interpreter's scripts 
 commands as forks of a server that has torch and fairseq imported: ``pipeline.forkserver``); Ctrl-C or SIGTERM
 stops the whole group and the run (``fesa.stop``, ``lock.run_child``). Its stamp is written before the command
 starts and again when it succeeded, so that an interrupted stage resumes in place and a changed one is moved
-aside, never deleted (``plan.Stage.status``).
+aside, never deleted (``stage.Stage.status``).
 """
 
 import logging
@@ -19,7 +19,8 @@ from typing import Callable, ContextManager, Dict, List, Optional, Sequence
 from fesa.errors import StageFailed, user_errors
 from fesa.pipeline.forkserver import Entry
 from fesa.pipeline.lock import exclusive, run_child
-from fesa.pipeline.plan import STALE, Plan, Stage
+from fesa.pipeline.plan import Plan
+from fesa.pipeline.stage import STALE, Stage
 from fesa.stop import check as check_stop
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from typing import Dict, List, Sequence, Tuple
 from fesa.errors import FesaError
 from fesa.files import atomic_write_json, atomic_write_text
 from fesa.pipeline.experiment import SlurmConfig
-from fesa.pipeline.plan import Stage
+from fesa.pipeline.stage import Stage
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from fesa.files import atomic_write_text
 from fesa.options import SmokeOptions
 from fesa.pipeline.curves import _LINE, LOG_NAME
 from fesa.pipeline.experiment import ExperimentConfig
-from fesa.pipeline.plan import Plan, Stage
+from fesa.pipeline.plan import Plan
+from fesa.pipeline.stage import Stage
 
 logger = logging.getLogger(__name__)
 

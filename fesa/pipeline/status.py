@@ -11,9 +11,10 @@ from typing import Dict, List, Sequence
 
 from fesa.errors import user_errors
 from fesa.pipeline.lock import lock_holder
-from fesa.pipeline.plan import DAMAGED, Plan, Stage
+from fesa.pipeline.plan import Plan
 from fesa.pipeline.runner import local_log
 from fesa.pipeline.slurm import ACTIVE, JOBS, job_log, job_states, read_jobs
+from fesa.pipeline.stage import DAMAGED, Stage
 
 FAILED = {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
 WAITING = ("pending", "running")
