@@ -186,7 +186,8 @@ def test_shuffling_needs_two_utterances(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "option,value,message", [("--clusters", "1", "--clusters 1: k-means needs K >= 2"), ("--max-utterances", "0", "--max-utterances 0")]
+    "option,value,message",
+    [("--clusters", "1", "--clusters is 1; k-means needs K >= 2"), ("--max-utterances", "0", "--max-utterances is 0; give 1 or more")],
 )
 def test_alignment_options_are_checked_before_the_model_is_read(demo_folds, tmp_path, capsys, option, value, message):
     (tmp_path / "model.pt").write_bytes(b"not read")
@@ -255,3 +256,4 @@ def test_an_experiment_folder_inside_the_corpus_is_refused_when_planned(tmp_path
         res, f"would lie inside {tmp_path}, its audio root (corpus.audio_root; a table's own folder when not given): give --exp-dir outside it"
     )
     assert fesa_main(capsys, "run", path, "--exp-dir", tmp_path.parent / f"{tmp_path.name}-exp", "--dry-run").returncode == 0
+

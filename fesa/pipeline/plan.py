@@ -44,6 +44,7 @@ from fesa.corpora.table import corpus_fingerprint_files
 from fesa.errors import FesaError
 from fesa.files import STAGE_STAMP, atomic_write_text
 from fesa.labels.alignment import ALIGNMENT_FILE
+from fesa.options import PseudoLabelOptions, flag
 from fesa.pipeline.distributed import distributed_overrides
 from fesa.pipeline.experiment import PLUGIN, Cell, CorpusSpec, ExperimentConfig, check_hydra_path, corpus_spec, stage_yaml
 
@@ -217,9 +218,16 @@ def fesa(*args: object) -> List[str]:
     return ["fesa", *(str(a) for a in args)]
 
 
+def _changed(labels, names: Sequence[str]) -> List[str]:
+    """The flags of fesa pseudo-labels' options the experiment sets away from their defaults. Defaults are left out,
+    so the commands (and stage fingerprints) of experiments written before these keys existed stay as they were."""
+    return [arg for name in names if getattr(labels, name) != getattr(PseudoLabelOptions, name) for arg in (flag(name), str(getattr(labels, name)))]
+
+
 def _labels_args(labels, source: str) -> List[str]:
+    changed = _changed(labels, ("precision",) if labels.kmeans_model else ("seed", "precision"))
     if labels.kmeans_model:
-        return ["--checkpoint", source, "--layer", str(labels.layer), "--kmeans-model", labels.kmeans_model]
+        return ["--checkpoint", source, "--layer", str(labels.layer), "--kmeans-model", labels.kmeans_model, *changed]
     return [
         "--checkpoint",
         source,
@@ -231,6 +239,7 @@ def _labels_args(labels, source: str) -> List[str]:
         str(labels.percent),
         "--kmeans-backend",
         labels.kmeans_backend,
+        *changed,
     ]
 
 
@@ -328,6 +337,7 @@ class Plan:
     def _tapt(self, k: int, data: Path, source: Optional[str], deps: List[Stage]) -> Stage:
         cfg, fold_dir = self.cfg, self.exp / f"fold{k}"
         mfcc = ["--features", "mfcc", "--clusters", str(cfg.tapt_labels.clusters), "--kmeans-backend", cfg.tapt_labels.kmeans_backend]
+        mfcc += _changed(cfg.tapt_labels, ("seed",))
         how = mfcc if cfg.bootstrap else _labels_args(cfg.tapt_labels, source)
         labels = self._add(labels_stage(name="tapt-labels", fold=k, data=data, out=fold_dir / "tapt-labels", how=how, device=cfg.device, deps=deps))
         self.tapt_labels[k] = labels

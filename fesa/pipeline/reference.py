@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from fesa.errors import FesaError
 from fesa.labels.readers import MfccFeatureReader
+from fesa.options import BaselineOptions
 from fesa.pipeline.evaluate import write_results
 from fesa_fairseq.data.audio import read_audio
 from fesa_fairseq.data.labels import LabelledSplit, read_labelled_split
@@ -55,8 +56,9 @@ def _ua(targets: Sequence[int], prediction: np.ndarray, num_classes: int) -> flo
     return unweighted_accuracy(counts_of(confusion_matrix(targets, prediction, num_classes)))
 
 
-def reference(fold_dir: str, out_dir: str, split: str = "test", seed: int = 0, progress: bool = True) -> Dict[str, object]:
+def reference(fold_dir: str, out_dir: str, split: str = "test", seed: int = BaselineOptions.seed, progress: bool = True) -> Dict[str, object]:
     """Fit on the fold's train split, choose C on valid, refit on train + valid, score `split`; write evaluate's files."""
+    BaselineOptions(seed).check()
     fold = Path(fold_dir)
     reader = MfccFeatureReader()
     data = {name: read_labelled_split(fold, name) for name in ("train", "valid", split)}
