@@ -100,7 +100,6 @@ def test_the_command_line_imports_the_plugin_only_when_a_command_runs():
         f"{path.relative_to(ROOT)} imports {target} at its top"
         for path in files
         for target in imports(path, anywhere=False)
-        if target.split(".")[0] in heavy
-        or (target.startswith("fesa.") and target.split(".")[1] not in ("errors", "options", "stop", "cli"))
+        if target.split(".")[0] in heavy or (target.startswith("fesa.") and target.split(".")[1] not in ("errors", "options", "stop", "cli"))
     ]
     assert not wrong, wrong

@@ -128,4 +128,3 @@ def test_help_imports_neither_torch_nor_fairseq():
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "[]"
     assert "acoustic-baseline" in res.stdout and "--window WINDOW" in res.stdout  # every command's help was printed
-
