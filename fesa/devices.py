@@ -7,7 +7,7 @@ from typing import ContextManager, Optional
 import torch
 
 from fesa.errors import FesaError
-from fesa.options import PRECISIONS, SCORING_BATCH_SECONDS, check_device_name
+from fesa.options import SCORING_BATCH_SECONDS, check_batch_seconds, check_device_name, check_precision
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,7 @@ def _bf16_available(device: torch.device) -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype for `precision` on `device` (None: fp32); a choice the device cannot run is refused."""
-    if precision not in PRECISIONS:
-        raise FesaError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     where = "this GPU" if device.type == "cuda" else "this CPU"
     if precision == "auto":
         if _bf16_available(device):
@@ -72,6 +71,5 @@ def resolve_batch_seconds(seconds: Optional[float], device: torch.device) -> flo
     """Seconds of audio per scoring pass: ``seconds`` as given (0: one at a time), or None: the device's default."""
     if seconds is None:
         return SCORING_BATCH_SECONDS.get(device.type, 0.0)
-    if not (isinstance(seconds, (int, float)) and 0 <= seconds < float("inf")):
-        raise FesaError(f"--batch-seconds {seconds}: give a number of seconds, 0 or more (0: one at a time)")
+    check_batch_seconds(seconds)
     return float(seconds)

@@ -95,6 +95,24 @@ def check_replaceable(dest: PathLike, marker: str) -> None:
         )
 
 
+def check_own_dir(dest: PathLike, overwrite: bool, markers: Sequence[str]) -> None:
+    """The rule for a command that writes into its ``--out`` folder in place, resuming what it finds there: a
+    non-empty folder is the command's own when it holds one of ``markers`` (the file it writes last) or the stamp
+    fesa run writes into a stage's folder before the stage's command runs; any other is refused unless
+    ``overwrite`` (the command's files are then written beside the others, which stay)."""
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise FesaError(f"{dest} is a file; a folder is needed there")
+    if overwrite or not dest.is_dir():
+        return
+    names = {p.name for p in dest.iterdir()}
+    if names and not names & {*markers, STAGE_STAMP}:
+        raise FesaError(
+            f"{dest} is not empty and this command did not write it (it holds no {markers[0]}): pick another folder, "
+            "or pass --overwrite to write into it (files of the same names are replaced, the others kept)"
+        )
+
+
 def check_output_file(dest: PathLike, overwrite: bool, inputs: Sequence[PathLike] = ()) -> None:
     """May the file `dest` be written (atomically)? Never over or inside an input; an existing one only with --overwrite."""
     dest = Path(dest)

@@ -1,17 +1,19 @@
-"""The options of the components, each default and its help written once.
+"""The options of the commands, each default, its help and its check written once.
 
-The components (``fesa_fairseq``) take their defaults from these dataclasses, and the command line builds its
-flags from the same fields (``fesa.cli.common.add_options``), so a default never drifts between a help text and
-the code. This module imports neither torch nor fairseq.
+The components take their defaults from these dataclasses, the command line builds its flags from the same fields
+(``fesa.cli.common.add_options``) and the experiment (``fesa.pipeline.experiment``) its keys' defaults and checks,
+so a default never drifts between a help text, the Python API and ``fesa run``. This module imports neither torch
+nor fairseq.
 """
 
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from fesa.errors import FesaError
 
+DEVICE = "auto"  # every command's --device, the experiment's device: and the Python API's device
 DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -52,6 +54,16 @@ CPT_TARGETS = ("clusters", "utterance", "shuffled", "tapt")
 CONTROL_LABEL_KINDS = ("utterance", "shuffled")
 SEGMENT_FORMATS = ("auto", "zed", "demo", "tsv")  # fesa convert-segments: where true emotion segments come from
 
+# The file each command writes last into its --out folder: a folder holding it is the command's own, which a rerun
+# may write into without --overwrite (fesa.files.check_own_dir).
+METRICS_FILE = "metrics.json"  # fesa evaluate, fesa acoustic-baseline
+LABELS_INFO = "labels.json"  # fesa pseudo-labels, fesa control-labels
+ALIGNMENT_FILE = "alignment.json"  # fesa alignment
+ANALYSIS_FILE = "analysis.json"  # fesa analyze-clusters
+SEGMENTS_FILE = "segments.json"  # fesa predict
+KMEANS_MODEL = "kmeans.bin"  # fesa pseudo-labels, before labels.json
+FEATURES_DIR = ".features"  # fesa pseudo-labels' feature shards in --out (resumed; removed at the end)
+
 
 def check_device_name(device: str, where: str = "--device") -> str:
     """One of DEVICE_HELP's spellings, checked before anything runs (whether the machine has it is checked later)."""
@@ -62,6 +74,149 @@ def check_device_name(device: str, where: str = "--device") -> str:
 
 def _help(text: str) -> dict:
     return {"help": text}
+
+
+def flag(name: str) -> str:
+    """How the command line spells an options field: min_segment -> --min-segment."""
+    return "--" + name.replace("_", "-")
+
+
+def check_clusters(k: int, where: str) -> None:
+    if k < 2:
+        raise FesaError(f"{where} is {k}; k-means needs K >= 2 clusters")
+
+
+def check_percent(percent: float, where: str) -> None:
+    if not (percent == -1 or 0 < percent <= 1):
+        raise FesaError(f"{where} is {percent}; give a share in (0, 1], or -1 for all utterances")
+
+
+def check_layer(layer: int, where: str, depth: Optional[int] = None, whose: str = "") -> None:
+    """Layers are counted from 1 (fairseq's output_layer); ``depth``, where known, is the model's (``whose``)."""
+    if layer < 1 or (depth is not None and layer > depth):
+        span = f"1..{depth}: {whose} has {depth} transformer layers" if depth is not None else "1 or more"
+        raise FesaError(f"{where} is {layer}; layers are counted from 1, give {span}")
+
+
+def check_seed(seed: int, where: str) -> None:
+    if not 0 <= seed < 2**32:  # numpy's and scikit-learn's range
+        raise FesaError(f"{where} is {seed}; give a whole number from 0 to {2**32 - 1}")
+
+
+def check_precision(precision: str, where: str = "--precision") -> None:
+    if precision not in PRECISIONS:
+        raise FesaError(f"{where} is {precision!r}; choose one of {', '.join(PRECISIONS)}")
+
+
+def check_batch_seconds(seconds: float, where: str = "--batch-seconds") -> None:
+    if not (isinstance(seconds, (int, float)) and 0 <= seconds < math.inf):
+        raise FesaError(f"{where} is {seconds}; give a number of seconds, 0 or more (0: one at a time)")
+
+
+def check_count(value: int, where: str, what: str) -> None:
+    if value < 1:
+        raise FesaError(f"{where} is {value}; give 1 or more {what}")
+
+
+@dataclass
+class PseudoLabelOptions:
+    """fesa pseudo-labels: frames of a model layer, k-means, labels. The experiment's tapt_labels and emotion_labels
+    blocks take their defaults and checks from here, as their stages run this command."""
+
+    layer: Optional[int] = field(default=None, metadata=_help("transformer layer whose output is clustered (1 = first; 9 is the paper's best)"))
+    clusters: Optional[int] = field(default=None, metadata=_help("K (50 is the paper's best; 100, 150 tried)"))
+    percent: float = field(default=-1.0, metadata=_help("fit k-means on this share of training utterances; -1 for all"))
+    seed: int = field(default=0, metadata=_help("seed of k-means and of its --percent sample"))
+    precision: str = field(default=LABEL_DUMP_PRECISION, metadata=_help(f"of the feature dump: {PRECISION_HELP}; README: Precision"))
+    max_chunk: int = field(default=MAX_CHUNK, metadata=_help("longest piece of audio fed to the model at once, in samples"))
+
+    CHOICES = {"precision": PRECISIONS}
+
+    def check(self, where: Callable[[str], str] = flag) -> "PseudoLabelOptions":
+        """``where(field)`` names a field in messages: its flag, or the experiment's key."""
+        if self.layer is not None:
+            check_layer(self.layer, where("layer"))
+        if self.clusters is not None:
+            check_clusters(self.clusters, where("clusters"))
+        check_percent(self.percent, where("percent"))
+        check_seed(self.seed, where("seed"))
+        check_precision(self.precision, where("precision"))
+        check_count(self.max_chunk, where("max_chunk"), "samples")
+        return self
+
+
+@dataclass
+class ClusterGridOptions:
+    """fesa analyze-clusters: the layer x K grid of k-means on a sample of utterances."""
+
+    max_utterances: int = field(default=300, metadata=_help("utterances sampled per split"))
+    seed: int = field(default=0, metadata=_help("seed of the utterance sample and of k-means"))
+    precision: str = field(default=LABEL_DUMP_PRECISION, metadata=_help(f"{PRECISION_HELP}; README: Precision"))
+
+    CHOICES = {"precision": PRECISIONS}
+
+    def check(self, where: Callable[[str], str] = flag) -> "ClusterGridOptions":
+        check_count(self.max_utterances, where("max_utterances"), "utterances sampled per split")
+        check_seed(self.seed, where("seed"))
+        check_precision(self.precision, where("precision"))
+        return self
+
+
+@dataclass
+class AlignmentOptions:
+    """fesa alignment: k-means and a linear probe of one layer's frames against their true states."""
+
+    clusters: int = field(default=50, metadata=_help("K of the k-means scored"))
+    max_utterances: int = field(default=400, metadata=_help("utterances sampled per split"))
+    seed: int = field(default=0, metadata=_help("seed of the sample, k-means and the probe"))
+    precision: str = field(default=LABEL_DUMP_PRECISION, metadata=_help(f"{PRECISION_HELP}; README: Precision"))
+
+    CHOICES = {"precision": PRECISIONS}
+
+    def check(self, where: Callable[[str], str] = flag) -> "AlignmentOptions":
+        check_clusters(self.clusters, where("clusters"))
+        check_count(self.max_utterances, where("max_utterances"), "utterances sampled per split")
+        check_seed(self.seed, where("seed"))
+        check_precision(self.precision, where("precision"))
+        return self
+
+
+@dataclass
+class ControlLabelOptions:
+    """fesa control-labels: the controls of continued pretraining, made from pseudo-labels."""
+
+    seed: int = field(default=0, metadata=_help("seed of the shuffle"))
+
+    def check(self, where: Callable[[str], str] = flag) -> "ControlLabelOptions":
+        check_seed(self.seed, where("seed"))
+        return self
+
+
+@dataclass
+class BaselineOptions:
+    """fesa acoustic-baseline: MFCC statistics and a logistic regression."""
+
+    seed: int = field(default=0, metadata=_help("seed of the logistic regression"))
+
+    def check(self, where: Callable[[str], str] = flag) -> "BaselineOptions":
+        check_seed(self.seed, where("seed"))
+        return self
+
+
+@dataclass
+class ScoringOptions:
+    """fesa evaluate and fesa predict: how the one scorer (inference.recognizer) runs the classifier."""
+
+    precision: str = field(default=SCORING_PRECISION, metadata=_help(f"{PRECISION_HELP}; README: Precision"))
+    batch_seconds: Optional[float] = field(default=None, metadata=_help(BATCH_SECONDS_HELP))
+
+    CHOICES = {"precision": PRECISIONS}
+
+    def check(self, where: Callable[[str], str] = flag) -> "ScoringOptions":
+        check_precision(self.precision, where("precision"))
+        if self.batch_seconds is not None:
+            check_batch_seconds(self.batch_seconds, where("batch_seconds"))
+        return self
 
 
 @dataclass
@@ -120,9 +275,13 @@ class KMeansOptions:
 
     CHOICES = {"backend": KMEANS_BACKENDS}  # what the command line offers
 
-    def resolved(self) -> "KMeansOptions":
+    def check(self, where: Callable[[str], str] = lambda name: flag(f"kmeans_{name}")) -> "KMeansOptions":
         if self.backend not in KMEANS_BACKENDS:
-            raise FesaError(f"k-means backend {self.backend!r}: choose {' or '.join(KMEANS_BACKENDS)}")
+            raise FesaError(f"{where('backend')} is {self.backend!r}; choose {' or '.join(KMEANS_BACKENDS)}")
+        return self
+
+    def resolved(self) -> "KMeansOptions":
+        self.check()
         d = KMEANS_DEFAULTS[self.backend]
         max_iter = d["max_iter"] if self.max_iter is None else self.max_iter
         n_init = d["n_init"] if self.n_init is None else self.n_init

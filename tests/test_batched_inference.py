@@ -129,7 +129,7 @@ def test_pseudo_label_features_batched_equal_one_at_a_time(stock_hubert, demo_fo
     from fesa.labels.readers import HubertFeatureReader
 
     fold = demo_folds / "fold1"
-    reader = HubertFeatureReader(str(stock_hubert), 1, torch.device("cpu"))
+    reader = HubertFeatureReader(str(stock_hubert), 1, torch.device("cpu"), precision="fp32")
     outs = {}
     for samples in (0, 2 * 16000):
         out = tmp_path / f"b{samples}"

@@ -59,7 +59,7 @@ def test_refusal_is_one_line_before_anything_is_written(stock_hubert, demo_folds
 def test_bf16_features_and_labels_follow_fp32(stock_hubert, demo_folds, tmp_path):
     """Same centroids, features dumped both ways: bf16 labels agree with fp32's on nearly every frame."""
     fold = demo_folds / "fold1"
-    fp32 = HubertFeatureReader(str(stock_hubert), 2, CPU)
+    fp32 = HubertFeatureReader(str(stock_hubert), 2, CPU, precision="fp32")
     bf16 = HubertFeatureReader(str(stock_hubert), 2, CPU, precision=torch.bfloat16)
     root, rows = read_manifest(fold / "valid.tsv")
     a = torch.cat([fp32.get_feats(f"{root}/{p}", n) for p, n in rows])

@@ -204,7 +204,7 @@ def test_mfcc_features(demo_folds):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--layer", "3", "--clusters", "4"], "--layer 3: {ckpt} has 2 transformer layers (1..2)"),
+        (["--layer", "3", "--clusters", "4"], "--layer is 3; layers are counted from 1, give 1..2: {ckpt} has 2 transformer layers"),
         (["--layer", "1", "--clusters", "100000"], "--clusters 100000 is more than the"),
         (["--layer", "1", "--clusters", "4", "--splits", "valid,test"], "k-means is learned on the 'train' split only"),
         (["--layer", "1", "--clusters", "4", "--splits", "train,dev"], "missing manifest"),
@@ -279,9 +279,9 @@ def test_layer_hooks_equal_extract_features(stock_hubert, demo_folds):
 
     root, rows = read_manifest(demo_folds / "fold1" / "valid.tsv")
     path = f"{root}/{rows[0][0]}"
-    both = HubertFeatureReader(str(stock_hubert), 2, torch.device("cpu")).get_layer_feats(path, [1, 2], rows[0][1])
+    both = HubertFeatureReader(str(stock_hubert), 2, torch.device("cpu"), precision="fp32").get_layer_feats(path, [1, 2], rows[0][1])
     for layer in (1, 2):
-        alone = HubertFeatureReader(str(stock_hubert), layer, torch.device("cpu")).get_feats(path, rows[0][1])
+        alone = HubertFeatureReader(str(stock_hubert), layer, torch.device("cpu"), precision="fp32").get_feats(path, rows[0][1])
         torch.testing.assert_close(both[layer], alone)
         assert len(alone) == frames(rows[0][1])
 
@@ -327,4 +327,4 @@ def test_analyze_clusters_grid(finetuned_classifier, demo_folds, tmp_path):
         "--out",
         tmp_path / "b",
     )
-    assert res.returncode == 2 and "has 2 transformer layers (1..2)" in res.stderr
+    assert res.returncode == 2 and "give 1..2: " in res.stderr and "has 2 transformer layers" in res.stderr

@@ -9,9 +9,11 @@ import pytest
 import yaml
 
 from fesa.cli import APART, build_parser
-from fesa.corpora.demo import SEGMENTS_FILE
+from fesa.corpora.demo import SEGMENTS_FILE as DEMO_SEGMENTS
 from fesa.errors import FesaError
+from fesa.files import STAGE_STAMP
 from fesa.labels.kmeans_backends import fit_kmeans_model
+from fesa.options import ALIGNMENT_FILE, ANALYSIS_FILE, LABELS_INFO, METRICS_FILE, SEGMENTS_FILE
 
 from cli_helpers import fesa_main, one_line_error, snapshot
 from emobox_fixture import write_audio
@@ -190,11 +192,12 @@ def test_shuffling_needs_two_utterances(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "option,value,message", [("--clusters", "1", "--clusters 1: k-means needs K >= 2"), ("--max-utterances", "0", "--max-utterances 0")]
+    "option,value,message",
+    [("--clusters", "1", "--clusters is 1; k-means needs K >= 2"), ("--max-utterances", "0", "--max-utterances is 0; give 1 or more")],
 )
 def test_alignment_options_are_checked_before_the_model_is_read(demo_folds, tmp_path, capsys, option, value, message):
     (tmp_path / "model.pt").write_bytes(b"not read")
-    reference = demo_folds.parent / "corpus" / SEGMENTS_FILE
+    reference = demo_folds.parent / "corpus" / DEMO_SEGMENTS
     args = ("alignment", tmp_path / "model.pt", demo_folds / "fold1", "--layer", "1", "--reference", reference, "--out", tmp_path / "o")
     res = fesa_main(capsys, "-q", *args, option, value)
     one_line_error(res, message)
@@ -203,7 +206,7 @@ def test_alignment_options_are_checked_before_the_model_is_read(demo_folds, tmp_
 
 def test_alignment_with_more_clusters_than_frames(stock_hubert, demo_folds, tmp_path, capsys):
     args = ["alignment", stock_hubert, demo_folds / "fold1", "--layer", "1", "--max-utterances", "1", "--clusters", "5000", "--device", "cpu"]
-    args += ["--reference", demo_folds.parent / "corpus" / SEGMENTS_FILE]
+    args += ["--reference", demo_folds.parent / "corpus" / DEMO_SEGMENTS]
     one_line_error(fesa_main(capsys, "-q", *args, "--out", tmp_path / "o"), "k-means with K=5000 on")
     assert not (tmp_path / "o").exists()
     for backend in ("faiss", "sklearn"):
@@ -262,3 +265,76 @@ def test_an_experiment_folder_inside_the_corpus_is_refused_when_planned(tmp_path
         res, f"would lie inside {tmp_path}, its audio root (corpus.audio_root; a table's own folder when not given): give --exp-dir outside it"
     )
     assert fesa_main(capsys, "run", path, "--exp-dir", tmp_path.parent / f"{tmp_path.name}-exp", "--dry-run").returncode == 0
+
+
+# 7. An --out folder a command writes into in place is its own (a rerun, a stage of fesa run), empty, or --overwrite.
+
+OWN_OUT = {
+    "evaluate": (lambda r: ["evaluate", r / "ckpt/model.pt", r / "fold"], METRICS_FILE),
+    "acoustic-baseline": (lambda r: ["acoustic-baseline", r / "fold"], METRICS_FILE),
+    "predict": (lambda r: ["predict", r / "ckpt/model.pt", r / "audio/a.wav"], SEGMENTS_FILE),
+    "pseudo-labels": (lambda r: ["pseudo-labels", "--manifest-dir", r / "fold", "--features", "mfcc", "--clusters", "2"], LABELS_INFO),
+    "alignment": (lambda r: ["alignment", r / "ckpt/model.pt", r / "fold", "--layer", "1"], ALIGNMENT_FILE),
+    "analyze-clusters": (lambda r: ["analyze-clusters", "--manifest-dir", r / "fold", "--checkpoint", r / "ckpt/model.pt"], ANALYSIS_FILE),
+}
+REFUSED = "is not empty and this command did not write it"
+
+
+@pytest.mark.parametrize("command", sorted(OWN_OUT))
+def test_an_out_folder_of_the_users_is_refused_unless_overwrite(tmp_path, capsys, command):
+    _inputs(tmp_path)
+    args, marker = OWN_OUT[command][0](tmp_path), OWN_OUT[command][1]
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes\n")
+    before = snapshot(tmp_path)
+    res = fesa_main(capsys, "-q", *args, "--out", out)
+    one_line_error(res, f"fesa {command}: error: {out} {REFUSED} (it holds no {marker}): pick another folder, or pass --overwrite")
+    assert len(res.stderr.splitlines()) == 1 and snapshot(tmp_path) == before
+    # Past the rule, the command reads its inputs (random bytes here) and stops there, the user's file kept.
+    assert REFUSED not in fesa_main(capsys, "-q", *args, "--out", out, "--overwrite").stderr
+    (out / marker).write_text("{}\n")  # a rerun onto the command's own output
+    assert REFUSED not in fesa_main(capsys, "-q", *args, "--out", out).stderr
+    (out / marker).unlink()
+    (out / STAGE_STAMP).write_text("{}\n")  # a stage folder of fesa run, resumed
+    assert REFUSED not in fesa_main(capsys, "-q", *args, "--out", out).stderr
+    assert (out / "notes.txt").read_text() == "my notes\n"
+
+
+def test_an_out_folder_that_is_a_file_is_refused(tmp_path, capsys):
+    _inputs(tmp_path)
+    (tmp_path / "out").write_text("mine\n")
+    res = fesa_main(capsys, "-q", "acoustic-baseline", tmp_path / "fold", "--out", tmp_path / "out", "--overwrite")
+    one_line_error(res, f"{tmp_path / 'out'} is a file; a folder is needed there")
+    assert (tmp_path / "out").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("command", ["acoustic-baseline", "pseudo-labels"])
+def test_overwrite_writes_beside_the_users_files_and_a_rerun_needs_none(demo_folds, tmp_path, capsys, command):
+    fold, out = demo_folds / "fold1", tmp_path / "out"
+    args = {
+        "acoustic-baseline": ["acoustic-baseline", fold, "--out", out],
+        "pseudo-labels": ["pseudo-labels", "--manifest-dir", fold, "--splits", "train,valid", "--features", "mfcc", "--clusters", "4", "--out", out],
+    }[command]
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes\n")
+    one_line_error(fesa_main(capsys, "-q", *args), REFUSED)
+    res = fesa_main(capsys, "-q", *args, "--overwrite")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (out / "notes.txt").read_text() == "my notes\n" and (out / OWN_OUT[command][1]).is_file()
+    res = fesa_main(capsys, "-q", *args)  # onto its own output
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (out / "notes.txt").read_text() == "my notes\n"
+
+
+def test_stages_write_into_their_own_folders(demo_folds, tmp_path):
+    """fesa run's stages of these commands: their folder holds the stage's stamp, which makes it theirs."""
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({**TINY_RUN, "manifests": str(demo_folds)}))
+    run = ["run", config, "--exp-dir", tmp_path / "exp", "--stages", "reference:tapt-labels"]
+    res = run_fesa(*run)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "exp" / "fold1" / "evaluate" / "reference" / METRICS_FILE).is_file()
+    assert (tmp_path / "exp" / "fold1" / "tapt-labels" / LABELS_INFO).is_file()
+    res = run_fesa(*run)
+    assert res.returncode == 0 and res.stderr.count("complete, skipped") == 2, res.stderr[-3000:]

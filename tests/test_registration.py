@@ -132,7 +132,7 @@ def test_help_imports_neither_torch_nor_fairseq():
 
 def test_run_help_names_every_stage():
     from fesa.cli import build_parser
-    from fesa.pipeline.plan import STAGE_ORDER
+    from fesa.pipeline.stage import STAGE_ORDER
 
     run = build_parser()._subparsers._group_actions[0].choices["run"]
     listed = run.description.split("Stages: ")[1].split(". ")[0]

@@ -212,10 +212,11 @@ def test_predict_with_no_readable_input_writes_nothing(checkpoint, tmp_path, cap
     out = tmp_path / "out"
     out.mkdir()
     (out / "utterances.tsv").write_text("earlier\n")
+    (out / "segments.json").write_text("{}\n")  # what fesa predict writes last: its own earlier results
     (tmp_path / "text.wav").write_text("not audio")
     res = fesa_main(capsys, "-q", "predict", checkpoint, tmp_path / "text.wav", "--out", out)
     one_line_error(res, "none of the 1 inputs could be read")
-    assert snapshot(out) == {Path("utterances.tsv"): b"earlier\n"}
+    assert snapshot(out) == {Path("utterances.tsv"): b"earlier\n", Path("segments.json"): b"{}\n"}
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate", "pseudo-labels"])

@@ -83,11 +83,17 @@ def _paths(args: argparse.Namespace, names: Sequence[str]) -> List[str]:
 
 
 def _keep_apart(args: argparse.Namespace) -> None:
+    """Before anything is read: no output is, holds or lies inside an input; an --out folder written in place is the
+    command's own, empty, or given with --overwrite (common.add_own_out)."""
     if args.command in APART:
         from fesa.files import check_apart
 
         reads, writes = APART[args.command]
         check_apart(_paths(args, writes), _paths(args, reads))
+    if getattr(args, "out_markers", None):
+        from fesa.files import check_own_dir
+
+        check_own_dir(args.out, args.overwrite, args.out_markers)
 
 
 def _configure_logging(quiet: bool) -> None:

@@ -8,7 +8,7 @@ from dataclasses import fields
 from typing import Dict, List, Optional, Sequence, Type, Union, get_args, get_origin
 
 from fesa.errors import FesaError
-from fesa.options import BATCH_SECONDS_HELP, DEVICE_HELP, NEUTRAL, PRECISION_HELP, PRECISIONS, check_device_name
+from fesa.options import DEVICE, DEVICE_HELP, NEUTRAL, check_device_name
 
 Parser = argparse.ArgumentParser
 Subparsers = argparse._SubParsersAction
@@ -39,24 +39,25 @@ def add_out(p: Parser, help: str, required: bool = True) -> None:
     p.add_argument("--out", type=output_path, required=required, help=help)
 
 
+def add_own_out(p: Parser, help: str, markers: Sequence[str]) -> None:
+    """--out, a folder the command writes into in place (resuming what it finds there), and --overwrite. A non-empty
+    folder is refused unless it holds one of ``markers`` (what the command writes last) or fesa run's stage stamp,
+    or --overwrite is given (fesa.cli.main checks it before anything is read: fesa.files.check_own_dir)."""
+    add_out(p, help)
+    add_overwrite(p, "write into a non-empty --out folder this command did not write (files of the same names are replaced, the others kept)")
+    p.set_defaults(out_markers=tuple(markers))
+
+
 def add_device(p: Parser) -> None:
-    p.add_argument("--device", type=device_name, default="auto", help=DEVICE_HELP)
+    p.add_argument("--device", type=device_name, default=DEVICE, help=DEVICE_HELP)
 
 
 def add_neutral(p: Parser) -> None:
     p.add_argument("--neutral", default=NEUTRAL, help=f"the label of time no true segment covers (default {NEUTRAL})")
 
 
-def add_seed(p: Parser, help: str, default: int = 0) -> None:
+def add_seed(p: Parser, help: str, default: int) -> None:
     p.add_argument("--seed", type=int, default=default, help=f"{help} (default {default})")
-
-
-def add_precision(p: Parser, default: str) -> None:
-    p.add_argument("--precision", choices=PRECISIONS, default=default, help=f"{PRECISION_HELP} (default {default}; README: Precision)")
-
-
-def add_batch_seconds(p: Parser) -> None:
-    p.add_argument("--batch-seconds", type=float, default=None, metavar="S", help=BATCH_SECONDS_HELP)
 
 
 def add_overwrite(p: Parser, help: str) -> None:

@@ -4,9 +4,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from fesa.cli.common import Subparsers, add_batch_seconds, add_device, add_options, add_out, add_precision, values
+from fesa.cli.common import Subparsers, add_device, add_options, add_own_out, values
+from fesa.cli.scoring import SCORING_FIELDS
 from fesa.errors import FesaError
-from fesa.options import SCORING_PRECISION, FrameOptions
+from fesa.options import SEGMENTS_FILE, FrameOptions, ScoringOptions
 
 FRAME_FIELDS = ("window", "hop", "median", "min_segment")
 
@@ -45,6 +46,7 @@ def _predict(args: argparse.Namespace) -> None:
 
     frame_options = values(args, FRAME_FIELDS)
     FrameOptions(**frame_options).check()  # before any file is read
+    ScoringOptions(**values(args, SCORING_FIELDS)).check()
     inputs = collect_inputs(args.inputs)
     reference = read_segments_json(Path(args.reference), reference=True) if args.reference else None
     recognizer = EmotionRecognizer.from_checkpoint(
@@ -78,12 +80,11 @@ def _add_predict(sub: Subparsers) -> None:
     )
     p.add_argument("checkpoint", help="a hubert_emotion_classifier checkpoint (checkpoint_best.pt of a fine-tuning)")
     p.add_argument("inputs", nargs="+", help="audio files, folders, or .tsv manifests")
-    add_out(p, "output folder")
+    add_own_out(p, "output folder", (SEGMENTS_FILE,))
     p.add_argument("--frames", action="store_true", help="also write OUT/frames/<utt>.npz: per-frame posteriors and pooling weights")
     p.add_argument("--plot", type=int, default=0, metavar="N", help="timeline pictures of the first N inputs (first 60 s of each)")
     p.add_argument("--reference", help="true segments (fesa convert-segments output), drawn on the timelines")
-    add_precision(p, SCORING_PRECISION)
-    add_batch_seconds(p)
+    add_options(p, ScoringOptions, SCORING_FIELDS)
     add_options(p, FrameOptions, FRAME_FIELDS)
     add_device(p)
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable input instead of skipping it")

@@ -4,13 +4,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from fesa.cli.common import Subparsers, add_batch_seconds, add_device, add_neutral, add_out, add_precision, add_seed, output_path, print_scores
+from fesa.cli.common import Subparsers, add_device, add_neutral, add_options, add_own_out, output_path, print_scores, values
 from fesa.errors import FesaError
-from fesa.options import SCORING_PRECISION
+from fesa.options import METRICS_FILE, BaselineOptions, ScoringOptions
 
 logger = logging.getLogger(__name__)
 
 OLD_NAME = "reference"  # fesa acoustic-baseline's name until this release
+SCORING_FIELDS = ("precision", "batch_seconds")
 
 
 def add_parsers(sub: Subparsers) -> None:
@@ -24,6 +25,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from fesa.inference.references import segment_truth
     from fesa.pipeline.evaluate import evaluate, mapped_fold, parse_mapping
 
+    ScoringOptions(**values(args, SCORING_FIELDS)).check()
     fold_dir, cross = Path(args.fold_dir), None
     if args.map:  # another corpus: its split relabelled with the model's classes, in a fold folder of the output's
         cross = {"cross_corpus": mapped_fold(args.checkpoint, fold_dir, args.split, parse_mapping(args.map), Path(args.out) / "mapped-fold")}
@@ -60,10 +62,9 @@ def _add_evaluate(sub: Subparsers) -> None:
     p.add_argument("checkpoint", help="a hubert_emotion_classifier checkpoint (e.g. checkpoints/checkpoint_best.pt)")
     p.add_argument("fold_dir", help="fold folder with {split}.tsv, {split}.emo and dict.emo.txt")
     p.add_argument("--split", default="test", help="which split to score (default test)")
-    add_out(p, "folder for predictions.tsv, metrics.json and confusion.png")
+    add_own_out(p, "folder for predictions.tsv, metrics.json and confusion.png", (METRICS_FILE,))
     add_device(p)
-    add_precision(p, SCORING_PRECISION)
-    add_batch_seconds(p)
+    add_options(p, ScoringOptions, SCORING_FIELDS)
     p.add_argument("--timelines", type=int, default=0, help="also draw N pictures: spectrogram + attention weight of every frame")
     p.add_argument(
         "--reference",
@@ -106,8 +107,8 @@ def _add_acoustic_baseline(sub: Subparsers) -> None:
     )
     p.add_argument("fold_dir", help="fold folder with {train,valid,SPLIT}.{tsv,emo} and dict.emo.txt")
     p.add_argument("--split", default="test", help="which split to score (default test)")
-    add_out(p, "folder for predictions.tsv, metrics.json and confusion.png")
-    add_seed(p, "seed of the logistic regression")
+    add_own_out(p, "folder for predictions.tsv, metrics.json and confusion.png", (METRICS_FILE,))
+    add_options(p, BaselineOptions, ["seed"])
     _add_cell(p)
     p.set_defaults(func=_acoustic_baseline)
 

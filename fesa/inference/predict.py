@@ -28,6 +28,7 @@ from tqdm import tqdm
 from fesa.errors import FesaError, user_errors
 from fesa.files import atomic_write_bytes, atomic_write_json, atomic_write_lines
 from fesa.inference.recognizer import EmotionRecognizer, Prediction
+from fesa.options import SEGMENTS_FILE
 from fesa.plots import plot_prediction
 from fesa.segments import Segment
 from fesa_fairseq.data.audio import AudioSource
@@ -137,7 +138,7 @@ def predict_files(
     if not segments:  # nothing scored: an earlier run's results stay as they were
         raise FesaError(f"none of the {len(inputs)} inputs could be read (the first: {failed[0][0]}: {failed[0][1]}); nothing written")
     atomic_write_lines(out / "utterances.tsv", rows)
-    atomic_write_json(out / "segments.json", segments, indent=1)
+    atomic_write_json(out / SEGMENTS_FILE, segments, indent=1)
     seconds = time.perf_counter() - started
     return {"files": len(segments), "skipped": failed, "audio_seconds": audio_seconds, "seconds": seconds}
 

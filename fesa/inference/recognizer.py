@@ -24,7 +24,7 @@ from fesa.checkpoints import HUBERT_GEOMETRY, FrameGeometry, load_model, require
 from fesa.devices import autocast, resolve_batch_seconds, resolve_device, resolve_precision
 from fesa.errors import FesaError, user_errors
 from fesa.inference.segments import frames_to_segments
-from fesa.options import FrameOptions
+from fesa.options import DEVICE, FrameOptions, ScoringOptions
 from fesa.segments import Segment
 from fesa_fairseq.data.audio import AudioSource
 from fesa_fairseq.data.waveform import prepare_waveform
@@ -108,7 +108,9 @@ class EmotionRecognizer:
         self.window, self.hop, self.median, self.min_segment = window, hop, median, min_segment
 
     @classmethod
-    def from_checkpoint(cls, path: Union[str, Path], device: str = "auto", precision: str = "fp32", **options) -> "EmotionRecognizer":
+    def from_checkpoint(
+        cls, path: Union[str, Path], device: str = DEVICE, precision: str = ScoringOptions.precision, **options
+    ) -> "EmotionRecognizer":
         """``precision``: fp32, bf16, fp16 or auto (:func:`fesa.devices.resolve_precision`)."""
         require_classifier(str(path))
         dev = resolve_device(device)

@@ -25,13 +25,12 @@ from fesa.errors import FesaError
 from fesa.files import atomic_write_json
 from fesa.labels.analyze_clusters import purity
 from fesa.labels.kmeans_backends import assign, fit_with_options
-from fesa.options import NEUTRAL, KMeansOptions
+from fesa.options import ALIGNMENT_FILE, NEUTRAL, AlignmentOptions, KMeansOptions
 from fesa_fairseq.data.labels import read_labelled_split
 from fesa_fairseq.scoring import confusion_matrix, counts_of, unweighted_accuracy
 
 logger = logging.getLogger(__name__)
 
-ALIGNMENT_FILE = "alignment.json"
 PROBE_FRAMES = 40_000  # training frames the probe is fitted on at most (a seeded sample)
 
 
@@ -77,26 +76,19 @@ def probe_ua(train: Tuple[np.ndarray, np.ndarray], test: Tuple[np.ndarray, np.nd
     return unweighted_accuracy(counts_of(confusion_matrix(ty, predicted, classes)))
 
 
-def check_alignment_options(clusters: int, max_utterances: int) -> None:
-    if clusters < 2:
-        raise FesaError(f"--clusters {clusters}: k-means needs K >= 2 clusters")
-    if max_utterances < 1:
-        raise FesaError(f"--max-utterances {max_utterances}: give 1 or more utterances sampled per split")
-
-
 def measure_alignment(
     reader,
     fold_dir: Path,
     truth: Mapping[str, dict],
-    clusters: int,
+    clusters: int = AlignmentOptions.clusters,
     neutral: str = NEUTRAL,
-    max_utterances: int = 400,
-    seed: int = 0,
+    max_utterances: int = AlignmentOptions.max_utterances,
+    seed: int = AlignmentOptions.seed,
     kmeans: Optional[KMeansOptions] = None,
     progress: bool = True,
 ) -> Dict[str, object]:
     """Purity, NMI (k-means fitted on training frames) and probe frame UA, all scored on the test frames."""
-    check_alignment_options(clusters, max_utterances)
+    AlignmentOptions(clusters, max_utterances, seed).check()
     opts = (kmeans or KMeansOptions()).resolved()
     x, y, classes = split_frames(reader, Path(fold_dir), "train", truth, neutral, max_utterances, seed, progress)
     tx, ty, _ = split_frames(reader, Path(fold_dir), "test", truth, neutral, max_utterances, seed, progress)

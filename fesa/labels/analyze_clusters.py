@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from fesa.files import atomic_write_json, atomic_write_text
 from fesa.labels.kmeans_backends import assign, fit_with_options
-from fesa.options import GRID_SKLEARN_N_INIT, KMeansOptions
+from fesa.options import ANALYSIS_FILE, GRID_SKLEARN_N_INIT, ClusterGridOptions, KMeansOptions, check_clusters, check_layer
 from fesa.plots import plot_grid
 from fesa_fairseq.data.labels import read_labelled_split
 
@@ -53,11 +53,16 @@ def analyze_clusters(
     layers: Sequence[int],
     clusters: Sequence[int],
     out_dir: str,
-    max_utterances: int = 300,
-    seed: int = 0,
+    max_utterances: int = ClusterGridOptions.max_utterances,
+    seed: int = ClusterGridOptions.seed,
     kmeans: Optional[KMeansOptions] = None,
     progress: bool = True,
 ) -> Dict[str, object]:
+    ClusterGridOptions(max_utterances, seed).check()
+    for layer in layers:
+        check_layer(layer, "--layers")
+    for k in clusters:
+        check_clusters(k, "--clusters")
     manifest_dir, out = Path(manifest_dir), Path(out_dir)
     kmeans = kmeans or KMeansOptions()
     if kmeans.backend == "sklearn" and kmeans.n_init is None:
@@ -104,7 +109,7 @@ def write_analysis(result: Dict[str, object], out: Path) -> None:
     title = f"k-means of frames vs utterance emotion (valid, majority share {result['majority_share']:.2f})"
     plot_grid(grids, layers, list(ks), out / "clusters.png", title=title)
     atomic_write_text(out / "analysis.md", format_table(result) + "\n")
-    atomic_write_json(out / "analysis.json", result)
+    atomic_write_json(out / ANALYSIS_FILE, result)
 
 
 def format_table(result: Dict[str, object]) -> str:

@@ -20,8 +20,8 @@ import numpy as np
 from fesa.checkpoints import HUBERT_GEOMETRY
 from fesa.errors import FesaError
 from fesa.files import atomic_write_json, atomic_write_lines, check_output_dir, read_json, staged_dir
-from fesa.labels.pseudo_labels import LABELS_INFO
 from fesa.options import CONTROL_LABEL_KINDS as KINDS
+from fesa.options import LABELS_INFO, ControlLabelOptions
 from fesa_fairseq.data.files import read_lines, read_manifest
 from fesa_fairseq.data.labels import read_labelled_split
 
@@ -90,10 +90,13 @@ def control_lines(source: Dict[str, List[str]], kind: str, manifest_dir: Path, l
     return made, classes
 
 
-def make_control_labels(labels_dir: Path, manifest_dir: Path, out_dir: Path, kind: str, seed: int = 0, overwrite: bool = False) -> Dict[str, object]:
+def make_control_labels(
+    labels_dir: Path, manifest_dir: Path, out_dir: Path, kind: str, seed: int = ControlLabelOptions.seed, overwrite: bool = False
+) -> Dict[str, object]:
     """OUT/{train,valid}.km, dict.km.txt and labels.json of the control ``kind`` from the labels in LABELS_DIR."""
     if kind not in KINDS:
         raise FesaError(f"--kind {kind}: one of {', '.join(KINDS)}")
+    ControlLabelOptions(seed).check()
     labels_dir, manifest_dir, out_dir = Path(labels_dir), Path(manifest_dir), Path(out_dir)
     source = {split: read_lines(labels_dir / f"{split}.km") for split in SPLITS}
     clusters = len(read_lines(labels_dir / "dict.km.txt"))

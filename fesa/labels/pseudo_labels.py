@@ -26,13 +26,10 @@ from fesa.files import atomic_write_json, atomic_write_lines
 from fesa.labels.kmeans_backends import fit_kmeans_model, model_of_centroids
 from fesa.labels.kmeans_io import load_kmeans
 from fesa.labels.readers import BatchedFeatures
-from fesa.options import KMeansOptions
+from fesa.options import FEATURES_DIR, KMEANS_MODEL, LABELS_INFO, KMeansOptions, PseudoLabelOptions, check_clusters, check_percent
 from fesa_fairseq.data.files import read_lines, read_manifest
 
 logger = logging.getLogger(__name__)
-
-LABELS_INFO = "labels.json"
-KMEANS_MODEL = "kmeans.bin"
 
 
 @dataclass
@@ -43,11 +40,11 @@ class PseudoLabelJob:
     clusters: Optional[int] = None  # None when applying an existing k-means model
     kmeans_model: Optional[str] = None
     train_split: str = "train"
-    percent: float = -1.0
+    percent: float = PseudoLabelOptions.percent
     nshard: int = 1
     rank: Optional[int] = None  # only dump this shard's features, then stop (parallel jobs)
     feature_dir: Optional[str] = None
-    seed: int = 0
+    seed: int = PseudoLabelOptions.seed
     kmeans: KMeansOptions = field(default_factory=KMeansOptions)
     describe: Dict[str, object] = field(default_factory=dict)  # the reader's settings, recorded in labels.json
     batch_samples: int = 0  # padded samples per feature pass (HubertFeatureReader only); 0: one utterance at a time
@@ -159,12 +156,12 @@ def check_job(job: PseudoLabelJob) -> Optional[np.ndarray]:
         if not tsv.is_file():
             raise FesaError(f"missing manifest {tsv} (split {split!r} of --splits)")
     if job.kmeans_model is None:
-        if job.clusters is None or job.clusters < 2:
+        if job.clusters is None:
             raise FesaError("--clusters K (at least 2) is needed unless --kmeans-model is given")
+        check_clusters(job.clusters, "--clusters")
         if job.train_split not in job.splits:
             raise FesaError(f"k-means is learned on the {job.train_split!r} split only: include it in --splits")
-    if not (job.percent == -1 or 0 < job.percent <= 1):
-        raise FesaError(f"--percent must be in (0, 1], or -1 for every utterance; got {job.percent}")
+    check_percent(job.percent, "--percent")
     if job.rank is not None and not 0 <= job.rank < job.nshard:
         raise FesaError(f"--rank {job.rank} must be in 0..{job.nshard - 1}")
     if job.kmeans_model is None:
@@ -197,7 +194,7 @@ def make_pseudo_labels(reader, job: PseudoLabelJob) -> Dict[str, object]:
     centers = check_job(job)
     out = Path(job.out_dir)
     keep = job.feature_dir is not None
-    feat_dir = Path(job.feature_dir) if keep else out / ".features"
+    feat_dir = Path(job.feature_dir) if keep else out / FEATURES_DIR
     start = time.perf_counter()
     if job.rank is not None:
         dump_features(reader, job, feat_dir, [job.rank])

@@ -7,15 +7,14 @@ instead of warning.
 """
 
 import logging
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from fesa.checkpoints import FrameGeometry, load_model
-from fesa.devices import autocast, precision_name
-from fesa.errors import FesaError
-from fesa.options import MAX_CHUNK
+from fesa.devices import autocast, precision_name, resolve_precision
+from fesa.options import PseudoLabelOptions, check_layer
 from fesa_fairseq.checkpoints import inspect_checkpoint, require_hubert_family
 from fesa_fairseq.data.audio import read_audio
 from fesa_fairseq.data.waveform import prepare_waveform
@@ -25,17 +24,21 @@ logger = logging.getLogger(__name__)
 
 
 class HubertFeatureReader:
-    """Layer-`layer` features of a HuBERT checkpoint: pretraining (stock or ours), official release, or classifier."""
+    """Layer-`layer` features of a HuBERT checkpoint: pretraining (stock or ours), official release, or classifier.
+
+    ``precision``: a name as fesa pseudo-labels' --precision takes (its default too), resolved on ``device``; or a
+    dtype already resolved (None: fp32)."""
 
     def __init__(
         self,
         checkpoint: str,
         layer: int,
         device: torch.device,
-        max_chunk: int = MAX_CHUNK,
+        max_chunk: int = PseudoLabelOptions.max_chunk,
         data_dir: Optional[str] = None,
-        precision: Optional[torch.dtype] = None,
+        precision: Union[str, torch.dtype, None] = PseudoLabelOptions.precision,
     ) -> None:
+        precision = resolve_precision(precision, device) if isinstance(precision, str) else precision
         info = require_hubert_family(inspect_checkpoint(checkpoint))
         # A classifier's task reads dict.emo.txt at set-up: point it at the folder being labelled, not at the
         # fold it was trained on (which may live elsewhere). Pretraining tasks read nothing at set-up.
@@ -57,13 +60,12 @@ class HubertFeatureReader:
             "features of layer %d/%d of %s (%s) on %s in %s", layer, self.num_layers, checkpoint, info.model, device, precision_name(precision)
         )
 
+    def _check_layer(self, layer: int) -> int:
+        check_layer(layer, "--layer", self.num_layers, self.checkpoint)
+        return layer
+
     def frames(self, num_samples: int) -> int:
         return self.geometry.frames(num_samples)
-
-    def _check_layer(self, layer: int) -> int:
-        if not 1 <= layer <= self.num_layers:
-            raise FesaError(f"--layer {layer}: {self.checkpoint} has {self.num_layers} transformer layers (1..{self.num_layers})")
-        return layer
 
     def _source(self, path: str, ref_len: int = None) -> torch.Tensor:
         """The waveform as the model was trained to see it: 1 x samples, layer-normalised when the task says so."""
@@ -174,6 +176,10 @@ class MfccFeatureReader:
         self.shift = int(sample_rate * self.opts.frame_opts.frame_shift_ms / 1000)
         self.window = int(sample_rate * self.opts.frame_opts.frame_length_ms / 1000)
         self.label_rate = sample_rate / self.shift
+
+    def _check_layer(self, layer: int) -> int:
+        check_layer(layer, "--layer", self.num_layers, self.checkpoint)
+        return layer
 
     def frames(self, num_samples: int) -> int:
         return 1 + (num_samples - self.window) // self.shift if num_samples >= self.window else 0

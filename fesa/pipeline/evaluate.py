@@ -16,7 +16,7 @@ from fesa.errors import FesaError, user_errors
 from fesa.files import atomic_write_json, atomic_write_lines, write_manifest
 from fesa.inference.eder import eder
 from fesa.inference.recognizer import EmotionRecognizer, Prediction
-from fesa.options import NEUTRAL
+from fesa.options import DEVICE, METRICS_FILE, NEUTRAL, ScoringOptions
 from fesa.plots import plot_confusion, plot_timeline
 from fesa.segments import Segment
 from fesa_fairseq.data.files import read_manifest
@@ -63,14 +63,14 @@ def evaluate(
     fold_dir: str,
     split: str,
     out_dir: str,
-    device: str = "auto",
+    device: str = DEVICE,
     progress: bool = True,
     timelines: int = 0,
     reference: Optional[Mapping[str, dict]] = None,
     neutral: str = NEUTRAL,
-    precision: str = "fp32",
+    precision: str = ScoringOptions.precision,
     about: Optional[Dict[str, object]] = None,
-    batch_seconds: Optional[float] = None,
+    batch_seconds: Optional[float] = ScoringOptions.batch_seconds,
 ) -> Dict[str, object]:
     """Write predictions.tsv, metrics.json and confusion.png (and timelines) under out_dir; return the metrics.
 
@@ -172,7 +172,7 @@ def write_results(
     atomic_write_lines(out / "predictions.tsv", rows)
     split = about.get("split", "")
     plot_confusion(matrix, labels, out / "confusion.png", title=f"{split}: UA {metrics['ua']:.1f}%  WA {metrics['wa']:.1f}%")
-    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / METRICS_FILE, metrics)
     return metrics
 
 

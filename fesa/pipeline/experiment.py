@@ -18,8 +18,7 @@ import fesa_fairseq
 from fesa.corpora.emobox import fold_folders
 from fesa.corpora.table import table_fold_count
 from fesa.errors import FesaError
-from fesa.options import CPT_TARGETS, HOLDOUT, check_device_name
-from fesa.options import KMEANS_BACKENDS as BACKENDS
+from fesa.options import CPT_TARGETS, DEVICE, HOLDOUT, KMeansOptions, PseudoLabelOptions, check_clusters, check_device_name, check_layer
 from fesa_fairseq.checkpoints import inspect_checkpoint
 from fesa_fairseq.pooling import POOLING_CHOICES
 
@@ -37,11 +36,15 @@ Cell = Dict[str, Union[int, str]]  # one cell of --grid: layer, K (int), pooling
 
 @dataclass
 class LabelsConfig:
+    """A fesa pseudo-labels stage: its options' defaults and checks are that command's (options.PseudoLabelOptions)."""
+
     layer: int = 9  # transformer layer clustered (the paper's best: 9)
     clusters: int = 50  # K (the paper's best: 50)
     kmeans_model: Optional[str] = None  # apply this k-means instead of learning one
-    percent: float = -1.0  # share of training utterances k-means is fitted on (-1: all)
-    kmeans_backend: str = "faiss"  # faiss, or sklearn (fairseq's learn_kmeans itself)
+    percent: float = PseudoLabelOptions.percent  # share of training utterances k-means is fitted on (-1: all)
+    kmeans_backend: str = KMeansOptions.backend  # faiss, or sklearn (fairseq's learn_kmeans itself)
+    seed: int = PseudoLabelOptions.seed  # of k-means and of its percent sample (--seed)
+    precision: str = PseudoLabelOptions.precision  # of the HuBERT feature dump (--precision; the bootstrap's MFCC has none)
 
 
 @dataclass
@@ -90,7 +93,7 @@ class ExperimentConfig:
     overrides: StageOverrides = field(default_factory=StageOverrides)
     segments: Optional[str] = None  # true emotion segments, fesa eder's json or utt_id start end emotion lines; None: no frame-level truth
     alignment: Optional[bool] = None  # fesa alignment of the source, TAPT and CPT models' frames; None: where segments are given
-    device: str = "auto"  # fesa pseudo-labels and evaluate; "cpu" also hides GPUs from every stage, training included
+    device: str = DEVICE  # fesa pseudo-labels and evaluate; "cpu" also hides GPUs from every stage, training included
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     @property
@@ -346,25 +349,20 @@ def model_depth(cfg: ExperimentConfig) -> Tuple[Optional[int], str]:
 
 
 def check_values(cfg: ExperimentConfig, cells: Sequence[Cell], path: Path) -> None:
-    """Layers within the model, K >= 2, percent in (0, 1] or -1, for the experiment's keys and every grid cell."""
+    """Layers within the model, and the checks of fesa pseudo-labels (K >= 2, percent, seed, precision), for the
+    experiment's keys and every grid cell."""
     depth, whose = model_depth(cfg)
     layers = [("emotion_labels.layer", cfg.emotion_labels.layer)] + [("--grid layer", c["layer"]) for c in cells if "layer" in c]
     if not cfg.bootstrap and not cfg.skip_tapt:
         layers.append(("tapt_labels.layer", cfg.tapt_labels.layer))
     for key, layer in layers:
-        if layer < 1 or (depth is not None and layer > depth):
-            span = f"1..{depth}: {whose} has {depth} transformer layers" if depth is not None else "1 or more"
-            raise FesaError(f"{path}: '{key}' is {layer}; layers are counted from 1, give {span}")
-    clusters = [("--grid K", c["K"]) for c in cells if "K" in c]
+        check_layer(layer, f"{path}: '{key}'", depth, whose)
     for key, labels in (("tapt_labels", cfg.tapt_labels), ("emotion_labels", cfg.emotion_labels)):
-        if labels.kmeans_model is None:
-            clusters.append((f"{key}.clusters", labels.clusters))
-        if labels.kmeans_backend not in BACKENDS:
-            raise FesaError(f"{path}: '{key}.kmeans_backend' must be {' or '.join(BACKENDS)}, got {labels.kmeans_backend!r}")
-        if not (0 < labels.percent <= 1 or labels.percent == -1):
-            raise FesaError(f"{path}: '{key}.percent' is {labels.percent}; give a share in (0, 1], or -1 for all utterances")
-    for key, k in clusters:
-        if k < 2:
-            raise FesaError(f"{path}: '{key}' is {k}; k-means needs K >= 2 clusters")
+        KMeansOptions(backend=labels.kmeans_backend).check(lambda name, key=key: f"{path}: '{key}.kmeans_{name}'")
+        clusters = None if labels.kmeans_model else labels.clusters
+        options = PseudoLabelOptions(clusters=clusters, percent=labels.percent, seed=labels.seed, precision=labels.precision)
+        options.check(lambda name, key=key: f"{path}: '{key}.{name}'")
+    for k in [c["K"] for c in cells if "K" in c]:
+        check_clusters(k, f"{path}: '--grid K'")
     if cfg.skip_tapt and "tapt" in {c.get("cpt_targets", cfg.cpt_targets) for c in cells}:
         raise FesaError(f"{path}: cpt_targets tapt continues pretraining on the TAPT stage's labels, and skip_tapt is true")

@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from fesa.corpora.table import corpus_fingerprint_files
 from fesa.errors import FesaError
 from fesa.labels.alignment import ALIGNMENT_FILE
+from fesa.options import PseudoLabelOptions, flag
 from fesa.pipeline.cell import BASELINE, CPT, REFERENCE, StageCell
 from fesa.pipeline.distributed import distributed_overrides
 from fesa.pipeline.experiment import Cell, CorpusSpec, ExperimentConfig, check_hydra_path, corpus_spec, stage_yaml
@@ -62,9 +63,16 @@ def fesa(*args: object) -> List[str]:
     return ["fesa", *(str(a) for a in args)]
 
 
+def _changed(labels, names: Sequence[str]) -> List[str]:
+    """The flags of fesa pseudo-labels' options the experiment sets away from their defaults. Defaults are left out,
+    so the commands (and stage fingerprints) of experiments written before these keys existed stay as they were."""
+    return [arg for name in names if getattr(labels, name) != getattr(PseudoLabelOptions, name) for arg in (flag(name), str(getattr(labels, name)))]
+
+
 def _labels_args(labels, source: str) -> List[str]:
+    changed = _changed(labels, ("precision",) if labels.kmeans_model else ("seed", "precision"))
     if labels.kmeans_model:
-        return ["--checkpoint", source, "--layer", str(labels.layer), "--kmeans-model", labels.kmeans_model]
+        return ["--checkpoint", source, "--layer", str(labels.layer), "--kmeans-model", labels.kmeans_model, *changed]
     return [
         "--checkpoint",
         source,
@@ -76,6 +84,7 @@ def _labels_args(labels, source: str) -> List[str]:
         str(labels.percent),
         "--kmeans-backend",
         labels.kmeans_backend,
+        *changed,
     ]
 
 
@@ -163,6 +172,7 @@ class Plan:
     def _tapt(self, k: int, data: Path, source: Optional[str], deps: List[Stage]) -> Stage:
         cfg, labels_cfg = self.cfg, self.cfg.tapt_labels
         mfcc = ["--features", "mfcc", "--clusters", str(labels_cfg.clusters), "--kmeans-backend", labels_cfg.kmeans_backend]
+        mfcc += _changed(labels_cfg, ("seed",))
         how = mfcc if cfg.bootstrap else _labels_args(labels_cfg, source)
         model, layer = (None, None) if cfg.bootstrap else ("source", labels_cfg.layer)  # the bootstrap clusters MFCC frames
         cell = StageCell("tapt-labels", k, model=model, layer=layer, clusters=labels_cfg.clusters)

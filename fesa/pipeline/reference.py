@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from fesa.errors import FesaError
 from fesa.labels.readers import MfccFeatureReader
+from fesa.options import BaselineOptions
 from fesa.pipeline.evaluate import write_results
 from fesa_fairseq.data.audio import read_audio
 from fesa_fairseq.data.labels import LabelledSplit, read_labelled_split
@@ -56,10 +57,16 @@ def _ua(targets: Sequence[int], prediction: np.ndarray, num_classes: int) -> flo
 
 
 def reference(
-    fold_dir: str, out_dir: str, split: str = "test", seed: int = 0, progress: bool = True, about: Optional[Dict[str, object]] = None
+    fold_dir: str,
+    out_dir: str,
+    split: str = "test",
+    seed: int = BaselineOptions.seed,
+    progress: bool = True,
+    about: Optional[Dict[str, object]] = None,
 ) -> Dict[str, object]:
     """Fit on the fold's train split, choose C on valid, refit on train + valid, score `split`; write evaluate's files
     (``about`` added to metrics.json: its cell in an experiment)."""
+    BaselineOptions(seed).check()
     fold = Path(fold_dir)
     reader = MfccFeatureReader()
     data = {name: read_labelled_split(fold, name) for name in ("train", "valid", split)}
