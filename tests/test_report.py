@@ -396,3 +396,14 @@ def test_paired_statistics_find_runs_by_their_cell_not_their_folder(tmp_path):
         ("baseline", "baseline-s2", -20.0),
     ]
     assert "| baseline (TAPT fine-tuned) | 70.0 / 70.0 | 70.0 / 70.0 |" in report["markdown"]
+
+
+def test_curves_come_in_the_order_the_stages_ran(tmp_path):
+    """Columns of curves_fold{k}.png follow the pipeline (the cell in each run's stamp), not the folders' names."""
+    from fesa.pipeline.curves import fold_curves
+
+    for run, stage in (("cpt/L9-K50", "cpt"), ("finetune/L9-K50-attention", "finetune"), ("tapt", "tapt"), ("tapt-finetune-s2", "tapt-finetune")):
+        hydra_log(tmp_path / run, [(10, 1.0)], [(10, 50.0)])
+        (tmp_path / run / ".fesa-stage.json").write_text(json.dumps({"cell": {"stage": stage, "fold": 1}}))
+    hydra_log(tmp_path / "unstamped", [(10, 1.0)], [(10, 50.0)])
+    assert list(fold_curves(tmp_path)) == ["tapt", "tapt-finetune-s2", "cpt/L9-K50", "finetune/L9-K50-attention", "unstamped"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from fesa.pipeline.stage import STALE
+from fesa.pipeline.stage import STAGE_ORDER, STALE, read_stamp
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +77,14 @@ def fold_curves(fold_dir: Path) -> Dict[str, Curve]:
     """Every current (not moved-aside) training run of a fold, by its folder under the fold (tapt, tapt-finetune-s2,
     cpt/L9-K50): found by the log each writes, one or two folders down, whatever the folder's name."""
     curves: Dict[str, Curve] = {}
-    for log in sorted([*fold_dir.glob(f"*/{LOG_NAME}"), *fold_dir.glob(f"*/*/{LOG_NAME}")]):
+    for log in sorted([*fold_dir.glob(f"*/{LOG_NAME}"), *fold_dir.glob(f"*/*/{LOG_NAME}")], key=_pipeline_order):
         run = log.parent.relative_to(fold_dir).as_posix()
         if STALE not in run:
             curves[run] = read_curve(log, run)
     return curves
+
+
+def _pipeline_order(log: Path) -> Tuple[int, str]:
+    """In the order the stages run (its stamp's cell), then by folder; a run without a readable cell goes last."""
+    stage = ((read_stamp(log.parent) or {}).get("cell") or {}).get("stage")
+    return (STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER), log.parent.as_posix())
