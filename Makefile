@@ -10,7 +10,7 @@ STAMP := $(VENV)/.fesa-installed
 PYTEST_ARGS ?=
 DEMO_DIR ?= demo_out
 
-.PHONY: install test test-fast lint format demo demo-controls demo-source demo-espeak slurm-deps clean
+.PHONY: install test test-fast lint format demo demo-choose demo-controls demo-source demo-espeak slurm-deps clean
 
 install: $(STAMP)
 
@@ -42,6 +42,13 @@ format: install
 demo: install
 	$(VENV)/bin/fesa make-demo-corpus --overwrite $(DEMO_DIR)/corpus
 	$(VENV)/bin/fesa run examples/demo/experiment.yaml --exp-dir $(DEMO_DIR)/exp corpus=$(DEMO_DIR)/corpus
+
+# The demo's fine-tuning settings, chosen on validation UA only (benchmarks/choose_finetune.py logs every candidate
+# and fold in $(DEMO_DIR)/choose/search.tsv, the winner in choice.json); reuses make demo's TAPT stages.
+demo-choose: install
+	$(VENV)/bin/fesa make-demo-corpus --overwrite $(DEMO_DIR)/corpus
+	$(VENV)/bin/fesa run examples/demo/experiment.yaml --exp-dir $(DEMO_DIR)/exp corpus=$(DEMO_DIR)/corpus --stages prepare:tapt
+	$(VENV)/bin/python benchmarks/choose_finetune.py --exp $(DEMO_DIR)/exp --out $(DEMO_DIR)/choose
 
 # The demo's question, asked with controls: continued pretraining on the method's frame clusters against the same
 # CPT on utterance labels, on shuffled clusters and on the TAPT stage's own units (same budget for all four). Shares
