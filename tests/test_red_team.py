@@ -274,7 +274,7 @@ OWN_OUT = {
     "acoustic-baseline": (lambda r: ["acoustic-baseline", r / "fold"], METRICS_FILE),
     "predict": (lambda r: ["predict", r / "ckpt/model.pt", r / "audio/a.wav"], SEGMENTS_FILE),
     "pseudo-labels": (lambda r: ["pseudo-labels", "--manifest-dir", r / "fold", "--features", "mfcc", "--clusters", "2"], LABELS_INFO),
-    "alignment": (lambda r: ["alignment", r / "ckpt/model.pt", r / "fold", "--layer", "1"], ALIGNMENT_FILE),
+    "alignment": (lambda r: ["alignment", r / "ckpt/model.pt", r / "fold", "--layer", "1", "--reference", r / "segments.tsv"], ALIGNMENT_FILE),
     "analyze-clusters": (lambda r: ["analyze-clusters", "--manifest-dir", r / "fold", "--checkpoint", r / "ckpt/model.pt"], ANALYSIS_FILE),
 }
 REFUSED = "is not empty and this command did not write it"
