@@ -31,6 +31,7 @@ HUBERT_DEFAULT_LAYERS = 12  # fairseq HubertConfig.encoder_layers, for a TAPT ya
 GRID_KEYS = ("layer", "K", "pooling", "cpt_targets")
 IEMOCAP_FOLDS = (1, 2, 3, 4, 5)  # fold k tests on Session k
 CORPUS_FORMATS = ("iemocap", "emobox", "table")
+SAME = "same"  # baseline_pooling: the pooling of the experiment's (first) cell
 Cell = Dict[str, Union[int, str]]  # one cell of --grid: layer, K (int), pooling, cpt_targets (str); absent keys: the config's
 
 
@@ -86,6 +87,7 @@ class ExperimentConfig:
     tapt_labels: LabelsConfig = field(default_factory=lambda: LabelsConfig(layer=9, clusters=500))
     emotion_labels: LabelsConfig = field(default_factory=LabelsConfig)
     pooling: str = "attention"  # attention or mean
+    baseline_pooling: str = SAME  # the baseline's (tapt-finetune) pooling: mean (the paper's TAPT row), attention, or same: the cells'
     cpt_init: str = "source"  # warm start of CPT: "source" (the authors' recipe) or "tapt"
     seeds: Optional[List[int]] = None  # replicate fine-tuning and CPT per seed (common.seed); None: one run at the yaml's seed
     cpt_targets: str = "clusters"  # what CPT predicts: clusters (the method), or a control: utterance, shuffled, tapt
@@ -212,9 +214,7 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
     for key, model in (("tapt_labels.kmeans_model", cfg.tapt_labels.kmeans_model), ("emotion_labels.kmeans_model", cfg.emotion_labels.kmeans_model)):
         if model is not None and not Path(model).is_file():
             raise FesaError(f"{path}: '{key}' {model} does not exist")
-    _check_pooling(f"{path}: 'pooling'", cfg.pooling)
-    if cfg.cpt_init not in ("source", "tapt"):
-        raise FesaError(f"{path}: 'cpt_init' must be source or tapt, got {cfg.cpt_init!r}")
+    _check_choices(cfg, path)
     if cfg.bootstrap and (cfg.skip_tapt or cfg.cpt_init != "tapt"):
         raise FesaError(
             f"{path}: with source_checkpoint: bootstrap the TAPT model is the only pretrained model: set cpt_init: tapt and keep skip_tapt: false"
@@ -233,6 +233,15 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
     check_device_name(cfg.device, f"{path}: 'device'")
     for key, value in _paths(cfg):
         check_hydra_path(value, f"{path}: '{key}'")
+
+
+def _check_choices(cfg: ExperimentConfig, path: Path) -> None:
+    """The keys that name one of a few choices."""
+    _check_pooling(f"{path}: 'pooling'", cfg.pooling)
+    if cfg.baseline_pooling != SAME:
+        _check_pooling(f"{path}: 'baseline_pooling' (or same)", cfg.baseline_pooling)
+    if cfg.cpt_init not in ("source", "tapt"):
+        raise FesaError(f"{path}: 'cpt_init' must be source or tapt, got {cfg.cpt_init!r}")
 
 
 def corpus_folds(cfg: ExperimentConfig) -> List[int]:

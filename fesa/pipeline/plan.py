@@ -37,7 +37,7 @@ from fesa.labels.alignment import ALIGNMENT_FILE
 from fesa.options import PseudoLabelOptions, flag
 from fesa.pipeline.cell import BASELINE, CPT, REFERENCE, StageCell
 from fesa.pipeline.distributed import distributed_overrides
-from fesa.pipeline.experiment import Cell, CorpusSpec, ExperimentConfig, check_hydra_path, corpus_spec, stage_yaml
+from fesa.pipeline.experiment import SAME, Cell, CorpusSpec, ExperimentConfig, check_hydra_path, corpus_spec, stage_yaml
 from fesa.pipeline.hydra import hydra_path, hydra_train, seed_override
 from fesa.pipeline.stage import BEST, STAGE_ORDER, Stage
 
@@ -161,13 +161,21 @@ class Plan:
         if not self.cfg.skip_tapt:
             tapt = self._tapt(k, data, source, deps)
             pretrained, deps = str(tapt.done), [tapt]
+        labeller = self._baselines(k, data, pretrained, str(cells[0].get("pooling", self.cfg.pooling)), deps)
+        for cell in cells:  # the labels come from the first seed's fine-tuned TAPT model and are shared by every seed
+            for seed in self.cfg.seeds or [None]:
+                self._cell(data, cell, self._method(k, cell, seed), labeller, source if self.cfg.cpt_init == "source" else pretrained, deps)
+
+    def _baselines(self, k: int, data: Path, pretrained: str, pooling: str, deps: List[Stage]) -> Stage:
+        """The baseline of each seed, scored, and the fine-tuned TAPT model the emotion labels come from: the first
+        seed's baseline, or, where baseline_pooling differs from the cells' pooling, a model of the cells' pooling,
+        so that the method's labels do not depend on what it is compared against."""
         seeds = self.cfg.seeds or [None]
-        baselines = [self._baseline(k, data, pretrained, cells[0].get("pooling", self.cfg.pooling), deps, seed) for seed in seeds]
+        compared = pooling if self.cfg.baseline_pooling == SAME else self.cfg.baseline_pooling
+        baselines = [self._baseline(k, data, pretrained, compared, deps, seed, named=compared != pooling) for seed in seeds]
         for baseline in baselines:
             self._evaluate(baseline, data)
-        for cell in cells:  # the labels come from the first seed's baseline and are shared by every seed
-            for seed in seeds:
-                self._cell(data, cell, self._method(k, cell, seed), baselines[0], source if self.cfg.cpt_init == "source" else pretrained, deps)
+        return baselines[0] if compared == pooling else self._baseline(k, data, pretrained, pooling, deps, seeds[0])
 
     def _tapt(self, k: int, data: Path, source: Optional[str], deps: List[Stage]) -> Stage:
         cfg, labels_cfg = self.cfg, self.cfg.tapt_labels
@@ -187,8 +195,8 @@ class Plan:
         )
         return self.tapt[k]
 
-    def _baseline(self, k: int, data: Path, pretrained: str, pooling: str, deps: List[Stage], seed: Optional[int]) -> Stage:
-        cell = StageCell("tapt-finetune", k, model=BASELINE, pooling=pooling, seed=seed)
+    def _baseline(self, k: int, data: Path, pretrained: str, pooling: str, deps: List[Stage], seed: Optional[int], named: bool = False) -> Stage:
+        cell = StageCell("tapt-finetune", k, model=BASELINE, pooling=pooling, seed=seed, named_pooling=named or None)
         overrides = [
             hydra_path("task.data", data),
             hydra_path("model.w2v_path", pretrained),

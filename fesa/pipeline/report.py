@@ -85,6 +85,13 @@ ROW_NAMES = {
 }
 
 
+def row_name(name: str, cell: Optional[StageCell]) -> str:
+    """A model's row; the baseline's names its pooling (baseline_pooling may set it apart from the method's)."""
+    if name == BASELINE and cell is not None and cell.pooling:
+        return f"baseline (TAPT fine-tuned, {cell.pooling} pooling)"
+    return ROW_NAMES.get(name, name)
+
+
 def _order(variants: List[str]) -> List[str]:
     """The acoustic reference first (the floor), then the baseline, then the method's cells."""
     return sorted(variants, key=lambda v: (v != REFERENCE, v != BASELINE, v))
@@ -99,7 +106,7 @@ def markdown(summaries: Dict[str, dict], cells: Dict[str, StageCell]) -> str:
     for name in _order(list(summaries)):
         s = summaries[name]
         figures = [f"{s['ua'][f]:.1f} / {s['wa'][f]:.1f}" if f in s["ua"] else "-" for f in folds]
-        label = ROW_NAMES.get(name, name)
+        label = row_name(name, cells.get(name))
         spread = f" {len(s['seeds']) or 1} | {'-' if s['ua_seed_std'] is None else format(s['ua_seed_std'], '.1f')} |" if seeded else ""
         means = "".join(f" | {s[f'{key}_mean']:.1f} ± {s[f'{key}_std']:.1f}" for key in ("ua", "wa", "macro_f1")) + " |"
         lines.append(f"| {label} | " + " | ".join(figures) + means + spread)
