@@ -254,6 +254,15 @@ class HoldoutOptions:
 
     valid_fraction: float = field(default=0.1, metadata=_help("share of each label held out of the training sessions for validation"))
     seed: int = field(default=1, metadata=_help("seed of the validation holdout"))
+    validation: str = field(
+        default="utterances",
+        metadata=_help(
+            "what the holdout draws: utterances (shares speakers with train), or speakers: whole speakers of the training "
+            "sessions, about valid_fraction of their utterances, class-stratified as far as whole speakers allow"
+        ),
+    )
+
+    CHOICES = {"validation": ("utterances", "speakers")}
 
 
 HOLDOUT = HoldoutOptions()

@@ -300,3 +300,16 @@ def test_a_stage_stamps_its_cell_and_its_fingerprint_leaves_the_cell_out(tmp_pat
     assert now.status() == "complete"
     now.mark_complete(1.0)
     assert json.loads(now.stamp.read_text())["cell"] == cell.record()
+
+
+def test_validation_by_speakers_reaches_the_prepare_command(experiment, demo_folds, tmp_path):
+    config, exp = experiment
+    default = run_fesa("run", config, "--exp-dir", tmp_path / "exp", "--dry-run")
+    speakers = run_fesa("run", config, "--exp-dir", tmp_path / "exp", "--dry-run", "validation=speakers")
+    assert default.returncode == 0 and speakers.returncode == 0, speakers.stderr[-2000:]
+    assert "--validation" not in default.stdout  # the prepare command (and its fingerprint) of existing experiments
+    assert _commands(speakers.stdout)["all/prepare"].endswith("--overwrite --validation speakers")
+    bad = run_fesa("run", config, "--exp-dir", tmp_path / "exp", "--dry-run", "validation=sessions")
+    assert bad.returncode == 2 and "'validation' must be utterances or speakers, got 'sessions'" in bad.stderr
+    prepared = run_fesa("run", config, "--exp-dir", tmp_path / "exp", "--dry-run", "corpus=null", f"manifests={demo_folds}", "validation=speakers")
+    assert prepared.returncode == 2 and "validation: speakers needs each utterance's speaker, and prepared manifests" in prepared.stderr

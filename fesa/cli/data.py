@@ -26,6 +26,7 @@ def _prepare_iemocap(args: argparse.Namespace) -> None:
         valid_fraction=args.valid_fraction,
         seed=args.seed,
         check_totals=args.check_totals,
+        validation=args.validation,
         progress=not args.quiet,
         overwrite=args.overwrite,
     )
@@ -54,7 +55,7 @@ def _add_prepare_iemocap(sub: Subparsers) -> None:
     )
     p.add_argument("iemocap_root", help="folder holding Session1 .. Session5 (IEMOCAP_full_release)")
     p.add_argument("out_dir", type=output_path, help="where the fold folders go")
-    add_options(p, HoldoutOptions, ("valid_fraction", "seed"))
+    add_options(p, HoldoutOptions, ("valid_fraction", "seed", "validation"))
     totals = p.add_mutually_exclusive_group()
     totals.add_argument(
         "--check-totals", dest="check_totals", action="store_true", default=True, help="compare with a full release's known counts (default)"
@@ -81,6 +82,7 @@ def _prepare_emobox(args: argparse.Namespace) -> None:
         args.seed,
         drop_unmapped=args.drop_unmapped,
         overwrite=args.overwrite,
+        validation=args.validation,
         progress=not args.quiet,
         allow_outside_root=args.allow_outside_root,
     )
@@ -117,6 +119,7 @@ def _prepare_table(args: argparse.Namespace) -> None:
         group=args.group,
         folds=args.folds,
         overwrite=args.overwrite,
+        validation=args.validation,
         progress=not args.quiet,
         allow_outside_root=args.allow_outside_root,
     )
@@ -139,7 +142,7 @@ def _add_prepare_table(sub: Subparsers) -> None:
     _add_allow_outside_root(p)
     p.add_argument("--group", help="the column whose groups make the folds (default session, else speaker)")
     p.add_argument("--folds", type=int, help="N folds of whole groups instead of one fold per group")
-    add_options(p, HoldoutOptions, ("valid_fraction", "seed"))
+    add_options(p, HoldoutOptions, ("valid_fraction", "seed", "validation"))
     add_overwrite(p, "replace the manifests already in OUT_DIR (swapped in whole once all are written; converted audio reused)")
     p.set_defaults(func=_prepare_table)
 
@@ -169,7 +172,7 @@ def _add_prepare_emobox(sub: Subparsers) -> None:
     p.add_argument("out_dir", type=output_path, help="where the fold folders and the converted audio go")
     p.add_argument("--audio-root", required=True, help="the folder the corpus's wav paths are relative to")
     _add_allow_outside_root(p)
-    add_options(p, HoldoutOptions, ("valid_fraction", "seed"))
+    add_options(p, HoldoutOptions, ("valid_fraction", "seed", "validation"))
     p.add_argument("--drop-unmapped", action="store_true", help="drop (and count) utterances whose label label_map.json lacks, instead of stopping")
     add_overwrite(p, "replace the manifests already in OUT_DIR (swapped in whole once all are written; converted audio reused)")
     p.set_defaults(func=_prepare_emobox)

@@ -18,7 +18,17 @@ import fesa_fairseq
 from fesa.corpora.emobox import fold_folders
 from fesa.corpora.table import table_fold_count
 from fesa.errors import FesaError
-from fesa.options import CPT_TARGETS, DEVICE, HOLDOUT, KMeansOptions, PseudoLabelOptions, check_clusters, check_device_name, check_layer
+from fesa.options import (
+    CPT_TARGETS,
+    DEVICE,
+    HOLDOUT,
+    HoldoutOptions,
+    KMeansOptions,
+    PseudoLabelOptions,
+    check_clusters,
+    check_device_name,
+    check_layer,
+)
 from fesa_fairseq.checkpoints import inspect_checkpoint
 from fesa_fairseq.pooling import POOLING_CHOICES
 
@@ -83,6 +93,7 @@ class ExperimentConfig:
     source_checkpoint: str = MISSING  # hubert_base_ls960.pt (or any HuBERT checkpoint), or "bootstrap"
     folds: Optional[List[int]] = None  # None: every fold the corpus has
     valid_fraction: float = HOLDOUT.valid_fraction  # share of each label of the training sessions held out for validation (prepare)
+    validation: str = HOLDOUT.validation  # what that holdout draws (prepare): utterances (shares speakers with train), or whole speakers
     skip_tapt: bool = False  # fine-tune the source directly (no task-adaptive pretraining)
     tapt_labels: LabelsConfig = field(default_factory=lambda: LabelsConfig(layer=9, clusters=500))
     emotion_labels: LabelsConfig = field(default_factory=LabelsConfig)
@@ -242,6 +253,12 @@ def _check_choices(cfg: ExperimentConfig, path: Path) -> None:
         _check_pooling(f"{path}: 'baseline_pooling' (or same)", cfg.baseline_pooling)
     if cfg.cpt_init not in ("source", "tapt"):
         raise FesaError(f"{path}: 'cpt_init' must be source or tapt, got {cfg.cpt_init!r}")
+    if cfg.validation not in HoldoutOptions.CHOICES["validation"]:
+        raise FesaError(f"{path}: 'validation' must be utterances or speakers, got {cfg.validation!r}")
+    spec = corpus_spec(cfg.corpus)
+    if cfg.validation == "speakers" and (spec is None or spec.format == "emobox"):
+        what = "prepared manifests have no prepare stage to split by speaker" if spec is None else "EmoBox's jsonl has no speaker field"
+        raise FesaError(f"{path}: validation: speakers needs each utterance's speaker, and {what}: use validation: utterances")
 
 
 def corpus_folds(cfg: ExperimentConfig) -> List[int]:

@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from fesa.corpora.table import corpus_fingerprint_files
 from fesa.errors import FesaError
 from fesa.labels.alignment import ALIGNMENT_FILE
-from fesa.options import PseudoLabelOptions, flag
+from fesa.options import HOLDOUT, PseudoLabelOptions, flag
 from fesa.pipeline.cell import BASELINE, CPT, REFERENCE, StageCell
 from fesa.pipeline.distributed import distributed_overrides
 from fesa.pipeline.experiment import SAME, Cell, CorpusSpec, ExperimentConfig, check_hydra_path, corpus_spec, stage_yaml
@@ -148,6 +148,8 @@ class Plan:
             args += (("--group", spec.group) if spec.group else ()) + (("--folds", spec.n_folds) if spec.n_folds else ())
         else:
             args = ("prepare-iemocap", Path(spec.path).resolve(), self.manifests, "--valid-fraction", self.cfg.valid_fraction, "--overwrite")
+        if self.cfg.validation != HOLDOUT.validation:  # left out by default: the commands of existing experiments hold
+            args += ("--validation", self.cfg.validation)
         return self._add(fesa_stage(StageCell("prepare"), out=self.manifests, args=args, done=self.manifests / "prepare.json", data=data))
 
     def _plan_fold(self, k: int, deps: List[Stage], cells: Sequence[Cell]) -> None:
