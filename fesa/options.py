@@ -58,6 +58,7 @@ SEGMENT_FORMATS = ("auto", "zed", "demo", "tsv")  # fesa convert-segments: where
 # may write into without --overwrite (fesa.files.check_own_dir).
 METRICS_FILE = "metrics.json"  # fesa evaluate, fesa acoustic-baseline
 LABELS_INFO = "labels.json"  # fesa pseudo-labels, fesa control-labels
+POOL_INFO = "pool.json"  # fesa pool-audio
 ALIGNMENT_FILE = "alignment.json"  # fesa alignment
 ANALYSIS_FILE = "analysis.json"  # fesa analyze-clusters
 SEGMENTS_FILE = "segments.json"  # fesa predict

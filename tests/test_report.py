@@ -408,3 +408,15 @@ def test_curves_come_in_the_order_the_stages_ran(tmp_path):
         (tmp_path / run / ".fesa-stage.json").write_text(json.dumps({"cell": {"stage": stage, "fold": 1}}))
     hydra_log(tmp_path / "unstamped", [(10, 1.0)], [(10, 50.0)])
     assert list(fold_curves(tmp_path)) == ["tapt", "tapt-finetune-s2", "cpt/L9-K50", "finetune/L9-K50-attention", "unstamped"]
+
+
+def test_the_report_says_the_protocol_and_marks_the_authors_as_transductive(tmp_path):
+    write_metrics(tmp_path, 1, "baseline", 70.0, 72.0, [[5, 1], [2, 2]])
+    report = make_report(tmp_path)
+    assert "Protocol" not in report["markdown"]  # the default's report as it was
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["protocol"].startswith("fold (")
+    (tmp_path / "experiment.yaml").write_text("protocol: authors\n")
+    report = make_report(tmp_path)
+    said = "protocol: authors (transductive: the test session's audio was seen by TAPT, k-means and CPT)"
+    assert report["markdown"].splitlines()[1] == f"Protocol: {said.split(': ', 1)[1]}."
+    assert "protocol: " + json.loads((tmp_path / "report" / "report.json").read_text())["protocol"] == said

@@ -27,7 +27,7 @@ def experiment(tmp_path_factory, demo_folds):
     return config, base / "exp"
 
 
-REPORT_KEYS = ("paired", "alignment", "alignment_paired", "run_pairs")  # report.json beside the models
+REPORT_KEYS = ("protocol", "paired", "alignment", "alignment_paired", "run_pairs")  # report.json beside the models
 
 
 @pytest.mark.slow

@@ -81,7 +81,7 @@ class StageCell:
     @property
     def variant(self) -> str:
         """The last part of the stage's key (fold1/cpt/L9-K50-s2); empty for a stage with one run a fold."""
-        if self.stage in ("prepare", "reference", "tapt-labels", "tapt"):
+        if self.stage in ("prepare", "all-audio", "reference", "tapt-labels", "tapt"):
             return ""
         if self.stage == "tapt-finetune":
             return (self.pooling_suffix + seed_suffix(self.seed))[1:]
@@ -94,7 +94,7 @@ class StageCell:
     @property
     def folder(self) -> PurePosixPath:
         """The stage's output folder in the experiment folder (the layout of pipeline/plan.py)."""
-        fold = PurePosixPath(f"fold{self.fold}")
+        fold = PurePosixPath("all" if self.fold is None else f"fold{self.fold}")  # all: shared by the folds (protocol: authors)
         if self.stage == "reference":
             return fold / "evaluate" / REFERENCE
         if self.stage == "tapt-finetune":

@@ -41,6 +41,8 @@ HUBERT_DEFAULT_LAYERS = 12  # fairseq HubertConfig.encoder_layers, for a TAPT ya
 GRID_KEYS = ("layer", "K", "pooling", "cpt_targets")
 IEMOCAP_FOLDS = (1, 2, 3, 4, 5)  # fold k tests on Session k
 CORPUS_FORMATS = ("iemocap", "emobox", "table")
+AUTHORS = "authors"  # protocol: TAPT, k-means and CPT on every session's audio (transductive), as the authors' code
+PROTOCOLS = ("fold", AUTHORS)
 SAME = "same"  # baseline_pooling: the pooling of the experiment's (first) cell
 Cell = Dict[str, Union[int, str]]  # one cell of --grid: layer, K (int), pooling, cpt_targets (str); absent keys: the config's
 
@@ -94,6 +96,9 @@ class ExperimentConfig:
     folds: Optional[List[int]] = None  # None: every fold the corpus has
     valid_fraction: float = HOLDOUT.valid_fraction  # share of each label of the training sessions held out for validation (prepare)
     validation: str = HOLDOUT.validation  # what that holdout draws (prepare): utterances (shares speakers with train), or whole speakers
+    protocol: str = (
+        "fold"  # fold: every stage sees the fold's training sessions only; authors: TAPT, k-means and CPT see every session's audio (transductive)
+    )
     skip_tapt: bool = False  # fine-tune the source directly (no task-adaptive pretraining)
     tapt_labels: LabelsConfig = field(default_factory=lambda: LabelsConfig(layer=9, clusters=500))
     emotion_labels: LabelsConfig = field(default_factory=LabelsConfig)
@@ -253,6 +258,8 @@ def _check_choices(cfg: ExperimentConfig, path: Path) -> None:
         _check_pooling(f"{path}: 'baseline_pooling' (or same)", cfg.baseline_pooling)
     if cfg.cpt_init not in ("source", "tapt"):
         raise FesaError(f"{path}: 'cpt_init' must be source or tapt, got {cfg.cpt_init!r}")
+    if cfg.protocol not in PROTOCOLS:
+        raise FesaError(f"{path}: 'protocol' must be fold or authors, got {cfg.protocol!r}")
     if cfg.validation not in HoldoutOptions.CHOICES["validation"]:
         raise FesaError(f"{path}: 'validation' must be utterances or speakers, got {cfg.validation!r}")
     spec = corpus_spec(cfg.corpus)
@@ -390,5 +397,7 @@ def check_values(cfg: ExperimentConfig, cells: Sequence[Cell], path: Path) -> No
         options.check(lambda name, key=key: f"{path}: '{key}.{name}'")
     for k in [c["K"] for c in cells if "K" in c]:
         check_clusters(k, f"{path}: '--grid K'")
+    if cfg.protocol == AUTHORS and "utterance" in {c.get("cpt_targets", cfg.cpt_targets) for c in cells}:
+        raise FesaError(f"{path}: cpt_targets utterance would put the test session's classes into CPT under protocol: authors: use protocol: fold")
     if cfg.skip_tapt and "tapt" in {c.get("cpt_targets", cfg.cpt_targets) for c in cells}:
         raise FesaError(f"{path}: cpt_targets tapt continues pretraining on the TAPT stage's labels, and skip_tapt is true")

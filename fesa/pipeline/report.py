@@ -234,6 +234,17 @@ def corpus_line(exp_dir: Path, summaries: Dict[str, dict]) -> str:
     return f"Corpus: {corpus}; {len(classes)} classes: {', '.join(classes)}."
 
 
+FOLD_PROTOCOL = "fold (TAPT, k-means and CPT saw only each fold's training sessions)"
+AUTHORS_PROTOCOL = "authors (transductive: the test session's audio was seen by TAPT, k-means and CPT)"
+
+
+def protocol_of(exp_dir: Path) -> str:
+    """What the experiment's pretraining and k-means saw (EXP/experiment.yaml's protocol; fold where it does not say)."""
+    saved = exp_dir / "experiment.yaml"
+    protocol = (yaml.safe_load(saved.read_text()) or {}).get("protocol", "fold") if saved.is_file() else "fold"
+    return AUTHORS_PROTOCOL if protocol == "authors" else FOLD_PROTOCOL
+
+
 def make_report(exp_dir: Path) -> Dict[str, object]:
     exp_dir = Path(exp_dir)
     results = collect(exp_dir)
@@ -250,7 +261,8 @@ def make_report(exp_dir: Path) -> Dict[str, object]:
             out / f"confusion_{variant}.png",
             title=f"{variant}, {len(s['folds'])} folds: UA {s['ua_mean']:.1f}%  WA {s['wa_mean']:.1f}%",
         )
-    text = corpus_line(exp_dir, summaries) + "\n\n" + markdown(summaries, cells)
+    protocol = protocol_of(exp_dir)
+    text = corpus_line(exp_dir, summaries) + (f"\nProtocol: {protocol}." if protocol != FOLD_PROTOCOL else "") + "\n\n" + markdown(summaries, cells)
     improving = learning_curves(exp_dir, out)
     text += "\n\nLearning curves: curves_fold*.png (training loss and validation, against updates, every training stage)."
     if improving:
@@ -262,7 +274,10 @@ def make_report(exp_dir: Path) -> Dict[str, object]:
     runs = run_statistics(results)
     text += "\n" + "\n".join(run_table(runs)) if runs else ""
     atomic_write_text(out / "report.md", text + "\n")
-    atomic_write_json(out / "report.json", {**summaries, "paired": paired, "alignment": alignment, "alignment_paired": aligned, "run_pairs": runs})
+    atomic_write_json(
+        out / "report.json",
+        {**summaries, "protocol": protocol, "paired": paired, "alignment": alignment, "alignment_paired": aligned, "run_pairs": runs},
+    )
     return {"markdown": text, "summaries": summaries, "paired": paired, "alignment_paired": aligned, "run_pairs": runs, "dir": out}
 
 
