@@ -96,6 +96,10 @@ def test_learning_curves_and_runs_stopped_while_improving(tmp_path):
     assert "- fold1/tapt-finetune: stopped at its maximum while still improving (valid UA 70.0 at update 100" in text
     assert "- fold1/cpt/L9-K50: stopped at its maximum while still improving (valid loss 5.000 at update 20" in text  # pretraining too
     assert "finetune/L9-K50-attention: stopped" not in text and "stale" not in text
+    assert not (tmp_path / "report" / "curves_all.png").exists()
+    hydra_log(tmp_path / "all" / "tapt", [(10, 7.0)], [(10, 6.0), (20, 5.0)], metric="loss")  # protocol: authors' one TAPT
+    text = make_report(tmp_path)["markdown"]
+    assert (tmp_path / "report" / "curves_all.png").is_file() and "- all/tapt: stopped at its maximum while still improving" in text
     plateau = fold / "cpt" / "L9-K50" / "hydra_train.log"  # fairseq stopped it on its validation plateau: not flagged
     plateau.write_text(
         plateau.read_text()

@@ -203,9 +203,11 @@ def alignment_table(found: Dict[str, Dict[int, dict]]) -> List[str]:
 
 
 def learning_curves(exp_dir: Path, out: Path) -> List[str]:
-    """curves_fold{k}.png per fold; returns the report's lines about runs stopped while still improving."""
+    """curves_fold{k}.png per fold (curves_all.png: the stages the folds share, protocol: authors); returns the report's
+    lines about runs stopped while still improving."""
     lines = []
-    for fold_dir in sorted(p for p in exp_dir.glob("fold*") if p.is_dir() and p.name[len("fold") :].isdigit()):
+    folds = sorted(p for p in exp_dir.glob("fold*") if p.is_dir() and p.name[len("fold") :].isdigit())
+    for fold_dir in [*folds, *[p for p in [exp_dir / "all"] if p.is_dir()]]:
         curves = fold_curves(fold_dir)
         if not curves:
             continue
