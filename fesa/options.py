@@ -58,6 +58,7 @@ SEGMENT_FORMATS = ("auto", "zed", "demo", "tsv")  # fesa convert-segments: where
 # may write into without --overwrite (fesa.files.check_own_dir).
 METRICS_FILE = "metrics.json"  # fesa evaluate, fesa acoustic-baseline
 LABELS_INFO = "labels.json"  # fesa pseudo-labels, fesa control-labels
+POOL_INFO = "pool.json"  # fesa pool-audio
 ALIGNMENT_FILE = "alignment.json"  # fesa alignment
 ANALYSIS_FILE = "analysis.json"  # fesa analyze-clusters
 SEGMENTS_FILE = "segments.json"  # fesa predict
@@ -254,6 +255,15 @@ class HoldoutOptions:
 
     valid_fraction: float = field(default=0.1, metadata=_help("share of each label held out of the training sessions for validation"))
     seed: int = field(default=1, metadata=_help("seed of the validation holdout"))
+    validation: str = field(
+        default="utterances",
+        metadata=_help(
+            "what the holdout draws: utterances (shares speakers with train), or speakers: whole speakers of the training "
+            "sessions, about valid_fraction of their utterances, class-stratified as far as whole speakers allow"
+        ),
+    )
+
+    CHOICES = {"validation": ("utterances", "speakers")}
 
 
 HOLDOUT = HoldoutOptions()

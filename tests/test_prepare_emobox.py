@@ -149,3 +149,10 @@ def test_a_model_scored_on_another_corpus_through_a_class_map(finetuned_classifi
     assert metrics["labels"] == ["neu", "hap", "ang", "sad"] and "dropped (no counterpart): {'excited': %d}" % excited in res.stdout
     bad = run_fesa("evaluate", checkpoint, tmp_path / "m" / "fold1", "--out", tmp_path / "x", "--map", "neutral=calm")
     assert bad.returncode == 2 and "--map names calm, which" in bad.stderr
+
+
+def test_speaker_validation_is_refused_naming_the_key(corpus, tmp_path):
+    corpus_dir, audio, _ = corpus
+    res = prepare(corpus_dir, audio, tmp_path / "out", "--validation", "speakers")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "validation: speakers" in res.stderr and "has none" in res.stderr
+    assert not (tmp_path / "out").exists()

@@ -180,3 +180,40 @@ def test_unreadable_evaluation_file_is_named(tree, tmp_path):
     ev.write_text("this is not an evaluation file\n")
     with pytest.raises(FesaError, match=f"evaluation file {ev.resolve()} has no turn lines"):
         prepare_iemocap(root, tmp_path / "out", progress=False)
+
+
+def _speakers(fold: Path, split: str) -> set:
+    return {
+        line.split("\t")[0].rsplit("/", 1)[-1][:5] + line.split("\t")[0].rsplit("_", 1)[-1][0]
+        for line in (fold / f"{split}.tsv").read_text().splitlines()[1:]
+    }
+
+
+def test_speaker_validation_holds_out_whole_speakers_of_the_demo(demo_folds, tmp_path):
+    """validation: speakers on the demo corpus (IEMOCAP's layout, two speakers a session): no validation speaker is
+    trained on, every fold still validates on 2 classes or more, and the default output is what it was."""
+    corpus = demo_folds.parent / "corpus"
+    res = fesa("prepare-iemocap", corpus, tmp_path / "speakers", "--valid-fraction", "0.2", "--no-check-totals", "--validation", "speakers")
+    assert res.returncode == 0, res.stderr
+    for k in range(1, 6):
+        fold = tmp_path / "speakers" / f"fold{k}"
+        valid, train = _speakers(fold, "valid"), _speakers(fold, "train")
+        assert valid and not valid & train and not (valid | train) & _speakers(fold, "test")
+        assert len(set((fold / "valid.emo").read_text().split())) >= 2
+        assert (fold / "train.tsv").read_text() != (demo_folds / f"fold{k}" / "train.tsv").read_text()
+    assert json.loads((tmp_path / "speakers" / "prepare.json").read_text())["validation"] == "speakers"
+    prepare_iemocap(corpus, tmp_path / "default", valid_fraction=0.2, progress=False)
+    for path in sorted(p.relative_to(demo_folds) for p in demo_folds.rglob("*") if p.is_file()):
+        assert (tmp_path / "default" / path).read_bytes() == (demo_folds / path).read_bytes(), path  # utterances: as before
+
+
+def test_speaker_holdout_takes_about_the_fraction_and_never_every_speaker():
+    from types import SimpleNamespace
+
+    from fesa.corpora.iemocap import speaker_holdout
+
+    rows = [SimpleNamespace(utt_id=f"{s}-{i}", label="ab"[i % 2], speaker=s) for s in "ABCDEFGHIJ" for i in range(10)]
+    held = speaker_holdout(rows, 0.2, 1, lambda u: u.speaker)
+    assert len(held) == 20 and len({u.speaker for u in rows if u.utt_id in held}) == 2
+    assert len(speaker_holdout(rows[:20], 0.9, 1, lambda u: u.speaker)) == 10  # one of two speakers at most
+    assert speaker_holdout(rows, 0.2, 1, lambda u: u.speaker) == held and speaker_holdout(rows, 0.0, 1, lambda u: u.speaker) == set()

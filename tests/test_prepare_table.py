@@ -86,3 +86,19 @@ def test_fesa_run_plans_every_fold_of_a_table(table, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"fesa prepare-table {table} {tmp_path / 'exp' / 'manifests'} --valid-fraction 0.1 --overwrite --folds 2" in res.stdout
     assert "# fold2/tapt" in res.stdout and "# fold3/" not in res.stdout
+
+
+def test_speaker_validation_holds_out_whole_speakers_named_by_the_speaker_column(table, tmp_path):
+    res = prepare(table, tmp_path / "out", "--folds", "2", "--validation", "speakers")
+    assert res.returncode == 0, res.stderr[-2000:]
+    for k in (1, 2):
+        fold = tmp_path / "out" / f"fold{k}"
+        speakers = {
+            split: {line.split("/")[-1][4:6] for line in (fold / f"{split}.tsv").read_text().splitlines()[1:]} for split in ("train", "valid")
+        }
+        assert len(speakers["valid"]) == 1 and not speakers["valid"] & speakers["train"]
+    lines = table.read_text().splitlines()
+    bare = table.with_name("bare.csv")
+    bare.write_text("\n".join(["path,emotion,session"] + [line.replace(",spk", ",ses") for line in lines[1:]]) + "\n")
+    res = prepare(bare, tmp_path / "bare", "--validation", "speakers")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "needs a 'speaker' column" in res.stderr, res.stderr[-2000:]

@@ -96,6 +96,10 @@ def test_learning_curves_and_runs_stopped_while_improving(tmp_path):
     assert "- fold1/tapt-finetune: stopped at its maximum while still improving (valid UA 70.0 at update 100" in text
     assert "- fold1/cpt/L9-K50: stopped at its maximum while still improving (valid loss 5.000 at update 20" in text  # pretraining too
     assert "finetune/L9-K50-attention: stopped" not in text and "stale" not in text
+    assert not (tmp_path / "report" / "curves_all.png").exists()
+    hydra_log(tmp_path / "all" / "tapt", [(10, 7.0)], [(10, 6.0), (20, 5.0)], metric="loss")  # protocol: authors' one TAPT
+    text = make_report(tmp_path)["markdown"]
+    assert (tmp_path / "report" / "curves_all.png").is_file() and "- all/tapt: stopped at its maximum while still improving" in text
     plateau = fold / "cpt" / "L9-K50" / "hydra_train.log"  # fairseq stopped it on its validation plateau: not flagged
     plateau.write_text(
         plateau.read_text()
@@ -367,7 +371,8 @@ def test_results_in_todays_layout_report_as_those_that_record_their_cell(tmp_pat
         "seed": 2,
     }
     new, old = make_report(tmp_path / "new"), make_report(tmp_path / "old")
-    assert new["markdown"] == old["markdown"] and new["paired"] == old["paired"] and new["run_pairs"] == old["run_pairs"]
+    named = new["markdown"].replace("(TAPT fine-tuned, attention pooling)", "(TAPT fine-tuned)")  # the recorded cell names it
+    assert named == old["markdown"] and new["paired"] == old["paired"] and new["run_pairs"] == old["run_pairs"]
     assert {k: {**s, "cell": None} for k, s in new["summaries"].items()} == {k: {**s, "cell": None} for k, s in old["summaries"].items()}
     assert new["summaries"]["L9-K50-attention"]["cell"] == old["summaries"]["L9-K50-attention"]["cell"]
     assert new["summaries"]["baseline"]["cell"] == {**old["summaries"]["baseline"]["cell"], "pooling": "attention"}  # no name said it
@@ -395,7 +400,7 @@ def test_paired_statistics_find_runs_by_their_cell_not_their_folder(tmp_path):
         ("baseline", "baseline-s1", -10.0),
         ("baseline", "baseline-s2", -20.0),
     ]
-    assert "| baseline (TAPT fine-tuned) | 70.0 / 70.0 | 70.0 / 70.0 |" in report["markdown"]
+    assert "| baseline (TAPT fine-tuned, attention pooling) | 70.0 / 70.0 | 70.0 / 70.0 |" in report["markdown"]
 
 
 def test_curves_come_in_the_order_the_stages_ran(tmp_path):
@@ -407,3 +412,15 @@ def test_curves_come_in_the_order_the_stages_ran(tmp_path):
         (tmp_path / run / ".fesa-stage.json").write_text(json.dumps({"cell": {"stage": stage, "fold": 1}}))
     hydra_log(tmp_path / "unstamped", [(10, 1.0)], [(10, 50.0)])
     assert list(fold_curves(tmp_path)) == ["tapt", "tapt-finetune-s2", "cpt/L9-K50", "finetune/L9-K50-attention", "unstamped"]
+
+
+def test_the_report_says_the_protocol_and_marks_the_authors_as_transductive(tmp_path):
+    write_metrics(tmp_path, 1, "baseline", 70.0, 72.0, [[5, 1], [2, 2]])
+    report = make_report(tmp_path)
+    assert "Protocol" not in report["markdown"]  # the default's report as it was
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["protocol"].startswith("fold (")
+    (tmp_path / "experiment.yaml").write_text("protocol: authors\n")
+    report = make_report(tmp_path)
+    said = "protocol: authors (transductive: the test session's audio was seen by TAPT, k-means and CPT)"
+    assert report["markdown"].splitlines()[1] == f"Protocol: {said.split(': ', 1)[1]}."
+    assert "protocol: " + json.loads((tmp_path / "report" / "report.json").read_text())["protocol"] == said

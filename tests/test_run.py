@@ -27,7 +27,7 @@ def experiment(tmp_path_factory, demo_folds):
     return config, base / "exp"
 
 
-REPORT_KEYS = ("paired", "alignment", "alignment_paired", "run_pairs")  # report.json beside the models
+REPORT_KEYS = ("protocol", "paired", "alignment", "alignment_paired", "run_pairs")  # report.json beside the models
 
 
 @pytest.mark.slow
@@ -48,7 +48,7 @@ def test_all_stages_then_resume_then_rerun_from_a_deleted_stage(experiment):
         "fold1/evaluate/L1-K6-attention",
     ]
     rows = [line for line in res.stdout.splitlines() if line.startswith("| ")]
-    assert rows[1].startswith("| acoustic reference") and rows[2].startswith("| baseline (TAPT fine-tuned) |")
+    assert rows[1].startswith("| acoustic reference") and rows[2].startswith("| baseline (TAPT fine-tuned, attention pooling) |")
     assert rows[3].startswith("| L1-K6-attention |")
     report = json.loads((exp / "report" / "report.json").read_text())
     assert set(report) == {"reference", "baseline", "L1-K6-attention", *REPORT_KEYS} and report["baseline"]["folds"] == [1]
@@ -126,6 +126,30 @@ def test_dry_run_prints_every_command(experiment):
     assert f"evaluate/L2-K6-mean --device cpu --cell '{cell}'" in script  # each result is told its cell
     commands = [line for line in script.splitlines() if line and not line.startswith("#") and line != "set -euo pipefail"]
     assert commands and all(line.startswith("CUDA_VISIBLE_DEVICES='' ") for line in commands)  # device: cpu hides GPUs
+
+
+def _commands(script: str) -> dict:
+    """Stage key -> its command, from a --dry-run script."""
+    return dict(re.findall(r"^# (\S+)\n(?:.*\n)*?(?!#)(.+)$", script, flags=re.M))
+
+
+def test_baseline_pooling_gets_its_own_folders_and_leaves_the_method_as_it_was(experiment):
+    config, exp = experiment
+    same = run_fesa("run", config, "--exp-dir", exp.parent / "same", "--dry-run")
+    mean = run_fesa("run", config, "--exp-dir", exp.parent / "same", "--dry-run", "baseline_pooling=mean")
+    assert same.returncode == 0 and mean.returncode == 0, mean.stderr[-3000:]
+    before, after = _commands(same.stdout), _commands(mean.stdout)
+    assert set(after) - set(before) == {"fold1/tapt-finetune/mean", "fold1/evaluate/baseline-mean"}
+    assert set(before) - set(after) == {"fold1/evaluate/baseline"}  # the cells' pooling now only gives the labels
+    assert all(after[key] == command for key, command in before.items() if key in after)  # the method's chain unchanged
+    assert "model.pooling=mean" in after["fold1/tapt-finetune/mean"] and "/fold1/tapt-finetune-mean " in after["fold1/tapt-finetune/mean"]
+    assert "tapt-finetune-mean/checkpoints/checkpoint_best.pt" in after["fold1/evaluate/baseline-mean"]
+    assert '"pooling":"mean","named_pooling":true}' in after["fold1/evaluate/baseline-mean"]
+    assert "/fold1/tapt-finetune/checkpoints" in after["fold1/emotion-labels/L1-K6"]
+    attention = run_fesa("run", config, "--exp-dir", exp.parent / "same", "--dry-run", "baseline_pooling=attention")
+    assert attention.stdout == same.stdout  # the cells' own pooling: the folders of today
+    bad = run_fesa("run", config, "--exp-dir", exp.parent / "same", "--dry-run", "baseline_pooling=max")
+    assert bad.returncode == 2 and "'baseline_pooling' (or same) must be attention or mean, got 'max'" in bad.stderr
 
 
 def test_slurm_scripts_chain_stages(experiment):
@@ -276,3 +300,16 @@ def test_a_stage_stamps_its_cell_and_its_fingerprint_leaves_the_cell_out(tmp_pat
     assert now.status() == "complete"
     now.mark_complete(1.0)
     assert json.loads(now.stamp.read_text())["cell"] == cell.record()
+
+
+def test_validation_by_speakers_reaches_the_prepare_command(experiment, demo_folds, tmp_path):
+    config, exp = experiment
+    default = run_fesa("run", config, "--exp-dir", tmp_path / "exp", "--dry-run")
+    speakers = run_fesa("run", config, "--exp-dir", tmp_path / "exp", "--dry-run", "validation=speakers")
+    assert default.returncode == 0 and speakers.returncode == 0, speakers.stderr[-2000:]
+    assert "--validation" not in default.stdout  # the prepare command (and its fingerprint) of existing experiments
+    assert _commands(speakers.stdout)["all/prepare"].endswith("--overwrite --validation speakers")
+    bad = run_fesa("run", config, "--exp-dir", tmp_path / "exp", "--dry-run", "validation=sessions")
+    assert bad.returncode == 2 and "'validation' must be utterances or speakers, got 'sessions'" in bad.stderr
+    prepared = run_fesa("run", config, "--exp-dir", tmp_path / "exp", "--dry-run", "corpus=null", f"manifests={demo_folds}", "validation=speakers")
+    assert prepared.returncode == 2 and "validation: speakers needs each utterance's speaker, and prepared manifests" in prepared.stderr

@@ -26,6 +26,7 @@ APART = {
     "prepare-iemocap": (("iemocap_root",), ("out_dir",)),
     "prepare-emobox": (("corpus_dir", "audio_root"), ("out_dir",)),
     "prepare-table": (("table", "audio_root"), ("out_dir",)),
+    "pool-audio": (("manifest_dir",), ("out",)),
     "convert-segments": (("source", "manifest", "audio_root"), ("out",)),
     "pseudo-labels": (("manifest_dir", "checkpoint", "kmeans_model"), ("out", "feature_dir")),
     "control-labels": (("labels_dir", "manifest_dir"), ("out",)),

@@ -1,17 +1,19 @@
-"""Corpora and manifests: prepare-iemocap, make-demo-corpus, make-pretraining-corpus, convert-segments."""
+"""Corpora and manifests: prepare-iemocap, -emobox, -table, pool-audio, make-demo-corpus, make-pretraining-corpus,
+convert-segments."""
 
 import argparse
 import time
 from pathlib import Path
 
-from fesa.cli.common import Subparsers, add_options, add_out, add_overwrite, add_seed, output_path
-from fesa.options import SEGMENT_FORMATS, HoldoutOptions
+from fesa.cli.common import Subparsers, add_options, add_out, add_overwrite, add_own_out, add_seed, ints, output_path
+from fesa.options import POOL_INFO, SEGMENT_FORMATS, HoldoutOptions
 
 
 def add_parsers(sub: Subparsers) -> None:
     _add_prepare_iemocap(sub)
     _add_prepare_emobox(sub)
     _add_prepare_table(sub)
+    _add_pool_audio(sub)
     _add_make_demo_corpus(sub)
     _add_make_pretraining_corpus(sub)
     _add_convert_segments(sub)
@@ -26,6 +28,7 @@ def _prepare_iemocap(args: argparse.Namespace) -> None:
         valid_fraction=args.valid_fraction,
         seed=args.seed,
         check_totals=args.check_totals,
+        validation=args.validation,
         progress=not args.quiet,
         overwrite=args.overwrite,
     )
@@ -54,7 +57,7 @@ def _add_prepare_iemocap(sub: Subparsers) -> None:
     )
     p.add_argument("iemocap_root", help="folder holding Session1 .. Session5 (IEMOCAP_full_release)")
     p.add_argument("out_dir", type=output_path, help="where the fold folders go")
-    add_options(p, HoldoutOptions, ("valid_fraction", "seed"))
+    add_options(p, HoldoutOptions, ("valid_fraction", "seed", "validation"))
     totals = p.add_mutually_exclusive_group()
     totals.add_argument(
         "--check-totals", dest="check_totals", action="store_true", default=True, help="compare with a full release's known counts (default)"
@@ -81,6 +84,7 @@ def _prepare_emobox(args: argparse.Namespace) -> None:
         args.seed,
         drop_unmapped=args.drop_unmapped,
         overwrite=args.overwrite,
+        validation=args.validation,
         progress=not args.quiet,
         allow_outside_root=args.allow_outside_root,
     )
@@ -117,6 +121,7 @@ def _prepare_table(args: argparse.Namespace) -> None:
         group=args.group,
         folds=args.folds,
         overwrite=args.overwrite,
+        validation=args.validation,
         progress=not args.quiet,
         allow_outside_root=args.allow_outside_root,
     )
@@ -139,7 +144,7 @@ def _add_prepare_table(sub: Subparsers) -> None:
     _add_allow_outside_root(p)
     p.add_argument("--group", help="the column whose groups make the folds (default session, else speaker)")
     p.add_argument("--folds", type=int, help="N folds of whole groups instead of one fold per group")
-    add_options(p, HoldoutOptions, ("valid_fraction", "seed"))
+    add_options(p, HoldoutOptions, ("valid_fraction", "seed", "validation"))
     add_overwrite(p, "replace the manifests already in OUT_DIR (swapped in whole once all are written; converted audio reused)")
     p.set_defaults(func=_prepare_table)
 
@@ -169,7 +174,7 @@ def _add_prepare_emobox(sub: Subparsers) -> None:
     p.add_argument("out_dir", type=output_path, help="where the fold folders and the converted audio go")
     p.add_argument("--audio-root", required=True, help="the folder the corpus's wav paths are relative to")
     _add_allow_outside_root(p)
-    add_options(p, HoldoutOptions, ("valid_fraction", "seed"))
+    add_options(p, HoldoutOptions, ("valid_fraction", "seed", "validation"))
     p.add_argument("--drop-unmapped", action="store_true", help="drop (and count) utterances whose label label_map.json lacks, instead of stopping")
     add_overwrite(p, "replace the manifests already in OUT_DIR (swapped in whole once all are written; converted audio reused)")
     p.set_defaults(func=_prepare_emobox)
@@ -226,6 +231,27 @@ def _add_make_demo_corpus(sub: Subparsers) -> None:
         help="also describe the corpus in EmoBox's layout under DIR/demo (jsonl, label_map.json, fold_<k> lists; the audio stays in OUT_DIR)",
     )
     p.set_defaults(func=_make_demo_corpus)
+
+
+def _pool_audio(args: argparse.Namespace) -> None:
+    from fesa.corpora.pool import pool_audio
+
+    info = pool_audio(Path(args.manifest_dir), ints(args.folds, "--folds"), Path(args.out))
+    print(f"wrote {args.out}/train.tsv ({info['train']} utterances) and valid.tsv ({info['valid']}): audio only, no label")
+
+
+def _add_pool_audio(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "pool-audio",
+        help="every split's audio of prepared folds in one manifest folder, without labels (fesa run's protocol: authors)",
+        description="Writes OUT/train.tsv (every utterance of the train, valid and test splits of --folds, once) and "
+        "OUT/valid.tsv (the first fold's valid split), and no label file: what TAPT, k-means and CPT see under the authors' "
+        "transductive protocol.",
+    )
+    p.add_argument("manifest_dir", help="prepared manifests (fold1, fold2, ...)")
+    p.add_argument("--folds", required=True, help="comma-separated folds whose audio is pooled, e.g. 1,2,3,4,5")
+    add_own_out(p, "folder to write train.tsv, valid.tsv and pool.json into", (POOL_INFO,))
+    p.set_defaults(func=_pool_audio)
 
 
 def _make_pretraining_corpus(args: argparse.Namespace) -> None:

@@ -67,8 +67,8 @@ def _add_run(sub: Subparsers) -> None:
     p = sub.add_parser(
         "run",
         help="the whole method, fold by fold: every stage a command, resumable, local or on SLURM",
-        description="Stages: prepare, reference, tapt-labels, tapt, tapt-finetune, emotion-labels, cpt, finetune, evaluate, "
-        "alignment (where the experiment names segments). Each "
+        description="Stages: prepare, all-audio (under protocol: authors), reference, tapt-labels, tapt, tapt-finetune, "
+        "emotion-labels, cpt, finetune, evaluate, alignment (where the experiment names segments). Each "
         "is logged as the command it runs; complete stages are skipped; --dry-run prints them all as a shell script.",
     )
     p.add_argument("config", help="experiment yaml (see examples/iemocap/experiment.yaml)")

@@ -35,6 +35,7 @@ from fesa.corpora.checks import APART, Entry, Rules, check_leaks, check_same_con
 from fesa.corpora.iemocap import LISTING, PREPARE_INFO, SAMPLE_RATE, SPLITS, holdout_split
 from fesa.errors import FesaError, user_errors
 from fesa.files import atomic_write_json, atomic_write_lines, check_output_dir, parse_json, read_json, staged_dir, write_manifest
+from fesa.options import HOLDOUT
 from fesa_fairseq.data.audio import AudioSource
 from fesa_fairseq.data.files import read_lines, read_text
 from fesa_fairseq.data.labels import check_class_token
@@ -288,12 +289,15 @@ def prepare_emobox(
     overwrite: bool = False,
     progress: bool = True,
     allow_outside_root: bool = False,
+    validation: str = HOLDOUT.validation,
 ) -> Dict[str, object]:
     corpus_dir, out_dir, audio_root = Path(corpus_dir).resolve(), Path(out_dir), Path(audio_root).resolve()
     if not audio_root.is_dir():
         raise FesaError(f"--audio-root {audio_root} is not a folder")
     if not 0.0 < valid_fraction < 1.0:
         raise FesaError(f"--valid-fraction must be between 0 and 1, got {valid_fraction}")
+    if validation == "speakers":
+        raise FesaError("validation: speakers (--validation speakers) needs each utterance's speaker; EmoBox's jsonl has none: use utterances")
     check_output_dir(out_dir, overwrite, PREPARE_INFO, inputs=[corpus_dir, audio_root])
     entries, folds, classes, dropped, valid_from = read_corpus(corpus_dir, drop_unmapped, (valid_fraction, seed))
     about = {

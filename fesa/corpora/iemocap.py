@@ -18,7 +18,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
@@ -141,20 +141,54 @@ def stratified_holdout(utterances: Sequence[Utterance], fraction: float, seed: i
     return held
 
 
-def holdout_split(utterances: Sequence, fraction: float, seed: int) -> Tuple[list, list]:
-    """(train, valid): a stratified_holdout of `utterances` as valid and the rest as train, each in its order."""
-    held = stratified_holdout(utterances, fraction, seed)
+def speaker_holdout(utterances: Sequence, fraction: float, seed: int, speaker: Callable[[Any], str]) -> set:
+    """Ids of the utterances of whole speakers held out: speakers in a seeded order, each time the one that brings the
+    held-out counts of every label closest to ``fraction`` of them, while that gets closer (at least one speaker
+    where there are two; never all of them)."""
+    by_speaker: Dict[str, List[Any]] = defaultdict(list)
+    for u in utterances:
+        by_speaker[speaker(u)].append(u)
+    target = {label: fraction * n for label, n in Counter(u.label for u in utterances).items()}
+    counts = {s: Counter(u.label for u in rows) for s, rows in by_speaker.items()}
+    speakers = sorted(by_speaker)
+    random.Random(f"{seed}-speakers").shuffle(speakers)
+
+    def distance(held: Counter) -> float:
+        return sum(abs(held[label] - want) for label, want in target.items())
+
+    chosen: List[str] = []
+    held: Counter = Counter()
+    while fraction > 0 and len(chosen) < len(speakers) - 1:
+        best = min((s for s in speakers if s not in chosen), key=lambda s: distance(held + counts[s]))
+        if chosen and distance(held + counts[best]) >= distance(held):
+            break
+        chosen.append(best)
+        held += counts[best]
+    return {u.utt_id for s in chosen for u in by_speaker[s]}
+
+
+def holdout_split(utterances: Sequence, fraction: float, seed: int, speaker: Optional[Callable[[Any], str]] = None) -> Tuple[list, list]:
+    """(train, valid): a holdout of `utterances` as valid and the rest as train, each in its order; by utterance
+    (stratified_holdout), or by whole speakers where ``speaker`` names each utterance's (speaker_holdout)."""
+    held = stratified_holdout(utterances, fraction, seed) if speaker is None else speaker_holdout(utterances, fraction, seed, speaker)
     return [u for u in utterances if u.utt_id not in held], [u for u in utterances if u.utt_id in held]
 
 
-def make_folds(utterances: Sequence[Utterance], valid_fraction: float, seed: int) -> Dict[int, Dict[str, List[Utterance]]]:
+def make_folds(
+    utterances: Sequence[Utterance], valid_fraction: float, seed: int, validation: str = HOLDOUT.validation
+) -> Dict[int, Dict[str, List[Utterance]]]:
     if not 0.0 <= valid_fraction < 1.0:
         raise FesaError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
+    speaker = _speaker_of_utterance if validation == "speakers" else None
     folds = {}
     for k in SESSIONS:
-        train, valid = holdout_split([u for u in utterances if u.session != k], valid_fraction, seed + k)
+        train, valid = holdout_split([u for u in utterances if u.session != k], valid_fraction, seed + k, speaker)
         folds[k] = {"train": train, "valid": valid, "test": [u for u in utterances if u.session == k]}
     return folds
+
+
+def _speaker_of_utterance(u: Utterance) -> str:
+    return u.speaker
 
 
 def count_table(utterances: Sequence[Utterance]) -> Dict[int, Counter]:
@@ -208,6 +242,7 @@ def prepare_iemocap(
     valid_fraction: float = HOLDOUT.valid_fraction,
     seed: int = HOLDOUT.seed,
     check_totals: bool = True,
+    validation: str = HOLDOUT.validation,
     progress: bool = True,
     overwrite: bool = False,
 ) -> Dict[str, object]:
@@ -222,7 +257,7 @@ def prepare_iemocap(
     check_output_dir(out_dir, overwrite, PREPARE_INFO, inputs=[root])
     scan = scan_iemocap(root, progress=progress)
     utterances: List[Utterance] = scan["utterances"]
-    folds = make_folds(utterances, valid_fraction, seed)
+    folds = make_folds(utterances, valid_fraction, seed, validation)
     mismatches = known_total_mismatches(utterances) if check_totals else []
     for problem in mismatches:
         logger.warning("not a complete IEMOCAP release? %s", problem)
@@ -230,6 +265,7 @@ def prepare_iemocap(
         "root": str(root),
         "valid_fraction": valid_fraction,
         "seed": seed,
+        **({"validation": validation} if validation != HOLDOUT.validation else {}),
         "utterances": len(utterances),
         "dropped_codes": scan["dropped"],
         "per_session": {s: dict(sorted(c.items())) for s, c in count_table(utterances).items()},

@@ -16,13 +16,14 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from fesa.corpora.checks import Entry, Rules
 from fesa.corpora.emobox import check_classes, emobox_corpus_files, write_prepared
 from fesa.corpora.iemocap import SPLITS, holdout_split
 from fesa.errors import FesaError
 from fesa.files import check_output_dir
+from fesa.options import HOLDOUT
 from fesa_fairseq.data.files import read_text
 from fesa_fairseq.data.labels import check_class_token
 
@@ -84,7 +85,7 @@ def table_entries(rows: List[Tuple[str, dict]]) -> Dict[str, Tuple[Entry, dict]]
     return entries
 
 
-def given_split(entries: Dict[str, Tuple[Entry, dict]], holdout: Tuple[float, int]) -> Dict[int, Dict[str, List[Entry]]]:
+def given_split(entries: Dict[str, Tuple[Entry, dict]], holdout: tuple) -> Dict[int, Dict[str, List[Entry]]]:
     splits: Dict[str, List[Entry]] = {s: [] for s in SPLITS}
     for e, row in entries.values():
         if row["split"] not in SPLITS:
@@ -97,9 +98,7 @@ def given_split(entries: Dict[str, Tuple[Entry, dict]], holdout: Tuple[float, in
     return {1: splits}
 
 
-def group_folds(
-    entries: Dict[str, Tuple[Entry, dict]], column: str, folds: Optional[int], holdout: Tuple[float, int]
-) -> Dict[int, Dict[str, List[Entry]]]:
+def group_folds(entries: Dict[str, Tuple[Entry, dict]], column: str, folds: Optional[int], holdout: tuple) -> Dict[int, Dict[str, List[Entry]]]:
     """Leave one group out, or ``folds`` folds of whole groups (seeded, balanced by utterance count)."""
     by_group: Dict[str, List[Entry]] = defaultdict(list)
     for e, row in entries.values():
@@ -165,6 +164,17 @@ def corpus_fingerprint_files(fmt: str, path: Path) -> List[Path]:
     return [f for session in SESSIONS for f in evaluation_files(Path(path), session)]
 
 
+def _speakers(entries: Dict[str, Tuple[Entry, dict]], header: List[str], table: Path) -> Callable[[Entry], str]:
+    """Each row's speaker, for a validation split of whole speakers."""
+    if "speaker" not in header:
+        raise FesaError(f"{table}: validation: speakers (--validation speakers) needs a 'speaker' column: add one, or hold out utterances")
+    empty = next((e for e, row in entries.values() if not row["speaker"]), None)
+    if empty is not None:
+        raise FesaError(f"{empty.where}: an empty 'speaker': validation: speakers needs every row's speaker")
+    speakers = {e.utt_id: row["speaker"] for e, row in entries.values()}
+    return lambda e: speakers[e.utt_id]
+
+
 def prepare_table(
     table: Path,
     out_dir: Path,
@@ -176,6 +186,7 @@ def prepare_table(
     overwrite: bool = False,
     progress: bool = True,
     allow_outside_root: bool = False,
+    validation: str = HOLDOUT.validation,
 ) -> Dict[str, object]:
     table, out_dir = Path(table).resolve(), Path(out_dir)
     audio_root = Path(audio_root).resolve() if audio_root else table.parent
@@ -184,7 +195,7 @@ def prepare_table(
     check_output_dir(out_dir, overwrite, "prepare.json", inputs=[table, audio_root])
     rows, header = read_table(table)
     entries = table_entries(rows)
-    holdout = (valid_fraction, seed)
+    holdout = (valid_fraction, seed, _speakers(entries, header, table) if validation == "speakers" else None)
     rules = Rules(hint=TABLE_HINT, start="start", end="end", allow_outside_root=allow_outside_root)
     if "split" in header and group is None and folds is None:
         fold_sets, how = given_split(entries, holdout), "the table's split column"

@@ -44,6 +44,9 @@ class StageCell:
     targets: Optional[str] = field(default=None, metadata=_help("cpt_targets: clusters (the method), utterance, shuffled, tapt"))
     pooling: Optional[str] = field(default=None, metadata=_help("the classifier's pooling"))
     seed: Optional[int] = field(default=None, metadata=_help("the training seed of a replicated model (None: the yaml's)"))
+    named_pooling: Optional[bool] = field(
+        default=None, metadata=_help("true: the pooling is part of the folder's name (a baseline pooled apart from its cells: baseline_pooling)")
+    )
 
     @property
     def lk(self) -> str:
@@ -69,15 +72,19 @@ class StageCell:
     def run_name(self) -> str:
         """The model's name and, for one seed of a replicated model, -s{seed}; an alignment is measured once a fold,
         of the first seed's CPT model, and named without it."""
-        return self.model_name + ("" if self.stage == "alignment" else seed_suffix(self.seed))
+        return self.model_name + self.pooling_suffix + ("" if self.stage == "alignment" else seed_suffix(self.seed))
+
+    @property
+    def pooling_suffix(self) -> str:
+        return f"-{self.pooling}" if self.named_pooling else ""
 
     @property
     def variant(self) -> str:
         """The last part of the stage's key (fold1/cpt/L9-K50-s2); empty for a stage with one run a fold."""
-        if self.stage in ("prepare", "reference", "tapt-labels", "tapt"):
+        if self.stage in ("prepare", "all-audio", "reference", "tapt-labels", "tapt"):
             return ""
         if self.stage == "tapt-finetune":
-            return seed_suffix(self.seed)[1:]
+            return (self.pooling_suffix + seed_suffix(self.seed))[1:]
         if self.stage == "emotion-labels":
             return self.labels_name
         if self.stage == "cpt":
@@ -87,15 +94,16 @@ class StageCell:
     @property
     def folder(self) -> PurePosixPath:
         """The stage's output folder in the experiment folder (the layout of pipeline/plan.py)."""
-        fold = PurePosixPath(f"fold{self.fold}")
+        fold = PurePosixPath("all" if self.fold is None else f"fold{self.fold}")  # all: shared by the folds (protocol: authors)
         if self.stage == "reference":
             return fold / "evaluate" / REFERENCE
         if self.stage == "tapt-finetune":
-            return fold / f"tapt-finetune{seed_suffix(self.seed)}"
+            return fold / f"tapt-finetune{self.pooling_suffix}{seed_suffix(self.seed)}"
         return fold / self.stage / self.variant if self.variant else fold / self.stage
 
     def record(self) -> dict:
-        return asdict(self)
+        """The cell as json; without named_pooling where it is not set, as cells were recorded before it existed."""
+        return {k: v for k, v in asdict(self).items() if k != "named_pooling" or v is not None}
 
     def option(self) -> List[str]:
         """``--cell JSON`` for a scoring command: the fields that apply."""
@@ -104,15 +112,18 @@ class StageCell:
     @classmethod
     def from_record(cls, record: object) -> "StageCell":
         """A cell from its json (metrics.json, a stamp, --cell); absent fields are None."""
-        types = {"fold": int, "layer": int, "clusters": int, "seed": int}
+        types = {"fold": int, "layer": int, "clusters": int, "seed": int, "named_pooling": bool}
         if not isinstance(record, dict) or not isinstance(record.get("stage"), str):
             raise FesaError(f"a cell is a json object with a 'stage', got {record!r}")
         for key, value in record.items():
             if key not in {f.name for f in fields(cls)}:
                 raise FesaError(f"a cell has no field {key!r}; its fields: {', '.join(f.name for f in fields(cls))}")
             if value is not None and type(value) is not types.get(key, str):
-                raise FesaError(f"the cell's {key} is {value!r}, not {'a whole number' if key in types else 'a string'}")
+                raise FesaError(f"the cell's {key} is {value!r}, not {_KINDS[types.get(key, str)]}")
         return cls(**record)
+
+
+_KINDS = {int: "a whole number", bool: "true or false", str: "a string"}
 
 
 def seed_suffix(seed: Optional[int]) -> str:

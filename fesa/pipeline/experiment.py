@@ -18,7 +18,17 @@ import fesa_fairseq
 from fesa.corpora.emobox import fold_folders
 from fesa.corpora.table import table_fold_count
 from fesa.errors import FesaError
-from fesa.options import CPT_TARGETS, DEVICE, HOLDOUT, KMeansOptions, PseudoLabelOptions, check_clusters, check_device_name, check_layer
+from fesa.options import (
+    CPT_TARGETS,
+    DEVICE,
+    HOLDOUT,
+    HoldoutOptions,
+    KMeansOptions,
+    PseudoLabelOptions,
+    check_clusters,
+    check_device_name,
+    check_layer,
+)
 from fesa_fairseq.checkpoints import inspect_checkpoint
 from fesa_fairseq.pooling import POOLING_CHOICES
 
@@ -31,6 +41,9 @@ HUBERT_DEFAULT_LAYERS = 12  # fairseq HubertConfig.encoder_layers, for a TAPT ya
 GRID_KEYS = ("layer", "K", "pooling", "cpt_targets")
 IEMOCAP_FOLDS = (1, 2, 3, 4, 5)  # fold k tests on Session k
 CORPUS_FORMATS = ("iemocap", "emobox", "table")
+AUTHORS = "authors"  # protocol: TAPT, k-means and CPT on every session's audio (transductive), as the authors' code
+PROTOCOLS = ("fold", AUTHORS)
+SAME = "same"  # baseline_pooling: the pooling of the experiment's (first) cell
 Cell = Dict[str, Union[int, str]]  # one cell of --grid: layer, K (int), pooling, cpt_targets (str); absent keys: the config's
 
 
@@ -82,10 +95,15 @@ class ExperimentConfig:
     source_checkpoint: str = MISSING  # hubert_base_ls960.pt (or any HuBERT checkpoint), or "bootstrap"
     folds: Optional[List[int]] = None  # None: every fold the corpus has
     valid_fraction: float = HOLDOUT.valid_fraction  # share of each label of the training sessions held out for validation (prepare)
+    validation: str = HOLDOUT.validation  # what that holdout draws (prepare): utterances (shares speakers with train), or whole speakers
+    protocol: str = (
+        "fold"  # fold: every stage sees the fold's training sessions only; authors: TAPT, k-means and CPT see every session's audio (transductive)
+    )
     skip_tapt: bool = False  # fine-tune the source directly (no task-adaptive pretraining)
     tapt_labels: LabelsConfig = field(default_factory=lambda: LabelsConfig(layer=9, clusters=500))
     emotion_labels: LabelsConfig = field(default_factory=LabelsConfig)
     pooling: str = "attention"  # attention or mean
+    baseline_pooling: str = SAME  # the baseline's (tapt-finetune) pooling: mean (the paper's TAPT row), attention, or same: the cells'
     cpt_init: str = "source"  # warm start of CPT: "source" (the authors' recipe) or "tapt"
     seeds: Optional[List[int]] = None  # replicate fine-tuning and CPT per seed (common.seed); None: one run at the yaml's seed
     cpt_targets: str = "clusters"  # what CPT predicts: clusters (the method), or a control: utterance, shuffled, tapt
@@ -212,9 +230,7 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
     for key, model in (("tapt_labels.kmeans_model", cfg.tapt_labels.kmeans_model), ("emotion_labels.kmeans_model", cfg.emotion_labels.kmeans_model)):
         if model is not None and not Path(model).is_file():
             raise FesaError(f"{path}: '{key}' {model} does not exist")
-    _check_pooling(f"{path}: 'pooling'", cfg.pooling)
-    if cfg.cpt_init not in ("source", "tapt"):
-        raise FesaError(f"{path}: 'cpt_init' must be source or tapt, got {cfg.cpt_init!r}")
+    _check_choices(cfg, path)
     if cfg.bootstrap and (cfg.skip_tapt or cfg.cpt_init != "tapt"):
         raise FesaError(
             f"{path}: with source_checkpoint: bootstrap the TAPT model is the only pretrained model: set cpt_init: tapt and keep skip_tapt: false"
@@ -233,6 +249,23 @@ def check_experiment(cfg: ExperimentConfig, path: Path) -> None:
     check_device_name(cfg.device, f"{path}: 'device'")
     for key, value in _paths(cfg):
         check_hydra_path(value, f"{path}: '{key}'")
+
+
+def _check_choices(cfg: ExperimentConfig, path: Path) -> None:
+    """The keys that name one of a few choices."""
+    _check_pooling(f"{path}: 'pooling'", cfg.pooling)
+    if cfg.baseline_pooling != SAME:
+        _check_pooling(f"{path}: 'baseline_pooling' (or same)", cfg.baseline_pooling)
+    if cfg.cpt_init not in ("source", "tapt"):
+        raise FesaError(f"{path}: 'cpt_init' must be source or tapt, got {cfg.cpt_init!r}")
+    if cfg.protocol not in PROTOCOLS:
+        raise FesaError(f"{path}: 'protocol' must be fold or authors, got {cfg.protocol!r}")
+    if cfg.validation not in HoldoutOptions.CHOICES["validation"]:
+        raise FesaError(f"{path}: 'validation' must be utterances or speakers, got {cfg.validation!r}")
+    spec = corpus_spec(cfg.corpus)
+    if cfg.validation == "speakers" and (spec is None or spec.format == "emobox"):
+        what = "prepared manifests have no prepare stage to split by speaker" if spec is None else "EmoBox's jsonl has no speaker field"
+        raise FesaError(f"{path}: validation: speakers needs each utterance's speaker, and {what}: use validation: utterances")
 
 
 def corpus_folds(cfg: ExperimentConfig) -> List[int]:
@@ -364,5 +397,7 @@ def check_values(cfg: ExperimentConfig, cells: Sequence[Cell], path: Path) -> No
         options.check(lambda name, key=key: f"{path}: '{key}.{name}'")
     for k in [c["K"] for c in cells if "K" in c]:
         check_clusters(k, f"{path}: '--grid K'")
+    if cfg.protocol == AUTHORS and "utterance" in {c.get("cpt_targets", cfg.cpt_targets) for c in cells}:
+        raise FesaError(f"{path}: cpt_targets utterance would put the test session's classes into CPT under protocol: authors: use protocol: fold")
     if cfg.skip_tapt and "tapt" in {c.get("cpt_targets", cfg.cpt_targets) for c in cells}:
         raise FesaError(f"{path}: cpt_targets tapt continues pretraining on the TAPT stage's labels, and skip_tapt is true")

@@ -16,6 +16,11 @@ Layout of an experiment folder::
     EXP/fold{k}/alignment/{source,tapt,cpt}-.../  fesa alignment of a pretrained model at the cell's layer and K
     EXP/logs/                                 one log per stage run
 
+Under ``protocol: authors`` (transductive, as the authors' code): EXP/all/all-audio/ (fesa pool-audio: every session's
+audio, no label), EXP/all/tapt-labels/ and EXP/all/tapt/ (one TAPT for all folds, on it); each fold's emotion labels
+(k-means of its fine-tuned TAPT model's frames) and CPT read it too; fine-tuning, model selection and scoring stay
+per fold, on the fold's own manifests.
+
 Controls (cpt_targets) add emotion-labels/L{l}-K{k}-{utterance,shuffled} and cpt/tapt-units, and their cells are
 named after them (L{l}-K{k}-shuffled-{pooling}, tapt-units-{pooling}); seeds add -s{seed} to tapt-finetune, cpt,
 finetune and evaluate folders. Each folder is named after its stage's cell (pipeline/cell.py: the stage, fold,
@@ -34,10 +39,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from fesa.corpora.table import corpus_fingerprint_files
 from fesa.errors import FesaError
 from fesa.labels.alignment import ALIGNMENT_FILE
-from fesa.options import PseudoLabelOptions, flag
+from fesa.options import HOLDOUT, POOL_INFO, PseudoLabelOptions, flag
 from fesa.pipeline.cell import BASELINE, CPT, REFERENCE, StageCell
 from fesa.pipeline.distributed import distributed_overrides
-from fesa.pipeline.experiment import Cell, CorpusSpec, ExperimentConfig, check_hydra_path, corpus_spec, stage_yaml
+from fesa.pipeline.experiment import AUTHORS, SAME, Cell, CorpusSpec, ExperimentConfig, check_hydra_path, corpus_folds, corpus_spec, stage_yaml
 from fesa.pipeline.hydra import hydra_path, hydra_train, seed_override
 from fesa.pipeline.stage import BEST, STAGE_ORDER, Stage
 
@@ -120,6 +125,7 @@ class Plan:
         self.source = None if cfg.bootstrap else str(Path(cfg.source_checkpoint).resolve())
         self.manifests = Path(cfg.manifests).resolve() if cfg.manifests else self.exp / "manifests"
         prepare = self._prepare() if cfg.corpus else None
+        self.pool = self._pool([prepare] if prepare else []) if cfg.protocol == AUTHORS else None
         for k in cfg.folds:
             self._plan_fold(k, [prepare] if prepare else [], cells)
         if cfg.device == "cpu":
@@ -148,7 +154,26 @@ class Plan:
             args += (("--group", spec.group) if spec.group else ()) + (("--folds", spec.n_folds) if spec.n_folds else ())
         else:
             args = ("prepare-iemocap", Path(spec.path).resolve(), self.manifests, "--valid-fraction", self.cfg.valid_fraction, "--overwrite")
+        if self.cfg.validation != HOLDOUT.validation:  # left out by default: the commands of existing experiments hold
+            args += ("--validation", self.cfg.validation)
         return self._add(fesa_stage(StageCell("prepare"), out=self.manifests, args=args, done=self.manifests / "prepare.json", data=data))
+
+    def _pool(self, deps: List[Stage]) -> Stage:
+        """protocol: authors: the audio of every session, train, valid and test, in one manifest folder without labels."""
+        cell = StageCell("all-audio")
+        out = self.exp / cell.folder
+        folds = ",".join(str(k) for k in corpus_folds(self.cfg))  # all of them, whichever folds run: TAPT is one
+        args = ("-q", "pool-audio", self.manifests, "--folds", folds, "--out", out, "--overwrite")
+        return self._add(fesa_stage(cell, out=out, args=args, done=out / POOL_INFO, deps=deps))
+
+    def audio(self, data: Path) -> Path:
+        """The manifests TAPT, its labels, the emotion labels and CPT read: the fold's training sessions (train and
+        valid), or under protocol: authors every session's audio (all-audio)."""
+        return data if self.pool is None else self.pool.out_dir
+
+    def _shared(self, k: int) -> Optional[int]:
+        """The fold of a stage that sees only audio: the fold's own, or none (shared by all folds) under authors."""
+        return k if self.pool is None else None
 
     def _plan_fold(self, k: int, deps: List[Stage], cells: Sequence[Cell]) -> None:
         data = self.manifests / f"fold{k}"
@@ -159,15 +184,23 @@ class Plan:
         source = self.source
         pretrained = source
         if not self.cfg.skip_tapt:
-            tapt = self._tapt(k, data, source, deps)
+            tapt = self._tapt(k, self.audio(data), source, deps + ([self.pool] if self.pool else []))
             pretrained, deps = str(tapt.done), [tapt]
+        labeller = self._baselines(k, data, pretrained, str(cells[0].get("pooling", self.cfg.pooling)), deps)
+        for cell in cells:  # the labels come from the first seed's fine-tuned TAPT model and are shared by every seed
+            for seed in self.cfg.seeds or [None]:
+                self._cell(data, cell, self._method(k, cell, seed), labeller, source if self.cfg.cpt_init == "source" else pretrained, deps)
+
+    def _baselines(self, k: int, data: Path, pretrained: str, pooling: str, deps: List[Stage]) -> Stage:
+        """The baseline of each seed, scored, and the fine-tuned TAPT model the emotion labels come from: the first
+        seed's baseline, or, where baseline_pooling differs from the cells' pooling, a model of the cells' pooling,
+        so that the method's labels do not depend on what it is compared against."""
         seeds = self.cfg.seeds or [None]
-        baselines = [self._baseline(k, data, pretrained, cells[0].get("pooling", self.cfg.pooling), deps, seed) for seed in seeds]
+        compared = pooling if self.cfg.baseline_pooling == SAME else self.cfg.baseline_pooling
+        baselines = [self._baseline(k, data, pretrained, compared, deps, seed, named=compared != pooling) for seed in seeds]
         for baseline in baselines:
             self._evaluate(baseline, data)
-        for cell in cells:  # the labels come from the first seed's baseline and are shared by every seed
-            for seed in seeds:
-                self._cell(data, cell, self._method(k, cell, seed), baselines[0], source if self.cfg.cpt_init == "source" else pretrained, deps)
+        return baselines[0] if compared == pooling else self._baseline(k, data, pretrained, pooling, deps, seeds[0])
 
     def _tapt(self, k: int, data: Path, source: Optional[str], deps: List[Stage]) -> Stage:
         cfg, labels_cfg = self.cfg, self.cfg.tapt_labels
@@ -175,20 +208,20 @@ class Plan:
         mfcc += _changed(labels_cfg, ("seed",))
         how = mfcc if cfg.bootstrap else _labels_args(labels_cfg, source)
         model, layer = (None, None) if cfg.bootstrap else ("source", labels_cfg.layer)  # the bootstrap clusters MFCC frames
-        cell = StageCell("tapt-labels", k, model=model, layer=layer, clusters=labels_cfg.clusters)
+        cell = StageCell("tapt-labels", self._shared(k), model=model, layer=layer, clusters=labels_cfg.clusters)
         labels = self._add(labels_stage(cell, data=data, out=self.exp / cell.folder, how=how, device=cfg.device, deps=deps))
         self.tapt_labels[k] = labels
         init = ["model.init_checkpoint=null", "model.label_rate=100"] if cfg.bootstrap else [hydra_path("model.init_checkpoint", source)]
         overrides = [hydra_path("task.data", data), hydra_path("task.label_dir", labels.out_dir), *init, *cfg.overrides.tapt]
-        cell = StageCell("tapt", k, model="tapt")
+        cell = StageCell("tapt", self._shared(k), model="tapt")
         out = self.exp / cell.folder
         self.tapt[k] = self._add(
             training_stage(cell, group="tapt", config=cfg.configs.tapt, out=out, overrides=overrides, deps=[labels], gpus=self.gpus)
         )
         return self.tapt[k]
 
-    def _baseline(self, k: int, data: Path, pretrained: str, pooling: str, deps: List[Stage], seed: Optional[int]) -> Stage:
-        cell = StageCell("tapt-finetune", k, model=BASELINE, pooling=pooling, seed=seed)
+    def _baseline(self, k: int, data: Path, pretrained: str, pooling: str, deps: List[Stage], seed: Optional[int], named: bool = False) -> Stage:
+        cell = StageCell("tapt-finetune", k, model=BASELINE, pooling=pooling, seed=seed, named_pooling=named or None)
         overrides = [
             hydra_path("task.data", data),
             hydra_path("model.w2v_path", pretrained),
@@ -211,8 +244,12 @@ class Plan:
         """One cell of the grid: the CPT targets of its layer, K and target kind, continued pretraining on them,
         fine-tuning with its pooling, scoring; with seeds, CPT onwards once per seed."""
         cfg, seed = self.cfg, method.seed
-        labels = self._cpt_labels(data, method, baseline)
-        overrides = [hydra_path("task.data", data), hydra_path("task.label_dir", labels.out_dir), hydra_path("model.init_checkpoint", init_from)]
+        labels = self._cpt_labels(self.audio(data), method, baseline)
+        overrides = [
+            hydra_path("task.data", self.audio(data)),
+            hydra_path("task.label_dir", labels.out_dir),
+            hydra_path("model.init_checkpoint", init_from),
+        ]
         if cfg.bootstrap and method.targets == "tapt":
             overrides.append("model.label_rate=100")  # the bootstrap's TAPT labels are MFCC frames, 100 a second
         overrides += cfg.overrides.cpt + seed_override(seed)

@@ -85,6 +85,13 @@ ROW_NAMES = {
 }
 
 
+def row_name(name: str, cell: Optional[StageCell]) -> str:
+    """A model's row; the baseline's names its pooling (baseline_pooling may set it apart from the method's)."""
+    if name == BASELINE and cell is not None and cell.pooling:
+        return f"baseline (TAPT fine-tuned, {cell.pooling} pooling)"
+    return ROW_NAMES.get(name, name)
+
+
 def _order(variants: List[str]) -> List[str]:
     """The acoustic reference first (the floor), then the baseline, then the method's cells."""
     return sorted(variants, key=lambda v: (v != REFERENCE, v != BASELINE, v))
@@ -99,7 +106,7 @@ def markdown(summaries: Dict[str, dict], cells: Dict[str, StageCell]) -> str:
     for name in _order(list(summaries)):
         s = summaries[name]
         figures = [f"{s['ua'][f]:.1f} / {s['wa'][f]:.1f}" if f in s["ua"] else "-" for f in folds]
-        label = ROW_NAMES.get(name, name)
+        label = row_name(name, cells.get(name))
         spread = f" {len(s['seeds']) or 1} | {'-' if s['ua_seed_std'] is None else format(s['ua_seed_std'], '.1f')} |" if seeded else ""
         means = "".join(f" | {s[f'{key}_mean']:.1f} ± {s[f'{key}_std']:.1f}" for key in ("ua", "wa", "macro_f1")) + " |"
         lines.append(f"| {label} | " + " | ".join(figures) + means + spread)
@@ -196,9 +203,11 @@ def alignment_table(found: Dict[str, Dict[int, dict]]) -> List[str]:
 
 
 def learning_curves(exp_dir: Path, out: Path) -> List[str]:
-    """curves_fold{k}.png per fold; returns the report's lines about runs stopped while still improving."""
+    """curves_fold{k}.png per fold (curves_all.png: the stages the folds share, protocol: authors); returns the report's
+    lines about runs stopped while still improving."""
     lines = []
-    for fold_dir in sorted(p for p in exp_dir.glob("fold*") if p.is_dir() and p.name[len("fold") :].isdigit()):
+    folds = sorted(p for p in exp_dir.glob("fold*") if p.is_dir() and p.name[len("fold") :].isdigit())
+    for fold_dir in [*folds, *[p for p in [exp_dir / "all"] if p.is_dir()]]:
         curves = fold_curves(fold_dir)
         if not curves:
             continue
@@ -227,6 +236,17 @@ def corpus_line(exp_dir: Path, summaries: Dict[str, dict]) -> str:
     return f"Corpus: {corpus}; {len(classes)} classes: {', '.join(classes)}."
 
 
+FOLD_PROTOCOL = "fold (TAPT, k-means and CPT saw only each fold's training sessions)"
+AUTHORS_PROTOCOL = "authors (transductive: the test session's audio was seen by TAPT, k-means and CPT)"
+
+
+def protocol_of(exp_dir: Path) -> str:
+    """What the experiment's pretraining and k-means saw (EXP/experiment.yaml's protocol; fold where it does not say)."""
+    saved = exp_dir / "experiment.yaml"
+    protocol = (yaml.safe_load(saved.read_text()) or {}).get("protocol", "fold") if saved.is_file() else "fold"
+    return AUTHORS_PROTOCOL if protocol == "authors" else FOLD_PROTOCOL
+
+
 def make_report(exp_dir: Path) -> Dict[str, object]:
     exp_dir = Path(exp_dir)
     results = collect(exp_dir)
@@ -243,7 +263,8 @@ def make_report(exp_dir: Path) -> Dict[str, object]:
             out / f"confusion_{variant}.png",
             title=f"{variant}, {len(s['folds'])} folds: UA {s['ua_mean']:.1f}%  WA {s['wa_mean']:.1f}%",
         )
-    text = corpus_line(exp_dir, summaries) + "\n\n" + markdown(summaries, cells)
+    protocol = protocol_of(exp_dir)
+    text = corpus_line(exp_dir, summaries) + (f"\nProtocol: {protocol}." if protocol != FOLD_PROTOCOL else "") + "\n\n" + markdown(summaries, cells)
     improving = learning_curves(exp_dir, out)
     text += "\n\nLearning curves: curves_fold*.png (training loss and validation, against updates, every training stage)."
     if improving:
@@ -255,7 +276,10 @@ def make_report(exp_dir: Path) -> Dict[str, object]:
     runs = run_statistics(results)
     text += "\n" + "\n".join(run_table(runs)) if runs else ""
     atomic_write_text(out / "report.md", text + "\n")
-    atomic_write_json(out / "report.json", {**summaries, "paired": paired, "alignment": alignment, "alignment_paired": aligned, "run_pairs": runs})
+    atomic_write_json(
+        out / "report.json",
+        {**summaries, "protocol": protocol, "paired": paired, "alignment": alignment, "alignment_paired": aligned, "run_pairs": runs},
+    )
     return {"markdown": text, "summaries": summaries, "paired": paired, "alignment_paired": aligned, "run_pairs": runs, "dir": out}
 
 

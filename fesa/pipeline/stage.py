@@ -24,7 +24,19 @@ from fesa.pipeline.hydra import config_files
 
 logger = logging.getLogger(__name__)
 
-STAGE_ORDER = ("prepare", "reference", "tapt-labels", "tapt", "tapt-finetune", "emotion-labels", "cpt", "finetune", "evaluate", "alignment")
+STAGE_ORDER = (
+    "prepare",
+    "all-audio",
+    "reference",
+    "tapt-labels",
+    "tapt",
+    "tapt-finetune",
+    "emotion-labels",
+    "cpt",
+    "finetune",
+    "evaluate",
+    "alignment",
+)
 STAMP = STAGE_STAMP
 BEST = Path("checkpoints") / "checkpoint_best.pt"
 DAMAGED = "damaged"  # the state of a stamp that is not the json a stage wrote
