@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from fesa.corpora.demo import SEGMENTS_FILE
+from fesa.corpora.demo import DEMO_SEGMENTS_FILE
 from fesa.inference.references import segment_truth
 from fesa.labels.alignment import frame_states, measure_alignment
 
@@ -39,7 +39,7 @@ class StateReader:
 
 @pytest.fixture(scope="module")
 def truth(demo_folds):
-    return segment_truth(demo_folds.parent / "corpus" / SEGMENTS_FILE, demo_folds / "fold1")
+    return segment_truth(demo_folds.parent / "corpus" / DEMO_SEGMENTS_FILE, demo_folds / "fold1")
 
 
 def test_segment_lines_become_the_folds_truth(truth, demo_folds):
@@ -66,7 +66,7 @@ def test_noise_frames_are_not(truth, demo_folds):
 
 
 def test_cli_on_a_real_model(stock_hubert, demo_folds, tmp_path):
-    reference = demo_folds.parent / "corpus" / SEGMENTS_FILE
+    reference = demo_folds.parent / "corpus" / DEMO_SEGMENTS_FILE
     args = ("--layer", "1", "--clusters", "6", "--reference", reference, "--out", tmp_path / "a", "--device", "cpu")
     res = run_fesa("alignment", stock_hubert, demo_folds / "fold1", *args)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fesa.corpora.demo import SEGMENTS_FILE
+from fesa.corpora.demo import DEMO_SEGMENTS_FILE
 from fesa.labels.control_labels import make_control_labels, shuffled_lines
 from fesa_fairseq.data.labels import read_labelled_split
 
@@ -93,7 +93,7 @@ def test_bad_targets_are_refused(demo_folds, tmp_path, value, message):
 
 def test_alignment_stages_measure_every_pretrained_model_where_truth_exists(demo_folds, tmp_path):
     config, corpus = tmp_path / "e.yaml", demo_folds.parent / "corpus"
-    config.write_text(yaml.safe_dump({"corpus": str(corpus), "segments": str(corpus / SEGMENTS_FILE), **TINY_RUN, "alignment": None}))
+    config.write_text(yaml.safe_dump({"corpus": str(corpus), "segments": str(corpus / DEMO_SEGMENTS_FILE), **TINY_RUN, "alignment": None}))
     res = run_fesa("run", config, "--exp-dir", tmp_path / "exp", "--dry-run", "--grid", "cpt_targets=clusters,tapt")
     assert res.returncode == 0, res.stderr[-3000:]
     keys = re.findall(r"^# (fold1/alignment/\S+)", res.stdout, flags=re.M)
@@ -102,8 +102,8 @@ def test_alignment_stages_measure_every_pretrained_model_where_truth_exists(demo
     assert (
         f"fesa -q alignment {tmp_path / 'exp' / 'fold1' / 'tapt' / 'checkpoints' / 'checkpoint_best.pt'}" in line and "--layer 1 --clusters 6" in line
     )
-    assert f"--reference {corpus / SEGMENTS_FILE}" in line
-    for no in ({"alignment": False, "segments": str(corpus / SEGMENTS_FILE)}, {"alignment": None}):  # the demo corpus itself is no truth
+    assert f"--reference {corpus / DEMO_SEGMENTS_FILE}" in line
+    for no in ({"alignment": False, "segments": str(corpus / DEMO_SEGMENTS_FILE)}, {"alignment": None}):  # the demo corpus itself is no truth
         config.write_text(yaml.safe_dump({"corpus": str(corpus), **TINY_RUN, **no}))
         res = run_fesa("run", config, "--exp-dir", tmp_path / "exp", "--dry-run")
         assert res.returncode == 0 and "fesa -q alignment" not in res.stdout

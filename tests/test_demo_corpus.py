@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fesa.corpora.demo import SEGMENTS_FILE, make_demo_corpus
+from fesa.corpora.demo import DEMO_SEGMENTS_FILE, make_demo_corpus
 from fesa.corpora.iemocap import prepare_iemocap
 from fesa.errors import FesaError
 from fesa.segments import read_segment_lines
@@ -56,7 +56,7 @@ def test_audio_is_16k_mono_of_one_to_four_seconds(corpus):
 
 
 def test_only_some_phrases_carry_the_emotion(corpus):
-    segments = read_segment_lines(corpus / SEGMENTS_FILE)
+    segments = read_segment_lines(corpus / DEMO_SEGMENTS_FILE)
     listing = {}
     for ev in corpus.glob("Session*/dialog/EmoEvaluation/*.txt"):
         for line in ev.read_text().splitlines():
@@ -74,7 +74,7 @@ def test_only_some_phrases_carry_the_emotion(corpus):
 
 def test_emotions_differ_in_loudness_where_they_are_carried(corpus):
     """Angry segments are louder than neutral ones, which are louder than sad ones (same speakers)."""
-    segments = read_segment_lines(corpus / SEGMENTS_FILE)
+    segments = read_segment_lines(corpus / DEMO_SEGMENTS_FILE)
     wav_of = {p.stem: p for p in corpus.rglob("*.wav")}
     energy = {"ang": [], "neu": [], "sad": []}
     for utt, segs in segments.items():
@@ -143,5 +143,5 @@ def test_espeak_corpus_prepares_like_the_demo(tmp_path):
     assert len(wavs) == 5 * 2 * 4
     wav, sr = sf.read(wavs[0])
     assert sr == 16000 and wav.ndim == 1  # espeak-ng's 22,050 Hz resampled
-    segments = read_segment_lines(root / SEGMENTS_FILE)
+    segments = read_segment_lines(root / DEMO_SEGMENTS_FILE)
     assert set(segments) == {w.stem for w in wavs}

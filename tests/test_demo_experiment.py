@@ -7,7 +7,7 @@ from typing import List
 import pytest
 import yaml
 
-from fesa.corpora.demo import SEGMENTS_FILE
+from fesa.corpora.demo import DEMO_SEGMENTS_FILE
 from fesa.errors import FesaError
 from fesa.pipeline.experiment import load_experiment
 from fesa.pipeline.plan import Plan
@@ -37,9 +37,9 @@ def check_truth_given(p: Plan, segments: Path) -> None:
 def test_the_demo_names_its_segment_file(demo_folds, tmp_path):
     corpus = demo_folds.parent / "corpus"
     p = plan(DEMO, tmp_path, [f"corpus={corpus}", "alignment=true"])
-    assert p.cfg.segments == str((corpus / SEGMENTS_FILE).resolve()) and p.cfg.folds == [1, 2, 3, 4, 5]
+    assert p.cfg.segments == str((corpus / DEMO_SEGMENTS_FILE).resolve()) and p.cfg.folds == [1, 2, 3, 4, 5]
     assert {s.fold for s in p.stages if s.name == "alignment"} == {1, 2, 3, 4, 5}
-    check_truth_given(p, corpus / SEGMENTS_FILE)
+    check_truth_given(p, corpus / DEMO_SEGMENTS_FILE)
     assert not any(s.name == "alignment" for s in plan(DEMO, tmp_path, [f"corpus={corpus}"]).stages)  # the yaml's alignment: false
     bare = plan(DEMO, tmp_path, [f"corpus={corpus}", "segments=null"])
     assert not any("--reference" in s.command for s in bare.stages)  # the corpus alone is no truth

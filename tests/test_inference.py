@@ -11,7 +11,7 @@ import torch
 from scipy.signal import resample_poly
 
 from fesa.checkpoints import HUBERT_GEOMETRY
-from fesa.corpora.demo import SEGMENTS_FILE
+from fesa.corpora.demo import DEMO_SEGMENTS_FILE
 from fesa.errors import FesaError
 from fesa.inference.eder import eder, read_segments_json, reference_spans, utterance_eder
 from fesa.inference.recognizer import EmotionRecognizer, plan_windows
@@ -267,7 +267,7 @@ def test_references_from_the_demo_corpus_a_tsv_and_zed(demo_folds, tmp_path):
 
 
 def test_evaluate_measures_the_alignment_on_the_demo(checkpoint, demo_folds, tmp_path):
-    reference = demo_folds.parent / "corpus" / SEGMENTS_FILE
+    reference = demo_folds.parent / "corpus" / DEMO_SEGMENTS_FILE
     res = run_fesa("-q", "evaluate", checkpoint, demo_folds / "fold1", "--reference", reference, "--out", tmp_path / "ev", "--device", "cpu")
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from fesa.cli import APART, build_parser
-from fesa.corpora.demo import SEGMENTS_FILE as DEMO_SEGMENTS
+from fesa.corpora.demo import DEMO_SEGMENTS_FILE
 from fesa.errors import FesaError
 from fesa.files import STAGE_STAMP
 from fesa.labels.kmeans_backends import fit_kmeans_model
@@ -58,6 +58,7 @@ CASES = {
     "predict": lambda r: (["predict", r / "ckpt/model.pt", r / "audio/a.wav", "--out", r / "audio"], "holds this command's own input"),
     "export": lambda r: (["export", r / "ckpt/model.pt", "--onnx", r / "ckpt/model.pt"], "is this command's own input"),
     "import-hf": lambda r: (["import-hf", r / "snap", "--out", r / "snap/model.safetensors", "--overwrite"], "lies inside this command's input"),
+    "pool-audio": lambda r: (["pool-audio", r, "--folds", "1", "--out", r / "fold" / "all"], "lies inside this command's input"),
 }
 
 
@@ -197,7 +198,7 @@ def test_shuffling_needs_two_utterances(tmp_path, capsys):
 )
 def test_alignment_options_are_checked_before_the_model_is_read(demo_folds, tmp_path, capsys, option, value, message):
     (tmp_path / "model.pt").write_bytes(b"not read")
-    reference = demo_folds.parent / "corpus" / DEMO_SEGMENTS
+    reference = demo_folds.parent / "corpus" / DEMO_SEGMENTS_FILE
     args = ("alignment", tmp_path / "model.pt", demo_folds / "fold1", "--layer", "1", "--reference", reference, "--out", tmp_path / "o")
     res = fesa_main(capsys, "-q", *args, option, value)
     one_line_error(res, message)
@@ -206,7 +207,7 @@ def test_alignment_options_are_checked_before_the_model_is_read(demo_folds, tmp_
 
 def test_alignment_with_more_clusters_than_frames(stock_hubert, demo_folds, tmp_path, capsys):
     args = ["alignment", stock_hubert, demo_folds / "fold1", "--layer", "1", "--max-utterances", "1", "--clusters", "5000", "--device", "cpu"]
-    args += ["--reference", demo_folds.parent / "corpus" / DEMO_SEGMENTS]
+    args += ["--reference", demo_folds.parent / "corpus" / DEMO_SEGMENTS_FILE]
     one_line_error(fesa_main(capsys, "-q", *args, "--out", tmp_path / "o"), "k-means with K=5000 on")
     assert not (tmp_path / "o").exists()
     for backend in ("faiss", "sklearn"):

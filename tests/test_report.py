@@ -419,7 +419,10 @@ def test_the_report_says_the_protocol_and_marks_the_authors_as_transductive(tmp_
     report = make_report(tmp_path)
     assert "Protocol" not in report["markdown"]  # the default's report as it was
     assert json.loads((tmp_path / "report" / "report.json").read_text())["protocol"].startswith("fold (")
-    (tmp_path / "experiment.yaml").write_text("protocol: authors\n")
+    (tmp_path / "experiment.yaml").write_text("protocol: fold\n")  # the yaml a later run rewrote: the results say
+    metrics = tmp_path / "fold1" / "evaluate" / "baseline" / "metrics.json"
+    cell = {"stage": "evaluate", "fold": 1, "model": "baseline", "pooling": "attention", "protocol": "authors"}
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "cell": cell}))
     report = make_report(tmp_path)
     said = "protocol: authors (transductive: the test session's audio was seen by TAPT, k-means and CPT)"
     assert report["markdown"].splitlines()[1] == f"Protocol: {said.split(': ', 1)[1]}."

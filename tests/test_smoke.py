@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fesa.corpora.demo import SEGMENTS_FILE
+from fesa.corpora.demo import DEMO_SEGMENTS_FILE
 from fesa.options import SmokeOptions
 from fesa.pipeline.experiment import ExperimentConfig, load_experiment
 from fesa.pipeline.plan import Plan
@@ -100,7 +100,7 @@ def demo_corpus(tmp_path: Path) -> Path:
     """What the demo yaml names of a demo corpus when planning: the folder, and its segment file (segments:)."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    (corpus / SEGMENTS_FILE).write_text("utt_id\tstart\tend\temotion\n")
+    (corpus / DEMO_SEGMENTS_FILE).write_text("utt_id\tstart\tend\temotion\n")
     return corpus
 
 

@@ -53,7 +53,7 @@ def _add_prepare_iemocap(sub: Subparsers) -> None:
         help="IEMOCAP release -> leave-one-session-out manifests (4 classes, exc merged into hap)",
         description="Reads SessionN/dialog/EmoEvaluation/*.txt and the wavs of SessionN/sentences/wav, keeps "
         "neu, hap+exc, ang, sad, and writes OUT_DIR/fold{1..5}/{train,valid,test}.{tsv,emo} and dict.emo.txt. "
-        "Fold k tests on Session k; valid is a label-stratified holdout of the other four sessions.",
+        "Fold k tests on Session k; valid is a label-stratified holdout of the other four sessions (--validation speakers: whole speakers of them).",
     )
     p.add_argument("iemocap_root", help="folder holding Session1 .. Session5 (IEMOCAP_full_release)")
     p.add_argument("out_dir", type=output_path, help="where the fold folders go")

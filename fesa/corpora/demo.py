@@ -42,7 +42,7 @@ from fesa.options import HOLDOUT
 logger = logging.getLogger(__name__)
 
 SR = SAMPLE_RATE
-SEGMENTS_FILE = "fesa_demo_segments.tsv"
+DEMO_SEGMENTS_FILE = "fesa_demo_segments.tsv"
 DEMO_MARKER = "fesa_demo.json"  # at the root of a demo corpus: its generator's settings
 PRETRAINING_MARKER = "fesa_pretraining.json"
 VOWELS = {"a": (730, 1090, 2440), "e": (530, 1840, 2480), "i": (270, 2290, 3010), "o": (570, 840, 2410), "u": (300, 870, 2240)}
@@ -350,7 +350,7 @@ def make_demo_corpus(
         total = 0
         for session in tqdm(SESSIONS, desc="demo corpus", unit="session", disable=not progress):
             total += write_session(staging, session, utterances_per_speaker, seed, segments, synth)
-        (staging / SEGMENTS_FILE).write_text("\n".join(segments) + "\n", encoding="utf-8")
+        (staging / DEMO_SEGMENTS_FILE).write_text("\n".join(segments) + "\n", encoding="utf-8")
         info = {
             "generator": "fesa.corpora.demo",
             "synthesizer": synth.name,

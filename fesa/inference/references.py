@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 import soundfile as sf
 
-from fesa.corpora.demo import SEGMENTS_FILE
+from fesa.corpora.demo import DEMO_SEGMENTS_FILE
 from fesa.corpora.iemocap import LABEL_OF_CODE, LISTING, SPLITS
 from fesa.errors import FesaError
 from fesa.files import atomic_write_json
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 def convert_references(source: Path, fmt: str = "auto", manifest: Optional[Path] = None, audio_root: Optional[Path] = None) -> Dict[str, dict]:
     source = Path(source)
     if source.is_dir():
-        source = source / SEGMENTS_FILE
+        source = source / DEMO_SEGMENTS_FILE
     fmt = _guess(source) if fmt == "auto" else fmt
     if audio_root is not None and not Path(audio_root).is_dir():
         raise FesaError(f"--audio-root {audio_root} is not a folder")
@@ -49,7 +49,7 @@ def convert_references(source: Path, fmt: str = "auto", manifest: Optional[Path]
 def _guess(source: Path) -> str:
     if source.suffix == ".json":
         return "zed"
-    if source.name == SEGMENTS_FILE:
+    if source.name == DEMO_SEGMENTS_FILE:
         return "demo"
     if source.suffix == ".tsv":
         return "tsv"

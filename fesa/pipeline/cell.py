@@ -47,6 +47,10 @@ class StageCell:
     named_pooling: Optional[bool] = field(
         default=None, metadata=_help("true: the pooling is part of the folder's name (a baseline pooled apart from its cells: baseline_pooling)")
     )
+    protocol: Optional[str] = field(
+        default=None,
+        metadata=_help("authors: a result of the transductive protocol (TAPT, k-means and CPT saw every session's audio); None: per fold"),
+    )
 
     @property
     def lk(self) -> str:
@@ -102,8 +106,8 @@ class StageCell:
         return fold / self.stage / self.variant if self.variant else fold / self.stage
 
     def record(self) -> dict:
-        """The cell as json; without named_pooling where it is not set, as cells were recorded before it existed."""
-        return {k: v for k, v in asdict(self).items() if k != "named_pooling" or v is not None}
+        """The cell as json; without named_pooling and protocol where they are not set, as cells were recorded before."""
+        return {k: v for k, v in asdict(self).items() if k not in ("named_pooling", "protocol") or v is not None}
 
     def option(self) -> List[str]:
         """``--cell JSON`` for a scoring command: the fields that apply."""

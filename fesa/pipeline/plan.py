@@ -183,8 +183,9 @@ class Plan:
         self._add(fesa_stage(reference, out=out, args=args, done=out / "metrics.json", deps=deps))
         source = self.source
         pretrained = source
+        deps = deps + ([self.pool] if self.pool else [])  # what reads all-audio waits for it, skip_tapt or not
         if not self.cfg.skip_tapt:
-            tapt = self._tapt(k, self.audio(data), source, deps + ([self.pool] if self.pool else []))
+            tapt = self._tapt(k, self.audio(data), source, deps)
             pretrained, deps = str(tapt.done), [tapt]
         labeller = self._baselines(k, data, pretrained, str(cells[0].get("pooling", self.cfg.pooling)), deps)
         for cell in cells:  # the labels come from the first seed's fine-tuned TAPT model and are shared by every seed
@@ -311,7 +312,7 @@ class Plan:
 
     def _evaluate(self, trained: Stage, data: Path) -> Stage:
         """The trained model scored on the fold's test split; its metrics.json records its cell (--cell)."""
-        cell = replace(trained.cell, stage="evaluate")
+        cell = replace(trained.cell, stage="evaluate", protocol=AUTHORS if self.pool else None)  # the report says it
         out = self.exp / cell.folder
         args = ("-q", "evaluate", trained.done, data, "--split", "test", "--out", out, "--device", self.cfg.device)
         args += (("--reference", self.cfg.segments) if self.cfg.segments else ()) + tuple(cell.option())

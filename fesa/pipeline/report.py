@@ -240,11 +240,11 @@ FOLD_PROTOCOL = "fold (TAPT, k-means and CPT saw only each fold's training sessi
 AUTHORS_PROTOCOL = "authors (transductive: the test session's audio was seen by TAPT, k-means and CPT)"
 
 
-def protocol_of(exp_dir: Path) -> str:
-    """What the experiment's pretraining and k-means saw (EXP/experiment.yaml's protocol; fold where it does not say)."""
-    saved = exp_dir / "experiment.yaml"
-    protocol = (yaml.safe_load(saved.read_text()) or {}).get("protocol", "fold") if saved.is_file() else "fold"
-    return AUTHORS_PROTOCOL if protocol == "authors" else FOLD_PROTOCOL
+def protocol_of(results: Results) -> str:
+    """What the scored models' pretraining and k-means saw, as each result records it (its cell's protocol), not what
+    the experiment yaml says now: a later run with another protocol rewrites the yaml before it has scored anything."""
+    seen = {run.cell.protocol for folds in results.values() for runs in folds.values() for run in runs.values()}
+    return AUTHORS_PROTOCOL if "authors" in seen else FOLD_PROTOCOL
 
 
 def make_report(exp_dir: Path) -> Dict[str, object]:
@@ -263,10 +263,11 @@ def make_report(exp_dir: Path) -> Dict[str, object]:
             out / f"confusion_{variant}.png",
             title=f"{variant}, {len(s['folds'])} folds: UA {s['ua_mean']:.1f}%  WA {s['wa_mean']:.1f}%",
         )
-    protocol = protocol_of(exp_dir)
+    protocol = protocol_of(results)
     text = corpus_line(exp_dir, summaries) + (f"\nProtocol: {protocol}." if protocol != FOLD_PROTOCOL else "") + "\n\n" + markdown(summaries, cells)
     improving = learning_curves(exp_dir, out)
-    text += "\n\nLearning curves: curves_fold*.png (training loss and validation, against updates, every training stage)."
+    shared = " and curves_all.png (the stages the folds share)" if (out / "curves_all.png").is_file() else ""
+    text += f"\n\nLearning curves: curves_fold*.png{shared} (training loss and validation, against updates, every training stage)."
     if improving:
         text += "\n" + "\n".join(improving)
     alignment, aligned_cells = collect_alignment(exp_dir)

@@ -17,8 +17,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Result:
-    cell: StageCell
-    folder: Path
+    cell: StageCell  # what the result is of (recorded, from the stamp, or the legacy reader's)
+    folder: Path  # the stage's output folder
     content: dict  # the json the stage wrote
 
 
@@ -29,7 +29,7 @@ Results = Dict[str, Dict[int, Runs]]  # model (StageCell.model_name) -> fold -> 
 def stage_results(exp_dir: Path, stage: str, name: str) -> Iterator[Result]:
     """Every EXP/fold{k}/<stage>/<run>/<name> with its cell (the one it records, its stamp's, or the legacy reader's)."""
     for path in sorted(Path(exp_dir).glob(f"fold*/{stage}/*/{name}")):
-        if STALE in path.parent.name:
+        if STALE in path.parent.name or not path.parents[2].name[len("fold") :].isdigit():  # fold1_old: not fesa run's
             continue
         content = json.loads(path.read_text())
         cell = recorded_cell(path.parent, content, read_stamp(path.parent))
@@ -46,7 +46,11 @@ def collect(exp_dir: Path, stage: str = "evaluate", name: str = "metrics.json") 
         runs = results.setdefault(result.cell.model_name, {}).setdefault(result.cell.fold, {})
         earlier = runs.setdefault(result.cell.seed, result)
         if earlier is not result:
-            raise FesaError(f"{earlier.folder} and {result.folder} are both the result of {result.cell}: move one out of {exp_dir}")
+            raise FesaError(
+                f"{earlier.folder} and {result.folder} are both the {result.cell.model_name} of fold {result.cell.fold}"
+                f"{'' if result.cell.seed is None else f', seed {result.cell.seed}'}, from two settings of the experiment (baseline_pooling "
+                f"changed?): move the one you no longer want out of {exp_dir}, or give each setting its own --exp-dir"
+            )
     return results
 
 
