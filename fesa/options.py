@@ -312,3 +312,20 @@ class SmokeOptions:
         if not 0 < self.kmeans_percent <= 1:
             raise FesaError(f"--smoke-kmeans-percent {self.kmeans_percent}: give a share in (0, 1]")
         return self
+
+
+@dataclass
+class DemoCorpusOptions:
+    """fesa make-demo-corpus: the synthetic emotional corpus in IEMOCAP's layout."""
+
+    utterances_per_speaker: int = field(default=30, metadata=_help("turns per speaker, all codes together (30: 300 turns, ~255 kept)"))
+    seed: int = field(default=0, metadata=_help("the same seed gives byte-identical files"))
+
+
+@dataclass
+class PretrainingCorpusOptions:
+    """fesa make-pretraining-corpus: unlabelled synthetic speakers outside every session of the demo corpus."""
+
+    speakers: int = field(default=12, metadata=_help("speakers, alternately female and male"))
+    utterances_per_speaker: int = field(default=40, metadata=_help("utterances per speaker"))
+    seed: int = field(default=1000, metadata=_help("the same seed gives byte-identical files"))

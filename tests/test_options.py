@@ -14,9 +14,11 @@ from fesa.options import (
     BaselineOptions,
     ClusterGridOptions,
     ControlLabelOptions,
+    DemoCorpusOptions,
     FrameOptions,
     HoldoutOptions,
     KMeansOptions,
+    PretrainingCorpusOptions,
     PseudoLabelOptions,
     ScoringOptions,
     SmokeOptions,
@@ -51,6 +53,8 @@ OFFERED = [
     ("predict", FrameOptions, ""),
     ("prepare-iemocap", HoldoutOptions, ""),
     ("run", SmokeOptions, "smoke"),
+    ("make-demo-corpus", DemoCorpusOptions, ""),
+    ("make-pretraining-corpus", PretrainingCorpusOptions, ""),
 ]
 PARTLY = (KMeansOptions, SmokeOptions)  # offered in part: a few k-means settings; the smoke run's measuring constant
 
@@ -78,6 +82,7 @@ def test_the_experiments_label_keys_take_the_commands_defaults():
 
 
 def _api_defaults():
+    from fesa.corpora.demo import make_demo_corpus, make_pretraining_corpus
     from fesa.inference.recognizer import EmotionRecognizer
     from fesa.labels.alignment import measure_alignment
     from fesa.labels.analyze_clusters import analyze_clusters
@@ -105,6 +110,10 @@ def _api_defaults():
         (evaluate, "batch_seconds", "evaluate", "--batch-seconds"),
         (EmotionRecognizer.from_checkpoint, "precision", "predict", "--precision"),
         (EmotionRecognizer.from_checkpoint, "device", "predict", "--device"),
+        (make_demo_corpus, "utterances_per_speaker", "make-demo-corpus", "--utterances-per-speaker"),
+        (make_demo_corpus, "seed", "make-demo-corpus", "--seed"),
+        (make_pretraining_corpus, "speakers", "make-pretraining-corpus", "--speakers"),
+        (make_pretraining_corpus, "seed", "make-pretraining-corpus", "--seed"),
     ]
 
 

@@ -5,8 +5,8 @@ import argparse
 import time
 from pathlib import Path
 
-from fesa.cli.common import Subparsers, add_options, add_out, add_overwrite, add_own_out, add_seed, ints, output_path
-from fesa.options import POOL_INFO, SEGMENT_FORMATS, HoldoutOptions
+from fesa.cli.common import Subparsers, add_options, add_out, add_overwrite, add_own_out, ints, output_path
+from fesa.options import POOL_INFO, SEGMENT_FORMATS, DemoCorpusOptions, HoldoutOptions, PretrainingCorpusOptions
 
 
 def add_parsers(sub: Subparsers) -> None:
@@ -214,8 +214,7 @@ def _add_make_demo_corpus(sub: Subparsers) -> None:
         "speaker and emotion; only some phrases of an emotional utterance carry its emotion.",
     )
     p.add_argument("out_dir", type=output_path, help="folder to create (it must not exist or be empty, unless --overwrite)")
-    p.add_argument("--utterances-per-speaker", type=int, default=30, help="turns per speaker, all codes together (default 30: 300 turns, ~255 kept)")
-    add_seed(p, "the same seed gives byte-identical files", default=0)
+    add_options(p, DemoCorpusOptions, ("utterances_per_speaker", "seed"))
     add_overwrite(p, "replace a corpus this command wrote at OUT_DIR (swapped in only once complete; any other folder is refused)")
     p.add_argument(
         "--synthesizer",
@@ -280,9 +279,7 @@ def _add_make_pretraining_corpus(sub: Subparsers) -> None:
         "Writes OUT_DIR/{train,valid}.tsv (fairseq manifests) and the wavs.",
     )
     p.add_argument("out_dir", type=output_path, help="folder to create (it must not exist or be empty, unless --overwrite)")
-    p.add_argument("--speakers", type=int, default=12, help="speakers, alternately female and male (default 12)")
-    p.add_argument("--utterances-per-speaker", type=int, default=40, help="utterances per speaker (default 40)")
-    add_seed(p, "the same seed gives byte-identical files", default=1000)
+    add_options(p, PretrainingCorpusOptions, ("speakers", "utterances_per_speaker", "seed"))
     add_overwrite(p, "replace a corpus this command wrote at OUT_DIR (swapped in only once complete; any other folder is refused)")
     p.set_defaults(func=_make_pretraining_corpus)
 

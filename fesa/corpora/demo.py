@@ -37,7 +37,7 @@ from tqdm import tqdm
 from fesa.corpora.iemocap import SAMPLE_RATE, SESSIONS
 from fesa.errors import FesaError
 from fesa.files import atomic_write_json, staged_dir, write_manifest
-from fesa.options import HOLDOUT
+from fesa.options import HOLDOUT, DemoCorpusOptions, PretrainingCorpusOptions
 
 logger = logging.getLogger(__name__)
 
@@ -224,9 +224,9 @@ def synthesize_unlabelled(spk: Speaker, rng: np.random.Generator) -> np.ndarray:
 
 def make_pretraining_corpus(
     out_dir: Path,
-    speakers: int = 12,
-    utterances_per_speaker: int = 40,
-    seed: int = 1000,
+    speakers: int = PretrainingCorpusOptions.speakers,
+    utterances_per_speaker: int = PretrainingCorpusOptions.utterances_per_speaker,
+    seed: int = PretrainingCorpusOptions.seed,
     valid_fraction: float = HOLDOUT.valid_fraction,
     overwrite: bool = False,
     progress: bool = True,
@@ -335,7 +335,12 @@ def write_session(root: Path, session: int, per_speaker: int, seed: int, segment
 
 
 def make_demo_corpus(
-    out_dir: Path, utterances_per_speaker: int = 30, seed: int = 0, overwrite: bool = False, progress: bool = True, synth=None
+    out_dir: Path,
+    utterances_per_speaker: int = DemoCorpusOptions.utterances_per_speaker,
+    seed: int = DemoCorpusOptions.seed,
+    overwrite: bool = False,
+    progress: bool = True,
+    synth=None,
 ) -> Dict[str, object]:
     """Write the corpus to a staging folder beside `out_dir`, then move it into place whole.
 
