@@ -10,7 +10,7 @@ from fairseq.data.data_utils import compute_mask_indices
 from omegaconf import OmegaConf
 
 import fesa_fairseq  # noqa: F401
-from fesa.errors import FesaError
+from fesa_fairseq.errors import InputError
 from fesa_fairseq.models.emotion_hubert import EmotionHubertModel
 
 from tiny_hubert import PLUGIN, finetune, hydra_train
@@ -122,7 +122,7 @@ def test_architecture_mismatch_is_a_clear_error(stock_hubert, stock_labels, tmp_
         {"encoder_layers": 3},
     )
     model = EmotionHubertModel.build_model(model_cfg, task)
-    with pytest.raises(FesaError, match=r"does not fit this model: encoder.layers.2.self_attn.k_proj.weight is missing"):
+    with pytest.raises(InputError, match=r"does not fit this model: encoder.layers.2.self_attn.k_proj.weight is missing"):
         model.load_init_checkpoint(str(stock_hubert), task.dictionaries)
 
 
@@ -173,7 +173,7 @@ def test_never_reset_refuses_label_embeddings_that_do_not_fit(stock_hubert, tmp_
     cfg = OmegaConf.load(PLUGIN / "config" / "cpt" / "tiny.yaml")
     model, task = build_warm_model(tmp_path, [f"{i} 1" for i in range(8)], cfg.model)
     message = r"reset_label_embeddings=never, but the label embeddings of .* are \(14, 32\) and this label set needs \(12, 32\)"
-    with pytest.raises(FesaError, match=message):
+    with pytest.raises(InputError, match=message):
         model.load_init_checkpoint(str(stock_hubert), task.dictionaries, "never")
 
 
