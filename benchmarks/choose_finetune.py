@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py, for scripts run from anywhere
+from fesa.pipeline.hydra import hydra_path, hydra_train  # noqa: E402
+
 from common import HYDRA_TRAIN, parse_args  # noqa: E402
 
-PLUGIN = Path(__file__).resolve().parent.parent / "fesa_fairseq"
 INIT = "{exp}/fold{fold}/tapt/checkpoints/checkpoint_best.pt"  # the baseline's starting point: the fold's TAPT
 
 
@@ -45,19 +46,10 @@ SMALL = dict(folds="1", updates=3, candidates="frozen-560-lr1e-3,unfrozen-400-lr
 
 
 def command(exp: Path, fold: int, init: str, overrides: List[str], run_dir: Path) -> List[str]:
-    return [
-        HYDRA_TRAIN,
-        "--config-dir",
-        str(PLUGIN / "config" / "finetune"),
-        "--config-name",
-        "tiny",
-        f"common.user_dir={PLUGIN}",
-        f"task.data={exp / 'manifests' / f'fold{fold}'}",
-        f"model.w2v_path={Path(init.format(exp=exp, fold=fold)).resolve()}",
-        f"hydra.run.dir={run_dir}",
-        "common.seed=1",
-        *overrides,
-    ]
+    """fesa run's fine-tuning command (pipeline.hydra.hydra_train), run by this interpreter's fairseq-hydra-train."""
+    data = hydra_path("task.data", exp / "manifests" / f"fold{fold}")
+    start = hydra_path("model.w2v_path", Path(init.format(exp=exp, fold=fold)).resolve())
+    return [HYDRA_TRAIN, *hydra_train("finetune", "tiny", run_dir, [data, start, "common.seed=1", *overrides])[1:]]
 
 
 def best_valid_ua(log: Path) -> Optional[float]:
